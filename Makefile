@@ -1,0 +1,44 @@
+# Rouse: every target installs what it needs first, so each works alone on a
+# fresh machine. `make help` lists them.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: help install system-deps lint fmt test test-unit dev clean
+
+help: ## list targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+install: $(VENV)/.installed ## create .venv with both packages (editable) plus test and lint extras
+
+$(VENV)/.installed: runtime/pyproject.toml operator/pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e 'runtime[test,lint]' -e 'operator[test,lint]'
+	touch $@
+
+system-deps: ## Debian packages the tests use (redis, prometheus, shellcheck); needs root or sudo
+	bash hack/system-deps.sh
+
+lint: install ## ruff (format check + lint) and mypy --strict on both packages
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+fmt: install ## apply ruff formatting and autofixes
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: install system-deps ## the whole test suite (builds every tool it needs first)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-unit: install ## only the tests that need no server
+	$(BIN)/pytest -m 'not integration and not e2e' $(PYTEST_ARGS)
+
+clean: ## remove the venv and caches (keeps the Go build cache)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

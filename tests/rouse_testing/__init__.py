@@ -1,0 +1,1 @@
+"""Helpers shared by Rouse's tests: real servers, ports, waiting for conditions."""
