@@ -1,0 +1,1 @@
+"""Hello example agent (see ../agent.yaml)."""

@@ -1,0 +1,1 @@
+"""Support-triage example agent: skills for the Rouse runtime (see ../agent.yaml)."""

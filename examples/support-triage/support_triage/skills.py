@@ -1,0 +1,118 @@
+"""The support-triage skills. Each takes ``(event, ctx)`` and returns reply data.
+
+triage    com.example.ticket.created -> com.example.ticket.triaged
+draft     com.example.ticket.triaged -> com.example.reply.drafted (+ emits com.example.ticket.urgent)
+escalate  com.example.ticket.urgent  -> com.example.ticket.escalated
+digest    schedule / com.example.digest.requested -> com.example.digest.ready
+
+With a model configured (ROUSE_LLM_BASE_URL and ROUSE_LLM_MODEL), triage and
+draft ask it through ``ctx.llm`` (tokens and cost are metered against the
+agent's budget); otherwise they apply the rules in ``rules.py`` and say so in
+the ``method`` field of their reply.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from support_triage import rules
+
+TICKETS_KEY = "support-triage/tickets"
+
+
+def _model_configured() -> bool:
+    return bool(os.environ.get("ROUSE_LLM_BASE_URL") and os.environ.get("ROUSE_LLM_MODEL"))
+
+
+async def _ask_model(ctx: Any, system: str, user: str) -> str:
+    """One chat completion through the budget-metered client."""
+    answer = await ctx.llm.chat(
+        [{"role": "system", "content": system}, {"role": "user", "content": user}]
+    )
+    return str(answer)
+
+
+async def triage(event: Any, ctx: Any) -> dict[str, Any]:
+    """Classify a new ticket: category and priority (model, else keyword rules)."""
+    ticket = rules.validate_ticket(event.data)
+    ctx.step()
+    result = rules.triage(ticket)
+    if _model_configured():
+        text = await _ask_model(
+            ctx,
+            "Classify the support ticket. Answer with JSON only: "
+            '{"category": one of ' + json.dumps([*rules.CATEGORIES, "general"]) + ', "priority": '
+            'one of ["urgent", "high", "normal", "low"]}.',
+            f"Subject: {ticket['subject']}\n\n{ticket['body']}",
+        )
+        try:
+            answer = json.loads(text)
+            if answer.get("priority") in rules.RESPONSE_TIME:
+                result = {
+                    "category": str(answer.get("category") or result["category"]),
+                    "priority": answer["priority"],
+                    "matched": [],
+                    "method": "model",
+                }
+        except (ValueError, AttributeError):
+            ctx.log.warning("model answer is not the JSON asked for; keeping the rule-based triage")
+    return {"ticket": ticket, **result}
+
+
+async def draft(event: Any, ctx: Any) -> dict[str, Any]:
+    """Draft the first reply; hand urgent tickets to escalation (fan-out)."""
+    triaged = event.data
+    ticket, category, priority = triaged["ticket"], triaged["category"], triaged["priority"]
+    ctx.step()
+    method = "template"
+    text = rules.draft(ticket, category, priority)
+    if _model_configured():
+        text = await _ask_model(
+            ctx,
+            "You write short, kind first replies to customer support tickets. "
+            f"Promise an answer within {rules.RESPONSE_TIME[priority]}. Sign as 'The support team'.",
+            f"Customer: {ticket.get('customer', 'unknown')}\nSubject: {ticket['subject']}\n\n{ticket['body']}",
+        )
+        method = "model"
+    drafted = {
+        "ticketId": ticket["id"],
+        "category": category,
+        "priority": priority,
+        "reply": text,
+        "method": method,
+    }
+    await _remember(ctx, {"id": ticket["id"], "category": category, "priority": priority})
+    if priority == "urgent":
+        await ctx.emit("com.example.ticket.urgent", {"ticket": ticket, "draft": drafted})
+    return drafted
+
+
+async def escalate(event: Any, ctx: Any) -> dict[str, Any]:
+    """Page the on-call person for an urgent ticket (recorded in state, exactly once per event)."""
+    ticket = event.data["ticket"]
+    oncall = os.environ.get("SUPPORT_ONCALL", "support-oncall@example.com")
+    ctx.step()
+    page = {
+        "ticketId": ticket["id"],
+        "oncall": oncall,
+        "subject": ticket["subject"],
+        "draft": event.data["draft"]["reply"],
+    }
+    await ctx.state.set(f"support-triage/escalations/{ticket['id']}", page)
+    ctx.log.info("escalated %s to %s", ticket["id"], oncall)
+    return {"ticketId": ticket["id"], "escalatedTo": oncall, "priority": "urgent"}
+
+
+async def digest(event: Any, ctx: Any) -> dict[str, Any]:
+    """Summarise the tickets seen since the last digest, then start a new period."""
+    tickets = await ctx.state.get(TICKETS_KEY) or []
+    await ctx.state.set(TICKETS_KEY, [])
+    ctx.step()
+    return rules.digest(tickets)
+
+
+async def _remember(ctx: Any, ticket: dict[str, Any]) -> None:
+    tickets = await ctx.state.get(TICKETS_KEY) or []
+    await ctx.state.set(TICKETS_KEY, [*tickets, ticket])
