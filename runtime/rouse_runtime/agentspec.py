@@ -11,7 +11,15 @@ truth), so local mode refuses exactly what the API server refuses.
 
 from __future__ import annotations
 
+import copy
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
 from typing import Any
+
+import yaml
+
+from rouse_runtime import structural
 
 Agent = dict[str, Any]
 Skill = dict[str, Any]
@@ -32,9 +40,33 @@ ENV_MAX_TOKENS = "ROUSE_MAX_TOKENS"
 ENV_TIMEOUT_SECONDS = "ROUSE_TIMEOUT_SECONDS"
 
 
+# Child names: "<agent>-<skill>" is at most 58 characters (a CEL rule in the CRD),
+# so the longest suffix ("-cron") still fits a 63-character DNS label.
+MAX_EVENTS_PER_SKILL = 10  # the CRD's maxItems: a Trigger's index is one digit
+PINGSOURCE_SUFFIX = "cron"
+
+
+class AgentInvalid(ValueError):  # noqa: N818 (the name local mode and the CLI use)
+    """An Agent the API server would refuse; `errors` are its messages (field path first)."""
+
+    def __init__(self, errors: list[str]) -> None:
+        self.errors = list(errors)
+        super().__init__("invalid Agent:\n" + "\n".join(f"  {e}" for e in self.errors))
+
+
 def service_name(agent_name: str, skill_name: str) -> str:
     """Name of a skill's Knative Service (and of its local process group)."""
     return f"{agent_name}-{skill_name}"
+
+
+def trigger_name(agent_name: str, skill_name: str, index: int) -> str:
+    """Name of the Trigger for the `index`-th event filter of a skill (0..9)."""
+    return f"{service_name(agent_name, skill_name)}-{index}"
+
+
+def pingsource_name(agent_name: str, skill_name: str) -> str:
+    """Name of the PingSource that wakes a skill on its schedule."""
+    return f"{service_name(agent_name, skill_name)}-{PINGSOURCE_SUFFIX}"
 
 
 def reply_type(skill: Skill) -> str:
@@ -67,3 +99,72 @@ def skill_env(agent: Agent, skill: Skill, broker_url: str) -> dict[str, str]:
     }
     env.update({name: str(value) for name, value in limits.items() if value is not None})
     return env
+
+
+def crd_path() -> Path:
+    """The Agent CRD: shipped inside the wheel, or the repository's crds/ in an editable install."""
+    packaged = resources.files("rouse_runtime").joinpath("crds", "agent.yaml")
+    if packaged.is_file():
+        return Path(str(packaged))
+    repo = Path(__file__).resolve().parents[2] / "crds" / "agent.yaml"
+    if repo.is_file():
+        return repo
+    raise FileNotFoundError(
+        f"Agent CRD not found: neither {packaged} (wheel) nor {repo} (source tree) exists"
+    )
+
+
+@lru_cache(maxsize=1)
+def _crd() -> dict[str, Any]:
+    with crd_path().open(encoding="utf-8") as stream:
+        crd: dict[str, Any] = yaml.safe_load(stream)
+    return crd
+
+
+def crd() -> dict[str, Any]:
+    """A copy of the Agent CustomResourceDefinition."""
+    return copy.deepcopy(_crd())
+
+
+def agent_schema() -> dict[str, Any]:
+    """The openAPIV3Schema of the served version (v1alpha1)."""
+    version = next(v for v in _crd()["spec"]["versions"] if v["name"] == API_VERSION.split("/")[1])
+    schema: dict[str, Any] = version["schema"]["openAPIV3Schema"]
+    return schema
+
+
+def validate_agent(obj: Any) -> Agent:
+    """A defaulted copy of `obj`, or AgentInvalid with the API server's messages.
+
+    Checks what `kubectl apply` of the object would: apiVersion/kind, metadata.name,
+    unknown fields, the CRD's schema after defaulting, and its CEL rules.
+    """
+    if not isinstance(obj, dict):
+        raise AgentInvalid([f"Invalid value: {type(obj).__name__}: an Agent must be a mapping"])
+    errors: list[str] = []
+    if obj.get("apiVersion") != API_VERSION:
+        errors.append(
+            f"apiVersion: Unsupported value: {obj.get('apiVersion')!r}: supported values: "
+            f'"{API_VERSION}"'
+        )
+    if obj.get("kind") != KIND:
+        errors.append(f'kind: Unsupported value: {obj.get("kind")!r}: supported values: "{KIND}"')
+    metadata = obj.get("metadata")
+    if not isinstance(metadata, dict) or not isinstance(metadata.get("name"), str):
+        errors.append("metadata.name: Required value: name is required")
+    if errors:
+        raise AgentInvalid(errors)
+    defaulted, errors = structural.validate(obj, agent_schema())
+    if errors:
+        raise AgentInvalid(errors)
+    result: Agent = defaulted
+    return result
+
+
+def load_agent_file(path: str | Path) -> Agent:
+    """Read one Agent from a YAML file and validate it (see validate_agent)."""
+    with Path(path).open(encoding="utf-8") as stream:
+        documents = [d for d in yaml.safe_load_all(stream) if d is not None]
+    if len(documents) != 1:
+        raise AgentInvalid([f"{path}: expected exactly one YAML document, found {len(documents)}"])
+    return validate_agent(documents[0])

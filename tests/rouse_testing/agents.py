@@ -1,0 +1,180 @@
+"""Agents for tests: a valid base and the table of invalid ones.
+
+The invalid table is shared by the API-server test (kubectl apply refuses each one)
+and the offline validator test (agentspec.validate_agent refuses each one), so both
+are held to the same cases and the same field names.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+Agent = dict[str, Any]
+
+
+def base_agent(name: str = "triage-bot") -> Agent:
+    """A small valid Agent with two skills (one scheduled), warm pool and budget."""
+    return {
+        "apiVersion": "rouse.dev/v1alpha1",
+        "kind": "Agent",
+        "metadata": {"name": name},
+        "spec": {
+            "image": "registry.example/triage:1.0",
+            "skills": [
+                {
+                    "name": "triage",
+                    "handler": "support.skills:triage",
+                    "events": [{"type": "com.example.ticket.created"}],
+                    "reply": {"type": "com.example.ticket.triaged"},
+                    "scaling": {"min": 0, "max": 5},
+                },
+                {
+                    "name": "digest",
+                    "handler": "support.skills:digest",
+                    "schedule": {"cron": "*/15 * * * *", "data": {"window": "15m"}},
+                },
+            ],
+            "warmPool": {"max": 2},
+            "budget": {"perInvocation": {"maxSteps": 20}, "onExhausted": "park"},
+        },
+    }
+
+
+@dataclass(frozen=True)
+class Invalid:
+    """One invalid Agent: how to break the base, and the field the refusal must name."""
+
+    id: str
+    mutate: Callable[[Agent], None]
+    field: str  # the field path every refusal must name
+
+    def agent(self, name: str = "triage-bot") -> Agent:
+        obj = base_agent(name)
+        self.mutate(obj)
+        return obj
+
+
+def _skill(obj: Agent, index: int = 0) -> dict[str, Any]:
+    skill: dict[str, Any] = obj["spec"]["skills"][index]
+    return skill
+
+
+def _set(path: list[str | int], value: Any) -> Callable[[Agent], None]:
+    def mutate(obj: Agent) -> None:
+        node: Any = obj
+        for part in path[:-1]:
+            node = node[part]
+        node[path[-1]] = value
+
+    return mutate
+
+
+def _duplicate_skill(obj: Agent) -> None:
+    obj["spec"]["skills"].append(copy.deepcopy(_skill(obj)))
+
+
+def _long_names(obj: Agent) -> None:
+    obj["metadata"]["name"] = "a" * 40
+    _skill(obj)["name"] = "b" * 18  # 40 + 1 + 18 = 59 > 58
+
+
+def _drop_image(obj: Agent) -> None:
+    del obj["spec"]["image"]
+
+
+INVALID: list[Invalid] = [
+    Invalid("duplicate-skill-names", _duplicate_skill, "spec.skills"),
+    Invalid(
+        "scaling-min-above-max",
+        _set(["spec", "skills", 0, "scaling"], {"min": 6, "max": 5}),
+        "spec.skills[0].scaling",
+    ),
+    Invalid(
+        "handler-not-module-function",
+        _set(["spec", "skills", 0, "handler"], "support.skills.triage"),
+        "spec.skills[0].handler",
+    ),
+    Invalid(
+        "skill-name-not-dns-label",
+        _set(["spec", "skills", 0, "name"], "Triage_1"),
+        "spec.skills[0].name",
+    ),
+    Invalid("agent-name-not-dns-1035", _set(["metadata", "name"], "triage.bot"), "metadata.name"),
+    Invalid("generated-names-too-long", _long_names, "spec.skills"),
+    Invalid(
+        "unknown-skill-field", _set(["spec", "skills", 0, "retries"], 3), "spec.skills[0].retries"
+    ),
+    Invalid("unknown-spec-field", _set(["spec", "replicas"], 2), "spec.replicas"),
+    Invalid("image-missing", _drop_image, "spec.image"),
+    Invalid(
+        "warm-pool-above-scaling-max", _set(["spec", "warmPool", "max"], 6), "spec.warmPool.max"
+    ),
+    Invalid(
+        "concurrency-negative",
+        _set(["spec", "skills", 0, "concurrency"], -1),
+        "spec.skills[0].concurrency",
+    ),
+    Invalid(
+        "timeout-above-knative-max",
+        _set(["spec", "skills", 0, "timeoutSeconds"], 601),
+        "spec.skills[0].timeoutSeconds",
+    ),
+    Invalid(
+        "backoff-policy-unknown",
+        _set(["spec", "skills", 0, "delivery"], {"backoffPolicy": "random"}),
+        "spec.skills[0].delivery.backoffPolicy",
+    ),
+    Invalid(
+        "backoff-delay-not-iso8601",
+        _set(["spec", "skills", 0, "delivery"], {"backoffDelay": "1s"}),
+        "spec.skills[0].delivery.backoffDelay",
+    ),
+    Invalid(
+        "env-reserved-name", _set(["spec", "env"], [{"name": "PORT", "value": "9090"}]), "spec.env"
+    ),
+    Invalid(
+        "event-attribute-not-cloudevents",
+        _set(["spec", "skills", 0, "events"], [{"Type": "x"}]),
+        "spec.skills[0].events[0]",
+    ),
+    Invalid(
+        "skill-wakes-itself",
+        _set(["spec", "skills", 0, "events"], [{"type": "com.example.ticket.triaged"}]),
+        "spec.skills[0].events",
+    ),
+    Invalid("no-skills", _set(["spec", "skills"], []), "spec.skills"),
+    Invalid(
+        "warm-schedule-above-max",
+        _set(
+            ["spec", "warmPool", "schedules"], [{"cron": "0 8 * * *", "duration": "1h", "min": 3}]
+        ),
+        "spec.warmPool.schedules",
+    ),
+    Invalid(
+        "on-exhausted-unknown",
+        _set(["spec", "budget", "onExhausted"], "drop"),
+        "spec.budget.onExhausted",
+    ),
+    Invalid(
+        "env-value-and-value-from",
+        _set(
+            ["spec", "env"],
+            [
+                {
+                    "name": "KEY",
+                    "value": "x",
+                    "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}},
+                }
+            ],
+        ),
+        "spec.env[0]",
+    ),
+    Invalid(
+        "scaling-max-wrong-type",
+        _set(["spec", "skills", 0, "scaling"], {"max": "ten"}),
+        "spec.skills[0].scaling.max",
+    ),
+]
