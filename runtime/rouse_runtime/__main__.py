@@ -1,0 +1,48 @@
+"""`rouse-runtime` / `python -m rouse_runtime`: serve the skill named by the env contract."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+ENV_HOST = "ROUSE_HOST"
+
+
+def main() -> int:
+    """Start uvicorn from env; a bad env is one clear line and exit code 2."""
+    from rouse_runtime.config import ConfigError, load_config
+
+    try:
+        config = load_config(os.environ)
+    except ConfigError as exc:
+        print(json.dumps({"level": "error", "msg": f"rouse-runtime: {exc}"}), file=sys.stderr)
+        return 2
+
+    import uvicorn
+
+    from rouse_runtime.logs import setup_logging
+    from rouse_runtime.protocol import MAX_HEADER_BYTES, JsonErrorH11Protocol
+    from rouse_runtime.server import create_app
+
+    setup_logging(config.log_level)
+    # Skills live in the image's working directory (the console script's own dir is on sys.path).
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    app = create_app(config)
+    uvicorn.run(
+        app,
+        host=os.environ.get(ENV_HOST, "0.0.0.0"),  # a pod must listen on its IP
+        port=config.port,
+        http=JsonErrorH11Protocol,
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=30,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

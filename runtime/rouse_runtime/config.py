@@ -1,0 +1,175 @@
+"""The runtime's settings, read once from the env contract (see agentspec's ENV_* names).
+
+Pure: `load_config(env)` turns a mapping into a frozen `Config` or raises
+`ConfigError` naming the variable and what is wrong with it, so a typo in a
+Knative Service's env shows up as one clear line instead of a stack trace.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from rouse_runtime import agentspec
+
+ENV_PORT = "PORT"
+ENV_MAX_BODY_BYTES = "ROUSE_MAX_BODY_BYTES"
+ENV_LLM_BASE_URL = "ROUSE_LLM_BASE_URL"
+ENV_LLM_API_KEY = "ROUSE_LLM_API_KEY"
+ENV_LLM_MODEL = "ROUSE_LLM_MODEL"
+ENV_LLM_PRICES = "ROUSE_LLM_PRICES"
+ENV_LOG_LEVEL = "ROUSE_LOG_LEVEL"
+
+DEFAULT_PORT = 8080
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+DEFAULT_STATE_URL = "sqlite:///tmp/rouse/state.db"
+DEFAULT_LLM_BASE_URL = "https://api.openai.com/v1"
+# How long a claimed-but-unfinished invocation blocks duplicates when no timeout is set.
+DEFAULT_LEASE_SECONDS = 330.0
+# How long completed results answer redeliveries (Knative retries last minutes, not days).
+IDEMPOTENCY_TTL_SECONDS = 7 * 24 * 3600.0
+
+
+class ConfigError(ValueError):
+    """A ROUSE_* variable is missing or malformed; the message names it."""
+
+
+@dataclass(frozen=True)
+class Price:
+    """USD per one million tokens."""
+
+    input: float
+    output: float
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-invocation budget; None means unlimited."""
+
+    max_steps: int | None = None
+    max_tool_calls: int | None = None
+    max_tokens: int | None = None
+    timeout_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    handler: str
+    agent: str
+    skill: str
+    reply_type: str
+    reply_source: str
+    port: int = DEFAULT_PORT
+    broker_url: str | None = None
+    state_url: str = DEFAULT_STATE_URL
+    limits: Limits = field(default_factory=Limits)
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    llm_base_url: str = DEFAULT_LLM_BASE_URL
+    llm_api_key: str | None = None
+    llm_model: str | None = None
+    llm_prices: Mapping[str, Price] = field(default_factory=dict)
+    log_level: str = "INFO"
+
+    @property
+    def lease_seconds(self) -> float:
+        """How long an unfinished claim holds off duplicates (longer than any run)."""
+        timeout = self.limits.timeout_seconds
+        return DEFAULT_LEASE_SECONDS if timeout is None else timeout + 30.0
+
+
+def _int(env: Mapping[str, str], name: str, *, minimum: int) -> int | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={raw!r} must be >= {minimum}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str) -> float | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if not value > 0:
+        raise ConfigError(f"{name}={raw!r} must be > 0")
+    return value
+
+
+def parse_prices(raw: str) -> dict[str, Price]:
+    """`{"model": {"input": usd_per_1M, "output": usd_per_1M}}` → prices."""
+    if not raw.strip():
+        return {}
+    try:
+        table = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{ENV_LLM_PRICES} is not valid JSON: {exc}") from None
+    if not isinstance(table, dict):
+        raise ConfigError(f"{ENV_LLM_PRICES} must be a JSON object of model -> prices")
+    prices: dict[str, Price] = {}
+    for model, entry in table.items():
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{ENV_LLM_PRICES}[{model!r}] must be an object")
+        try:
+            prices[model] = Price(input=float(entry["input"]), output=float(entry["output"]))
+        except (KeyError, TypeError, ValueError):
+            raise ConfigError(
+                f"{ENV_LLM_PRICES}[{model!r}] needs numeric 'input' and 'output' (USD per 1M tokens)"
+            ) from None
+    return prices
+
+
+def _state_url(raw: str) -> str:
+    if raw.startswith(("sqlite://", "redis://", "rediss://", "unix://")):
+        return raw
+    raise ConfigError(
+        f"{agentspec.ENV_STATE_URL}={raw!r}: expected sqlite:///path or redis://host:port/db"
+    )
+
+
+def load_config(env: Mapping[str, str]) -> Config:
+    """Read the env contract; raise ConfigError naming the first bad variable."""
+    handler = env.get(agentspec.ENV_HANDLER, "").strip()
+    if not handler:
+        raise ConfigError(f"{agentspec.ENV_HANDLER} is not set (expected module:function)")
+    module, sep, function = handler.partition(":")
+    if not sep or not module or not function:
+        raise ConfigError(f"{agentspec.ENV_HANDLER}={handler!r} must look like module:function")
+    agent = env.get(agentspec.ENV_AGENT, "").strip() or "local"
+    skill = env.get(agentspec.ENV_SKILL, "").strip() or function.rsplit(".", 1)[-1]
+    reply = env.get(agentspec.ENV_REPLY_TYPE, "").strip() or agentspec.reply_type({"name": skill})
+    port = _int(env, ENV_PORT, minimum=0)
+    max_body = _int(env, ENV_MAX_BODY_BYTES, minimum=1)
+    level = env.get(ENV_LOG_LEVEL, "INFO").strip().upper() or "INFO"
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise ConfigError(f"{ENV_LOG_LEVEL}={level!r} must be DEBUG, INFO, WARNING or ERROR")
+    return Config(
+        handler=handler,
+        agent=agent,
+        skill=skill,
+        reply_type=reply,
+        reply_source=agentspec.reply_source(agent, skill),
+        port=DEFAULT_PORT if port is None else port,
+        broker_url=env.get(agentspec.ENV_BROKER_URL, "").strip() or None,
+        state_url=_state_url(env.get(agentspec.ENV_STATE_URL, "").strip() or DEFAULT_STATE_URL),
+        limits=Limits(
+            max_steps=_int(env, agentspec.ENV_MAX_STEPS, minimum=0),
+            max_tool_calls=_int(env, agentspec.ENV_MAX_TOOL_CALLS, minimum=0),
+            max_tokens=_int(env, agentspec.ENV_MAX_TOKENS, minimum=0),
+            timeout_seconds=_float(env, agentspec.ENV_TIMEOUT_SECONDS),
+        ),
+        max_body_bytes=DEFAULT_MAX_BODY_BYTES if max_body is None else max_body,
+        llm_base_url=(env.get(ENV_LLM_BASE_URL, "").strip() or DEFAULT_LLM_BASE_URL).rstrip("/"),
+        llm_api_key=env.get(ENV_LLM_API_KEY) or None,
+        llm_model=env.get(ENV_LLM_MODEL, "").strip() or None,
+        llm_prices=parse_prices(env.get(ENV_LLM_PRICES, "")),
+        log_level=level,
+    )

@@ -1,0 +1,271 @@
+"""CloudEvents in and out over HTTP, through the cloudevents SDK.
+
+`parse_event` turns a request into a CloudEvent or an `EventError` (status,
+error, detail) naming what is wrong: the SDK's own messages are misleading for
+some inputs (a binary event missing `ce-id` is reported as missing
+specversion) and echo whole bodies, so the error path names the problem itself.
+Binary-mode data is decoded by its content type: JSON types become Python
+values (strict UTF-8 and JSON, else 400), `text/*` a str, anything else reaches
+the skill as the exact bytes sent.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from cloudevents import exceptions as ce_errors
+from cloudevents.conversion import to_binary, to_json, to_structured
+from cloudevents.http import CloudEvent, from_http, from_json
+
+Mode = Literal["binary", "structured"]
+
+SPECVERSIONS = ("1.0", "0.3")
+REQUIRED = ("id", "source", "type")
+STRUCTURED_JSON = "application/cloudevents+json"
+BUDGET_EXCEEDED_TYPE = "dev.rouse.budget.exceeded"
+TRACE_EXTENSIONS = ("traceparent", "tracestate")
+# Namespace for deterministic ids of replies and emitted events: a rerun after a
+# 500 produces the same ids, so downstream idempotency sees duplicates as such.
+_ID_NAMESPACE = uuid.UUID("5b0e8d1c-5f0f-4d0a-9a57-7d1b6c0a0e11")
+
+
+class EventError(Exception):
+    """A request that is not an acceptable CloudEvent; answered as JSON with `status`."""
+
+    def __init__(self, status: int, error: str, detail: str) -> None:
+        super().__init__(f"{error}: {detail}")
+        self.status = status
+        self.error = error
+        self.detail = detail
+
+    def body(self) -> dict[str, str]:
+        return {"error": self.error, "detail": self.detail}
+
+
+def media_type(content_type: str | None) -> str:
+    """`Application/JSON; charset=utf-8` → `application/json`."""
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def is_json(content_type: str | None) -> bool:
+    mt = media_type(content_type)
+    return mt in ("application/json", "text/json") or mt.endswith("+json")
+
+
+def _binary_data(content_type: str | None) -> Any:
+    """The unmarshaller for a binary-mode body of this content type."""
+    mt = media_type(content_type)
+
+    def unmarshal(body: bytes | str) -> Any:
+        raw = body.encode("latin-1") if isinstance(body, str) else body
+        if is_json(mt):
+            try:
+                return json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                raise EventError(
+                    400,
+                    "invalid data",
+                    f"body declared {mt} is not valid UTF-8: {exc.reason} at byte {exc.start}",
+                ) from None
+            except json.JSONDecodeError as exc:
+                raise EventError(
+                    400,
+                    "invalid data",
+                    f"body declared {mt} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+                ) from None
+        if mt.startswith("text/"):
+            try:
+                return raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise EventError(
+                    400,
+                    "invalid data",
+                    f"body declared {mt} is not valid UTF-8: {exc.reason} at byte {exc.start}",
+                ) from None
+        return bytes(raw)
+
+    return unmarshal
+
+
+def _check_attributes(event: CloudEvent, where: str) -> CloudEvent:
+    bad = [name for name in REQUIRED if not isinstance(event.get(name), str) or not event.get(name)]
+    if bad:
+        raise EventError(
+            400, "invalid attribute", f"{', '.join(bad)} must be a non-empty string ({where})"
+        )
+    return event
+
+
+def _parse_binary(headers: Mapping[str, str], body: bytes) -> CloudEvent:
+    missing = [name for name in REQUIRED if not headers.get(f"ce-{name}")]
+    if missing:
+        names = ", ".join(missing)
+        heads = ", ".join(f"ce-{name}" for name in missing)
+        raise EventError(
+            400, "missing attribute", f"binary-mode event lacks {names} (headers {heads})"
+        )
+    specversion = headers["ce-specversion"]
+    if specversion not in SPECVERSIONS:
+        raise EventError(
+            400,
+            "unsupported specversion",
+            f"specversion {specversion!r}; supported: {', '.join(SPECVERSIONS)}",
+        )
+    try:
+        event = from_http(
+            headers, body, data_unmarshaller=_binary_data(headers.get("content-type"))
+        )
+    except EventError:
+        raise
+    except ce_errors.DataUnmarshallerError as exc:
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, EventError):
+            raise cause from None
+        raise EventError(400, "invalid data", _short(exc)) from None
+    except Exception as exc:  # never let a malformed request become a 500
+        raise EventError(400, "malformed event", _short(exc)) from None
+    return _check_attributes(event, "binary mode")
+
+
+def _parse_structured(headers: Mapping[str, str], body: bytes) -> CloudEvent:
+    content_type = headers.get("content-type")
+    mt = media_type(content_type)
+    if mt != STRUCTURED_JSON:
+        if mt.startswith("application/cloudevents-batch"):
+            raise EventError(
+                415,
+                "unsupported media type",
+                f"batched CloudEvents ({mt}) are not accepted; send one event per request",
+            )
+        if mt.startswith("application/cloudevents"):
+            raise EventError(
+                415,
+                "unsupported media type",
+                f"structured format {mt!r} is not supported; use {STRUCTURED_JSON}",
+            )
+        shown = repr(content_type) if content_type else "none"
+        raise EventError(
+            415,
+            "unsupported media type",
+            f"not a CloudEvent: no ce-specversion header (binary mode) and content type {shown} is not {STRUCTURED_JSON} (structured mode)",
+        )
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise EventError(
+            400,
+            "invalid JSON",
+            f"structured event is not valid UTF-8: {exc.reason} at byte {exc.start}",
+        ) from None
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise EventError(
+            400,
+            "invalid JSON",
+            f"structured event is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+        ) from None
+    if not isinstance(raw, dict):
+        raise EventError(
+            400, "invalid JSON", f"structured event must be a JSON object, got {type(raw).__name__}"
+        )
+    if "specversion" not in raw:
+        raise EventError(400, "missing attribute", "structured event lacks specversion")
+    if raw["specversion"] not in SPECVERSIONS:
+        raise EventError(
+            400,
+            "unsupported specversion",
+            f"specversion {raw['specversion']!r}; supported: {', '.join(SPECVERSIONS)}",
+        )
+    missing = [name for name in REQUIRED if name not in raw]
+    if missing:
+        raise EventError(400, "missing attribute", f"structured event lacks {', '.join(missing)}")
+    try:
+        event = from_http(headers, body)
+    except Exception as exc:  # never let a malformed request become a 500
+        raise EventError(400, "malformed event", _short(exc)) from None
+    return _check_attributes(event, "structured mode")
+
+
+def parse_event(headers: Mapping[str, str], body: bytes) -> tuple[CloudEvent, Mode]:
+    """The CloudEvent in a request, and which HTTP mode carried it."""
+    if "ce-specversion" in headers or any(key.startswith("ce-") for key in headers):
+        if "ce-specversion" not in headers:
+            raise EventError(
+                400,
+                "missing attribute",
+                "binary-mode event lacks specversion (header ce-specversion)",
+            )
+        return _parse_binary(headers, body), "binary"
+    return _parse_structured(headers, body), "structured"
+
+
+def _short(exc: Exception, limit: int = 300) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def derived_id(*parts: str) -> str:
+    """A deterministic event id from its cause (same cause, same id)."""
+    return str(uuid.uuid5(_ID_NAMESPACE, "\x1f".join(parts)))
+
+
+def trace_attributes(event: CloudEvent) -> dict[str, str]:
+    """The distributed-tracing extension attributes to carry forward."""
+    return {name: str(event[name]) for name in TRACE_EXTENSIONS if event.get(name)}
+
+
+def new_event(
+    attributes: dict[str, Any], data: Any, *, cause: CloudEvent | None = None
+) -> CloudEvent:
+    """A CloudEvent with data typed by content: bytes are octet-stream, the rest JSON."""
+    attrs = dict(attributes)
+    if data is not None and "datacontenttype" not in attrs:
+        attrs["datacontenttype"] = (
+            "application/octet-stream"
+            if isinstance(data, bytes | bytearray)
+            else "application/json"
+        )
+    attrs.setdefault("time", datetime.now(UTC).isoformat())
+    if cause is not None:
+        for name, value in trace_attributes(cause).items():
+            attrs.setdefault(name, value)
+    return CloudEvent(attrs, data)
+
+
+def _marshaller(event: CloudEvent) -> Any:
+    json_data = is_json(event.get("datacontenttype")) or event.get("datacontenttype") is None
+
+    def marshal(data: Any) -> bytes:
+        if data is None:
+            return b""
+        if isinstance(data, bytes | bytearray):
+            return bytes(data)
+        if isinstance(data, str) and not json_data:
+            return data.encode("utf-8")
+        return json.dumps(data, separators=(",", ":")).encode("utf-8")
+
+    return marshal
+
+
+def to_http(event: CloudEvent, mode: Mode) -> tuple[dict[str, str], bytes]:
+    """Headers and body of an event in binary or structured mode."""
+    if mode == "binary":
+        headers, body = to_binary(event, data_marshaller=_marshaller(event))
+        if event.get("datacontenttype"):
+            headers["content-type"] = str(event["datacontenttype"])
+        return headers, body
+    return to_structured(event)
+
+
+def dump_event(event: CloudEvent) -> str:
+    """Structured JSON of an event, for the idempotency store (bytes become data_base64)."""
+    return to_json(event).decode("utf-8")
+
+
+def load_event(text: str) -> CloudEvent:
+    return from_json(text)

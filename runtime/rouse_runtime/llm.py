@@ -1,0 +1,117 @@
+"""`ctx.llm`: an OpenAI-compatible chat client that meters every call.
+
+It posts to `{ROUSE_LLM_BASE_URL}/chat/completions`, reads `usage` from the
+response, and charges the invocation's budget and the token/cost metrics with
+the price table from `ROUSE_LLM_PRICES` (USD per million tokens). A model with
+no price counts tokens at cost 0 and logs that once. httpx is imported when the
+first client is built, not at start-up.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from rouse_runtime.config import Price
+
+if TYPE_CHECKING:
+    import httpx
+
+log = logging.getLogger("rouse.llm")
+_unpriced_logged: set[str] = set()
+
+
+class LLMError(RuntimeError):
+    """The LLM endpoint failed or answered something that is not a chat completion."""
+
+
+@dataclass(frozen=True)
+class ChatResult:
+    """One completion: the first choice's text, the model that answered, its usage and cost."""
+
+    content: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    raw: Mapping[str, Any]
+
+
+def cost_usd(
+    prices: Mapping[str, Price], model: str, input_tokens: int, output_tokens: int
+) -> float:
+    """Cost of a call by the price table (0 for a model without a price)."""
+    price = prices.get(model)
+    if price is None:
+        return 0.0
+    return (input_tokens * price.input + output_tokens * price.output) / 1_000_000
+
+
+# Called with (model, input_tokens, output_tokens, cost) before the result is returned;
+# raises BudgetExceeded when the call crossed the token limit.
+UsageSink = Callable[[str, int, int, float], None]
+
+
+class LLMClient:
+    """Chat completions for one invocation (budget-metered through `before` and `charge`)."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        api_key: str | None,
+        model: str | None,
+        prices: Mapping[str, Price],
+        http: Callable[[], httpx.AsyncClient],
+        before: Callable[[], None],
+        charge: UsageSink,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self._api_key = api_key
+        self._prices = prices
+        self._http = http
+        self._before = before
+        self._charge = charge
+
+    async def chat(
+        self, messages: list[dict[str, Any]], *, model: str | None = None, **params: Any
+    ) -> ChatResult:
+        """POST /chat/completions; extra params (temperature, tools, ...) pass through."""
+        chosen = model or self.model
+        if not chosen:
+            raise LLMError("no model: pass model=... or set ROUSE_LLM_MODEL")
+        self._before()
+        headers = {"authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+        url = f"{self.base_url}/chat/completions"
+        try:
+            response = await self._http().post(
+                url, json={"model": chosen, "messages": messages, **params}, headers=headers
+            )
+        except Exception as exc:
+            raise LLMError(f"POST {url} failed: {exc!r}") from exc
+        if response.status_code >= 400:
+            raise LLMError(f"POST {url} answered {response.status_code}: {response.text[:300]}")
+        try:
+            body = response.json()
+            usage = body.get("usage") or {}
+            input_tokens = int(usage.get("prompt_tokens", 0))
+            output_tokens = int(usage.get("completion_tokens", 0))
+            answered = str(body.get("model") or chosen)
+            choices = body.get("choices") or [{}]
+            content = str((choices[0].get("message") or {}).get("content") or "")
+        except (ValueError, AttributeError, TypeError) as exc:
+            raise LLMError(
+                f"POST {url} answered a body that is not a chat completion: {exc}"
+            ) from exc
+        price_model = chosen if chosen in self._prices else answered
+        if price_model not in self._prices and price_model not in _unpriced_logged:
+            _unpriced_logged.add(price_model)
+            log.warning(
+                "no price for model %s in ROUSE_LLM_PRICES: its cost counts as 0", price_model
+            )
+        cost = cost_usd(self._prices, price_model, input_tokens, output_tokens)
+        self._charge(chosen, input_tokens, output_tokens, cost)
+        return ChatResult(content, answered, input_tokens, output_tokens, cost, body)

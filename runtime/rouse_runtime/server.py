@@ -1,0 +1,427 @@
+"""The skill's HTTP server: CloudEvents in on POST /, replies out, health and metrics.
+
+`create_app(config)` builds the FastAPI app. One invocation is: read the body
+within the size limit → parse the CloudEvent (400/413/415 on bad input) →
+admission checks (the hook where a "reject with 429 while suspended" policy
+goes) → idempotency (an in-process future per key plus a store-level claim, so
+duplicates run once across processes) → the skill under its budget → reply.
+
+Replies follow Knative: 200 with a CloudEvent (same HTTP mode as the request) is a
+reply the broker feeds back; 202 without body is none; 500 means "retry me"; a
+budget stop is a 200 `dev.rouse.budget.exceeded` reply, never a retryable error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from cloudevents.http import CloudEvent
+from fastapi import FastAPI
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from rouse_runtime.budget import Budget, BudgetExceeded
+from rouse_runtime.config import IDEMPOTENCY_TTL_SECONDS, Config
+from rouse_runtime.context import Context
+from rouse_runtime.events import (
+    BUDGET_EXCEEDED_TYPE,
+    EventError,
+    Mode,
+    derived_id,
+    dump_event,
+    load_event,
+    new_event,
+    parse_event,
+    to_http,
+    trace_attributes,
+)
+from rouse_runtime.handler import LoadedHandler, load_handler
+from rouse_runtime.metrics import CONTENT_TYPE, Metrics
+from rouse_runtime.store import Store, StoreError, open_store
+
+if TYPE_CHECKING:
+    import httpx
+
+log = logging.getLogger("rouse.runtime")
+
+# An admission check sees the parsed event before the skill runs; returning a
+# Response refuses it (e.g. 429 while the agent's budget is spent).
+AdmissionCheck = Callable[[CloudEvent], Awaitable[Response | None]]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one invocation produced: the HTTP status and the reply event or error body."""
+
+    status: int
+    event: CloudEvent | None = None
+    error: dict[str, str] | None = None
+    kind: str = "ok"
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "event": None if self.event is None else dump_event(self.event),
+        }
+
+    @staticmethod
+    def from_record(record: dict[str, Any]) -> Outcome:
+        event = record.get("event")
+        return Outcome(
+            int(record["status"]), None if event is None else load_event(event), kind="duplicate"
+        )
+
+
+def json_response(
+    status: int, error: str, detail: str, headers: Mapping[str, str] | None = None
+) -> Response:
+    body = json.dumps({"error": error, "detail": detail}).encode()
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
+
+
+def idempotency_key(agent: str, skill: str, source: str, event_id: str) -> str:
+    """One key per (skill, event source, event id): each skill runs an event once."""
+    raw = "\x1f".join((agent, skill, source, event_id))
+    return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def process_start_time() -> float | None:
+    """Wall-clock time this process started (Linux /proc), for rouse_startup_seconds."""
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        with open("/proc/stat", "rb") as f:
+            btime = next(int(line.split()[1]) for line in f if line.startswith(b"btime"))
+        return btime + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+class BodyTooLargeError(EventError):
+    def __init__(self, limit: int, what: str) -> None:
+        super().__init__(
+            413,
+            "payload too large",
+            f"{what} exceeds the limit of {limit} bytes (ROUSE_MAX_BODY_BYTES)",
+        )
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing (413) past limit by Content-Length and by bytes streamed."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise EventError(
+                400, "invalid header", f"Content-Length {declared[:40]!r} is not a number"
+            ) from None
+        if size > limit:
+            raise BodyTooLargeError(limit, f"Content-Length {size}")
+    chunks: list[bytes] = []
+    received = 0
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > limit:
+            raise BodyTooLargeError(limit, "body")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class Runtime:
+    """The skill's process-wide state: handler, store, metrics, in-flight invocations."""
+
+    def __init__(
+        self, config: Config, handler: LoadedHandler, metrics: Metrics | None = None
+    ) -> None:
+        self.config = config
+        self.handler = handler
+        self.metrics = metrics or Metrics(config.agent, config.skill)
+        self.admission_checks: list[AdmissionCheck] = []
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._store: Store | None = None
+        self._http: httpx.AsyncClient | None = None
+        self._inflight: dict[str, asyncio.Future[Outcome]] = {}
+        self._served = 0
+        limits = config.limits
+        timeout = limits.timeout_seconds
+        # Stop a little before Knative's own request timeout so the budget reply gets out.
+        self.deadline = None if timeout is None else timeout - min(1.0, timeout * 0.1)
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = open_store(self.config.state_url)
+        return self._store
+
+    def http(self) -> httpx.AsyncClient:
+        """Shared outbound client (emit, llm), built on first use."""
+        if self._http is None:
+            import httpx
+
+            self._http = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0))
+        return self._http
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+        if self._store is not None:
+            await self._store.close()
+
+    async def admit(self, event: CloudEvent) -> Response | None:
+        for check in self.admission_checks:
+            refusal = await check(event)
+            if refusal is not None:
+                return refusal
+        return None
+
+    async def invoke_once(self, event: CloudEvent) -> Outcome:
+        """Run the skill for event unless this (source, id) already ran or is running."""
+        key = idempotency_key(self.config.agent, self.config.skill, event["source"], event["id"])
+        running = self._inflight.get(key)
+        if running is not None:
+            outcome = await asyncio.shield(running)
+            self.metrics.invocations["duplicate"].inc()
+            return Outcome(outcome.status, outcome.event, outcome.error, kind="duplicate")
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            outcome = await self._claim_and_run(key, event)
+        except BaseException:
+            future.cancel()
+            raise
+        else:
+            future.set_result(outcome)
+            return outcome
+        finally:
+            del self._inflight[key]
+
+    async def _claim_and_run(self, key: str, event: CloudEvent) -> Outcome:
+        lease = self.config.lease_seconds
+        wait_until = time.monotonic() + (self.config.limits.timeout_seconds or 30.0)
+        pause = 0.02
+        claim = await self.store.claim(key, self.owner, lease)
+        while claim.state == "busy":
+            if time.monotonic() > wait_until:
+                return Outcome(
+                    409,
+                    error={
+                        "error": "duplicate in progress",
+                        "detail": f"event {event['id']!r} from {event['source']!r} is being processed by another instance; retry later",
+                    },
+                    kind="duplicate",
+                )
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.5)
+            claim = await self.store.claim(key, self.owner, lease)
+        if claim.state == "done":
+            self.metrics.invocations["duplicate"].inc()
+            return Outcome.from_record(claim.record)
+        try:
+            outcome = await self.run(event)
+        except BaseException:
+            await self.store.release(key, self.owner)
+            raise
+        if outcome.status < 300:
+            await self.store.complete(key, self.owner, outcome.record(), IDEMPOTENCY_TTL_SECONDS)
+        else:
+            await self.store.release(key, self.owner)
+        return outcome
+
+    async def run(self, event: CloudEvent) -> Outcome:
+        """One invocation of the skill under its budget, whatever it does."""
+        assert self.handler.function is not None
+        metrics = self.metrics
+        self._served += 1
+        if self._served == 1:
+            metrics.cold_starts.inc()
+        budget = Budget(self.config.limits)
+        ctx = Context(
+            event=event,
+            config=self.config,
+            budget=budget,
+            store=self.store,
+            metrics=metrics,
+            http=self.http,
+            loop=asyncio.get_running_loop(),
+        )
+        metrics.inflight.inc()
+        started = time.perf_counter()
+        try:
+            outcome = await self._call(event, ctx, budget)
+        finally:
+            metrics.inflight.dec()
+            metrics.duration.observe(time.perf_counter() - started)
+        metrics.invocations[outcome.kind].inc()
+        return outcome
+
+    async def _call(self, event: CloudEvent, ctx: Context, budget: Budget) -> Outcome:
+        function = self.handler.function
+        assert function is not None
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(self.deadline) as scope:
+                if self.handler.is_async:
+                    result = await function(event, ctx)
+                else:
+                    result = await asyncio.to_thread(function, event, ctx)
+        except TimeoutError:
+            if scope.expired():
+                budget.timed_out(time.monotonic() - started)
+                return await self._budget_stop(event, ctx, budget, None)
+            return self._failure(ctx, budget)
+        except BudgetExceeded:
+            return await self._budget_stop(event, ctx, budget, None)
+        except Exception:
+            if budget.breach is not None:
+                return await self._budget_stop(event, ctx, budget, None)
+            return self._failure(ctx, budget)
+        if budget.breach is not None:
+            return await self._budget_stop(event, ctx, budget, result)
+        if result is None:
+            return Outcome(202)
+        if isinstance(result, CloudEvent):
+            for name, value in trace_attributes(event).items():
+                if result.get(name) is None:
+                    result[name] = value
+            return Outcome(200, result)
+        return Outcome(200, self.reply(event, result))
+
+    def reply(self, event: CloudEvent, data: Any) -> CloudEvent:
+        cfg = self.config
+        attrs = {
+            "type": cfg.reply_type,
+            "source": cfg.reply_source,
+            "id": derived_id(cfg.agent, cfg.skill, event["source"], event["id"], "reply"),
+        }
+        return new_event(attrs, data, cause=event)
+
+    def _failure(self, ctx: Context, budget: Budget) -> Outcome:
+        ctx.log.error("skill failed", exc_info=True, usage=budget.usage.as_dict())
+        import sys
+
+        exc = sys.exc_info()[1]
+        return Outcome(
+            500,
+            error={"error": "skill failed", "detail": f"{type(exc).__name__}: {exc}"[:500]},
+            kind="error",
+        )
+
+    async def _budget_stop(
+        self, event: CloudEvent, ctx: Context, budget: Budget, result: Any
+    ) -> Outcome:
+        breach = budget.breach
+        assert breach is not None
+        partial = ctx.partial if ctx.partial is not None else result
+        if partial is not None:
+            await ctx.state.checkpoint(partial)
+        self.metrics.budget_exceeded[breach.limit].inc()
+        ctx.log.warning("budget exceeded", limit=breach.limit, used=breach.used, max=breach.maximum)
+        cfg = self.config
+        data = {
+            "limit": breach.limit,
+            "used": breach.used,
+            "max": breach.maximum,
+            "usage": budget.usage.as_dict(),
+            "checkpoint": ctx.checkpoint_key if partial is not None else None,
+            "event": {"source": event["source"], "id": event["id"], "type": event["type"]},
+        }
+        attrs = {
+            "type": BUDGET_EXCEEDED_TYPE,
+            "source": cfg.reply_source,
+            "id": derived_id(cfg.agent, cfg.skill, event["source"], event["id"], "budget"),
+        }
+        return Outcome(200, new_event(attrs, data, cause=event), kind="budget_exceeded")
+
+
+def respond(outcome: Outcome, mode: Mode) -> Response:
+    if outcome.error is not None:
+        return json_response(outcome.status, outcome.error["error"], outcome.error["detail"])
+    if outcome.event is None:
+        return Response(status_code=outcome.status)
+    headers, body = to_http(outcome.event, mode)
+    return Response(body, status_code=outcome.status, headers=headers)
+
+
+def create_app(
+    config: Config, handler: LoadedHandler | None = None, metrics: Metrics | None = None
+) -> FastAPI:
+    """The skill's ASGI app; imports the handler now unless one is given."""
+    loaded = handler if handler is not None else load_handler(config.handler)
+    runtime = Runtime(config, loaded, metrics)
+    if loaded.error:
+        log.error("handler not loaded: %s", loaded.error)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        started = process_start_time()
+        if started is not None:
+            runtime.metrics.startup.set(max(0.0, time.time() - started))
+        log.info(
+            "ready" if loaded.error is None else "serving without a handler (not ready)",
+            extra={
+                "fields": {"agent": config.agent, "skill": config.skill, "handler": config.handler}
+            },
+        )
+        yield
+        await runtime.close()
+
+    app = FastAPI(lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None)
+    app.state.runtime = runtime
+    max_body = config.max_body_bytes
+
+    async def receive_event(request: Request) -> Response:
+        if loaded.function is None:
+            return json_response(503, "handler not loaded", str(loaded.error))
+        try:
+            body = await read_body(request, max_body)
+            event, mode = parse_event(request.headers, body)
+        except EventError as exc:
+            return json_response(exc.status, exc.error, exc.detail)
+        refusal = await runtime.admit(event)
+        if refusal is not None:
+            return refusal
+        try:
+            outcome = await runtime.invoke_once(event)
+        except StoreError as exc:
+            log.error("state store unavailable: %s", exc)
+            return json_response(503, "state store unavailable", str(exc))
+        return respond(outcome, mode)
+
+    async def healthz(request: Request) -> Response:
+        return Response(b'{"status":"ok"}', media_type="application/json")
+
+    async def readyz(request: Request) -> Response:
+        if loaded.error is not None:
+            return json_response(503, "handler not loaded", loaded.error)
+        return Response(b'{"status":"ready"}', media_type="application/json")
+
+    async def metrics_endpoint(request: Request) -> Response:
+        return Response(runtime.metrics.render(), media_type=CONTENT_TYPE)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        from http import HTTPStatus
+
+        phrase = HTTPStatus(exc.status_code).phrase.lower()
+        detail = f"{request.method} {request.url.path}: {exc.detail}"
+        return json_response(exc.status_code, phrase, detail, headers=exc.headers)
+
+    app.add_route("/", receive_event, methods=["POST"])
+    app.add_route("/healthz", healthz, methods=["GET"])
+    app.add_route("/readyz", readyz, methods=["GET"])
+    app.add_route("/metrics", metrics_endpoint, methods=["GET"])
+    app.add_exception_handler(HTTPException, http_error)
+    return app
