@@ -31,7 +31,7 @@ async def _ask_model(ctx: Any, system: str, user: str) -> str:
     answer = await ctx.llm.chat(
         [{"role": "system", "content": system}, {"role": "user", "content": user}]
     )
-    return str(answer)
+    return str(answer.content)
 
 
 async def triage(event: Any, ctx: Any) -> dict[str, Any]:
@@ -101,7 +101,7 @@ async def escalate(event: Any, ctx: Any) -> dict[str, Any]:
         "draft": event.data["draft"]["reply"],
     }
     await ctx.state.set(f"support-triage/escalations/{ticket['id']}", page)
-    ctx.log.info("escalated %s to %s", ticket["id"], oncall)
+    ctx.log.info("escalated", ticket=ticket["id"], oncall=oncall)
     return {"ticketId": ticket["id"], "escalatedTo": oncall, "priority": "urgent"}
 
 

@@ -1,0 +1,453 @@
+"""The local broker: Knative Broker + Triggers + delivery + dead-letter sink in one process.
+
+``POST /`` takes a CloudEvent (binary or structured mode, parsed by the
+CloudEvents SDK) and answers 202 with where it was routed. An event that no
+Trigger matches is not dropped silently: the answer is 404 with a JSON body
+naming the event and the agent's filters, and a log line says the same.
+(Knative's broker would accept it and do nothing; locally the mistake is
+worth a loud answer.) A reply with no subscriber is simply the end of its
+chain.
+
+Deliveries run in the background with the skill's delivery spec; a skill's
+reply re-enters the broker in the trace (chain) of the event that caused it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from cloudevents.exceptions import GenericException
+from cloudevents.http import CloudEvent, from_dict, from_http, to_binary, to_structured
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from rouse_runtime.agentspec import Agent
+from rouse_runtime.local import routing
+from rouse_runtime.local.chains import (
+    TRACEPARENT,
+    ChainLog,
+    Delivery,
+    EventRecord,
+    chain_id,
+    new_traceparent,
+)
+from rouse_runtime.local.deadletters import DeadLetterStore
+from rouse_runtime.local.delivery import DeliverySpec, backoff_seconds, delivery_spec, retryable
+from rouse_runtime.local.metrics import LocalMetrics
+from rouse_runtime.local.supervisor import SkillPool, StartFailedError
+
+MAX_BODY_BYTES = 1024 * 1024
+DEFAULT_TIMEOUT_SECONDS = 300.0
+Log = Callable[[str], None]
+Sleep = Callable[[float], Any]
+
+
+@dataclass
+class SkillStats:
+    """Per-skill delivery counts shown by the live view."""
+
+    delivered: int = 0
+    failed: int = 0
+    retries: int = 0
+    dead_letters: int = 0
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """The answer of one delivery attempt (status None: no HTTP answer)."""
+
+    status: int | None
+    reply: CloudEvent | None = None
+    error: str | None = None
+    cold: bool = False
+
+
+def event_json(event: CloudEvent) -> dict[str, Any]:
+    """Structured-mode JSON of an event (how dead letters are stored)."""
+    _, body = to_structured(event)
+    parsed: dict[str, Any] = json.loads(body)
+    return parsed
+
+
+class Broker:
+    """Routes events to skill pools, retries, dead-letters, and feeds replies back in."""
+
+    def __init__(
+        self,
+        agent: Agent,
+        pools: dict[str, SkillPool],
+        *,
+        dead_letters: DeadLetterStore,
+        metrics: LocalMetrics,
+        log: Log,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.agent = agent
+        self.agent_name = str(agent["metadata"]["name"])
+        self.skills = {str(s["name"]): s for s in agent["spec"].get("skills") or []}
+        self.routes = routing.routes(agent)
+        self.pools = pools
+        self.dead_letters = dead_letters
+        self.metrics = metrics
+        self.log = log
+        self.sleep = sleep
+        self.chains = ChainLog()
+        self.stats = {name: SkillStats() for name in self.skills}
+        self.delivery = {name: delivery_spec(skill) for name, skill in self.skills.items()}
+        self._client = httpx.AsyncClient(timeout=None)
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._client.aclose()
+
+    # -- intake ------------------------------------------------------------------------------
+
+    def publish(self, event: CloudEvent, *, via: str, parent: str | None = None) -> EventRecord:
+        """Accept an event: give it a chain, record it, start a delivery per matching Trigger."""
+        record = EventRecord(
+            id=str(event["id"]),
+            type=str(event["type"]),
+            source=str(event["source"]),
+            chain=ensure_chain(event),
+            via=via,
+            parent=parent,
+            data=_jsonable(event.data),
+        )
+        record.routed_to = routing.targets(self.routes, event.get_attributes())
+        self.chains.chain(record.chain).events.append(record)
+        outcome = "routed" if record.routed_to else "unroutable"
+        self.metrics.events.labels(agent=self.agent_name, outcome=outcome).inc()
+        for skill in record.routed_to:
+            self.start_delivery(event, skill, record)
+        return record
+
+    def start_delivery(
+        self,
+        event: CloudEvent,
+        skill: str,
+        record: EventRecord,
+        *,
+        on_done: Callable[[str], None] | None = None,
+    ) -> None:
+        """Deliver in the background; the chain counts it as pending until it ends."""
+        delivery = Delivery(skill=skill)
+        record.deliveries.append(delivery)
+        chain = self.chains.chain(record.chain)
+        chain.pending += 1
+
+        async def run() -> None:
+            try:
+                await self.deliver(event, skill, delivery)
+            finally:
+                chain.pending -= 1
+                if on_done is not None:
+                    on_done(delivery.outcome)
+
+        task = asyncio.create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- delivery ----------------------------------------------------------------------------
+
+    async def deliver(self, event: CloudEvent, skill: str, delivery: Delivery) -> None:
+        """Attempts with the skill's backoff, then the reply or the dead-letter store."""
+        spec: DeliverySpec = self.delivery[skill]
+        labels = {"agent": self.agent_name, "skill": skill}
+        began = time.monotonic()
+        attempt = Attempt(status=None)
+        for number in range(spec.retries + 1):
+            if number > 0:
+                wait = backoff_seconds(spec, number)
+                self.stats[skill].retries += 1
+                self.metrics.retries.labels(**labels).inc()
+                self.log(
+                    f"retry {number}/{spec.retries} of {event['type']} {event['id']} to {skill} in {wait:g}s"
+                )
+                await self.sleep(wait)
+            attempt = await self.attempt(event, skill)
+            delivery.attempts = number + 1
+            delivery.cold = delivery.cold or attempt.cold
+            delivery.status = attempt.status
+            delivery.error = attempt.error
+            if attempt.status is not None and 200 <= attempt.status < 300:
+                break
+            self.log(f"{skill} failed {event['type']} {event['id']}: {attempt.error}")
+            if not retryable(attempt.status):
+                break
+        delivery.seconds = time.monotonic() - began
+        if attempt.status is not None and 200 <= attempt.status < 300:
+            self.stats[skill].delivered += 1
+            delivery.outcome = "replied" if attempt.reply is not None else "accepted"
+            cold = ", cold start" if delivery.cold else ""
+            answer = (
+                f"replied {attempt.reply['type']}"
+                if attempt.reply is not None
+                else "accepted (no reply)"
+            )
+            self.log(
+                f"{skill} <- {event['type']} {event['id']}: {answer} in {delivery.seconds:.2f}s{cold}"
+            )
+            self.metrics.deliveries.labels(**labels, outcome=delivery.outcome).inc()
+            if attempt.reply is not None:
+                self._accept_reply(event, skill, attempt.reply, delivery)
+            return
+        self.stats[skill].failed += 1
+        if spec.dead_letter:
+            letter = self.dead_letters.add(
+                agent=self.agent_name,
+                skill=skill,
+                event=event_json(event),
+                attempts=delivery.attempts,
+                status=attempt.status,
+                reason=attempt.error or "failed",
+            )
+            self.stats[skill].dead_letters += 1
+            self.metrics.dead_letters.labels(**labels).inc()
+            delivery.outcome = "dead_lettered"
+            self.log(
+                f"dead letter {letter}: {event['type']} {event['id']} to {skill} after {delivery.attempts} "
+                f"attempt(s): {attempt.error} (rouse deadletters list / replay {letter})"
+            )
+        else:
+            delivery.outcome = "failed"
+            self.log(
+                f"dropped {event['type']} {event['id']} to {skill}: no dead-letter sink (delivery.deadLetter)"
+            )
+        self.metrics.deliveries.labels(**labels, outcome=delivery.outcome).inc()
+
+    async def attempt(self, event: CloudEvent, skill: str) -> Attempt:
+        """One POST to a process of the skill, started first if needed."""
+        pool = self.pools[skill]
+        try:
+            lease = await pool.acquire()
+        except StartFailedError as exc:
+            return Attempt(status=None, error=str(exc), cold=True)
+        timeout = float(self.skills[skill].get("timeoutSeconds") or DEFAULT_TIMEOUT_SECONDS)
+        headers, body = to_binary(event)
+        try:
+            response = await self._client.post(
+                f"{lease.process.url}/", headers=headers, content=body, timeout=timeout + 5.0
+            )
+        except httpx.HTTPError as exc:
+            return Attempt(status=None, error=f"{type(exc).__name__}: {exc}", cold=lease.cold)
+        finally:
+            await pool.release(lease.process)
+        if response.status_code >= 300:
+            return Attempt(
+                status=response.status_code, error=_error_text(response), cold=lease.cold
+            )
+        reply = None
+        if response.status_code == 200 and response.content:
+            try:
+                reply = from_http(dict(response.headers), response.content)
+            except GenericException as exc:
+                return Attempt(
+                    status=502,
+                    error=f"{skill} replied with an invalid CloudEvent: {exc}",
+                    cold=lease.cold,
+                )
+        return Attempt(status=response.status_code, reply=reply, cold=lease.cold)
+
+    def _accept_reply(
+        self, event: CloudEvent, skill: str, reply: CloudEvent, delivery: Delivery
+    ) -> None:
+        if chain_id(reply.get(TRACEPARENT)) is None:
+            reply[TRACEPARENT] = event[TRACEPARENT]
+        delivery.reply_id = str(reply["id"])
+        delivery.reply_type = str(reply["type"])
+        record = self.publish(reply, via=f"reply:{skill}", parent=str(event["id"]))
+        if not record.routed_to:
+            self.log(
+                f"{skill} replied {reply['type']} {reply['id']}: no skill subscribes (end of chain)"
+            )
+
+    # -- dead letters --------------------------------------------------------------------------
+
+    def replay(self, letter_id: int) -> EventRecord:
+        """Deliver a dead letter to its skill again (a fresh delivery with the same retries)."""
+        letter = self.dead_letters.get(letter_id)
+        if letter is None:
+            raise KeyError(f"no dead letter {letter_id}")
+        if letter.skill not in self.skills:
+            raise KeyError(
+                f"dead letter {letter_id} is for skill {letter.skill!r}, which this agent does not have"
+            )
+        event = from_dict(letter.event)
+        record = EventRecord(
+            id=str(event["id"]),
+            type=str(event["type"]),
+            source=str(event["source"]),
+            chain=ensure_chain(event),
+            via=f"replay:{letter_id}",
+            data=_jsonable(event.data),
+            routed_to=[letter.skill],
+        )
+        self.chains.chain(record.chain).events.append(record)
+        self.log(f"replaying dead letter {letter_id} ({letter.event_type}) to {letter.skill}")
+        self.start_delivery(
+            event,
+            letter.skill,
+            record,
+            on_done=lambda outcome: self.dead_letters.mark_replayed(letter_id, outcome),
+        )
+        return record
+
+    def fire_schedule(self, skill: str, event: CloudEvent) -> EventRecord:
+        """A PingSource event: delivered straight to its skill, as the PingSource's sink is the Service."""
+        record = EventRecord(
+            id=str(event["id"]),
+            type=str(event["type"]),
+            source=str(event["source"]),
+            chain=ensure_chain(event),
+            via="schedule",
+            data=_jsonable(event.data),
+            routed_to=[skill],
+        )
+        self.chains.chain(record.chain).events.append(record)
+        self.metrics.schedules.labels(agent=self.agent_name, skill=skill).inc()
+        self.start_delivery(event, skill, record)
+        return record
+
+    # -- HTTP --------------------------------------------------------------------------------
+
+    def app(self) -> Starlette:
+        """The broker's HTTP API (see the README's Local mode section)."""
+        return Starlette(
+            routes=[
+                Route("/", self._post_event, methods=["POST"]),
+                Route("/healthz", _ok, methods=["GET"]),
+                Route("/metrics", self._metrics, methods=["GET"]),
+                Route("/skills", self._skills, methods=["GET"]),
+                Route("/events", self._events, methods=["GET"]),
+                Route("/chains/{chain}", self._chain, methods=["GET"]),
+                Route("/deadletters", self._dead_letters, methods=["GET"]),
+                Route("/deadletters/{letter:int}/replay", self._replay, methods=["POST"]),
+            ]
+        )
+
+    async def _post_event(self, request: Request) -> Response:
+        body = await request.body()
+        if len(body) > MAX_BODY_BYTES:
+            self.metrics.events.labels(agent=self.agent_name, outcome="rejected").inc()
+            return JSONResponse(
+                {"error": f"event is larger than {MAX_BODY_BYTES} bytes"}, status_code=413
+            )
+        try:
+            event = from_http(dict(request.headers), body)
+        except GenericException as exc:
+            self.metrics.events.labels(agent=self.agent_name, outcome="rejected").inc()
+            return JSONResponse({"error": f"not a CloudEvent: {exc}"}, status_code=400)
+        record = self.publish(event, via="send")
+        if not record.routed_to:
+            filters = [{"skill": r.skill, "filter": dict(r.filter)} for r in self.routes]
+            self.log(
+                f"UNROUTABLE {record.type} from {record.source} (id {record.id}): "
+                f"no trigger of agent {self.agent_name} matches"
+            )
+            return JSONResponse(
+                {
+                    "error": f"no trigger of agent {self.agent_name!r} matches type={record.type!r} source={record.source!r}",
+                    "id": record.id,
+                    "chain": record.chain,
+                    "triggers": filters,
+                },
+                status_code=404,
+            )
+        return JSONResponse(
+            {"id": record.id, "chain": record.chain, "routedTo": record.routed_to}, status_code=202
+        )
+
+    async def _metrics(self, request: Request) -> Response:
+        for name, pool in self.pools.items():
+            self.metrics.processes.labels(agent=self.agent_name, skill=name).set(len(pool.live()))
+        return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def _skills(self, request: Request) -> Response:
+        skills = []
+        for name, pool in self.pools.items():
+            stats = self.stats[name]
+            skills.append(
+                {
+                    **pool.snapshot(),
+                    "delivered": stats.delivered,
+                    "failed": stats.failed,
+                    "retries": stats.retries,
+                    "deadLetters": stats.dead_letters,
+                }
+            )
+        return JSONResponse({"agent": self.agent_name, "skills": skills})
+
+    async def _events(self, request: Request) -> Response:
+        limit = int(request.query_params.get("limit", "50"))
+        return JSONResponse({"events": [e.as_json() for e in self.chains.recent(limit)]})
+
+    async def _chain(self, request: Request) -> Response:
+        chain = self.chains.get(request.path_params["chain"])
+        if chain is None:
+            return JSONResponse(
+                {"error": f"no chain {request.path_params['chain']!r}"}, status_code=404
+            )
+        return JSONResponse(chain.as_json())
+
+    async def _dead_letters(self, request: Request) -> Response:
+        return JSONResponse({"deadLetters": [d.as_json() for d in self.dead_letters.list()]})
+
+    async def _replay(self, request: Request) -> Response:
+        try:
+            record = self.replay(int(request.path_params["letter"]))
+        except KeyError as exc:
+            return JSONResponse({"error": str(exc.args[0])}, status_code=404)
+        return JSONResponse(
+            {"id": record.id, "chain": record.chain, "skill": record.routed_to[0]}, status_code=202
+        )
+
+
+async def _ok(request: Request) -> Response:
+    return JSONResponse({"ok": True})
+
+
+def _error_text(response: httpx.Response) -> str:
+    text = response.text.strip()
+    return f"HTTP {response.status_code}: {text[:500]}" if text else f"HTTP {response.status_code}"
+
+
+def ensure_chain(event: CloudEvent) -> str:
+    """The event's chain (trace id), starting a trace when it carries no valid traceparent."""
+    found = chain_id(event.get(TRACEPARENT))
+    if found is None:
+        event[TRACEPARENT] = new_traceparent()
+        found = chain_id(event[TRACEPARENT])
+    assert found is not None
+    return found
+
+
+def _jsonable(data: Any) -> Any:
+    if isinstance(data, bytes | bytearray):
+        return data.decode(errors="replace")
+    return data
+
+
+def new_event(
+    event_type: str, source: str, data: Any, extensions: dict[str, str] | None = None
+) -> CloudEvent:
+    """A CloudEvent with a fresh id (used by the scheduler and ``rouse send``)."""
+    attributes = {
+        "type": event_type,
+        "source": source,
+        "id": str(uuid.uuid4()),
+        **(extensions or {}),
+    }
+    return CloudEvent(attributes, data)

@@ -1,0 +1,221 @@
+"""``rouse dev``: wire the broker, the process pools, the schedules and the view together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from rouse_runtime.agentspec import Agent, load_agent_file
+from rouse_runtime.local.broker import Broker
+from rouse_runtime.local.deadletters import DeadLetterStore
+from rouse_runtime.local.metrics import LocalMetrics
+from rouse_runtime.local.scheduler import run_schedule, schedules
+from rouse_runtime.local.supervisor import (
+    DEFAULT_IDLE_SECONDS,
+    RUNTIME_COMMAND,
+    SkillPool,
+    pool_config,
+    process_env,
+)
+from rouse_runtime.local.view import View
+
+REAP_INTERVAL = 0.2
+SCRAPE_INTERVAL = 2.0
+DEFAULT_PORT = 8080
+DEFAULT_STATE_DIR = ".rouse"
+
+
+@dataclass(frozen=True)
+class DevOptions:
+    """What ``rouse dev`` was asked for."""
+
+    agent_file: Path
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    state_dir: Path = Path(DEFAULT_STATE_DIR)
+    default_idle: float = DEFAULT_IDLE_SECONDS
+    command: tuple[str, ...] = RUNTIME_COMMAND
+    clock: Callable[[], float] = time.time
+
+
+class LocalMode:
+    """One agent on one machine: build with ``create``, run with ``serve``."""
+
+    def __init__(self, agent: Agent, options: DevOptions, view: View) -> None:
+        self.agent = agent
+        self.options = options
+        self.view = view
+        self.metrics = LocalMetrics()
+        self.broker_url = f"http://{options.host}:{options.port}/"
+        state_dir = options.state_dir.resolve()
+        state_dir.mkdir(parents=True, exist_ok=True)
+        state_url = f"sqlite:///{state_dir / 'state.db'}"
+        agent_dir = options.agent_file.resolve().parent
+        base_env = dict(os.environ)
+        self.pools: dict[str, SkillPool] = {}
+        for skill in agent["spec"].get("skills") or []:
+
+            def env_for_port(port: int, skill: dict[str, Any] = skill) -> dict[str, str]:
+                return process_env(
+                    agent,
+                    skill,
+                    broker_url=self.broker_url,
+                    state_url=state_url,
+                    port=port,
+                    agent_dir=agent_dir,
+                    base=base_env,
+                    log=view.log,
+                )
+
+            self.pools[str(skill["name"])] = SkillPool(
+                agent,
+                skill,
+                env_for_port=env_for_port,
+                config=pool_config(skill, options.default_idle),
+                metrics=self.metrics,
+                log=view.log,
+                command=options.command,
+            )
+        self.broker = Broker(
+            agent,
+            self.pools,
+            dead_letters=DeadLetterStore(state_dir),
+            metrics=self.metrics,
+            log=view.log,
+        )
+        self.schedules = schedules(agent)
+        self.socket: socket.socket | None = None
+        self._server: _Server | None = None
+        self._exit_requested = False
+        view.broker = self.broker
+
+    @classmethod
+    def create(cls, options: DevOptions, view: View) -> LocalMode:
+        """Load and validate the agent file (AgentInvalid carries the CRD's messages)."""
+        return cls(load_agent_file(options.agent_file), options, view)
+
+    def bind(self) -> socket.socket:
+        """Listen now (port 0 picks a free port): events sent meanwhile wait in the backlog."""
+        if self.socket is not None:
+            return self.socket
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self.options.host, self.options.port))
+        except OSError as exc:
+            sock.close()
+            raise OSError(
+                f"cannot listen on {self.options.host}:{self.options.port} ({exc.strerror}): "
+                "is another rouse dev running? pick another --port"
+            ) from exc
+        sock.listen(128)
+        self.socket = sock
+        self.broker_url = f"http://{self.options.host}:{sock.getsockname()[1]}/"
+        return sock
+
+    async def _housekeeping(self) -> None:
+        """Scale idle pools down and keep the usage figures fresh."""
+        last_scrape = 0.0
+        while True:
+            await asyncio.gather(*(pool.reap() for pool in self.pools.values()))
+            if time.monotonic() - last_scrape >= SCRAPE_INTERVAL:
+                last_scrape = time.monotonic()
+                await asyncio.gather(
+                    *(
+                        pool.scrape(p)
+                        for pool in self.pools.values()
+                        for p in pool.live()
+                        if p.state == "ready"
+                    )
+                )
+            await asyncio.sleep(REAP_INTERVAL)
+
+    def request_exit(self) -> None:
+        """Ask the server to stop (serve() then stops every skill process and returns)."""
+        self._exit_requested = True
+        if self._server is not None:
+            self._server.should_exit = True
+
+    async def serve(self, started: Callable[[], None] | None = None) -> None:
+        """Run until the server is asked to exit (Ctrl-C / SIGTERM), then stop every process."""
+        sock = self.bind()
+        config = uvicorn.Config(
+            self.broker.app(),
+            host=self.options.host,
+            port=self.options.port,
+            log_level="warning",
+            lifespan="off",
+        )
+        server = _Server(config)
+        server.should_exit = self._exit_requested
+        self._server = server
+        tasks = [
+            asyncio.create_task(self._housekeeping()),
+            asyncio.create_task(self.view.run()),
+            *(
+                asyncio.create_task(
+                    run_schedule(s, self.broker.fire_schedule, clock=self.options.clock)
+                )
+                for s in self.schedules
+            ),
+        ]
+        for pool in self.pools.values():
+            await pool.ensure_min()
+        try:
+            self.view.log(f"broker listening on {self.broker_url}")
+            if started is not None:
+                started()
+            await server.serve(sockets=[sock])
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.broker.close()
+            await asyncio.gather(*(pool.shutdown() for pool in self.pools.values()))
+            with contextlib.suppress(Exception):
+                self.view.log("all skill processes stopped")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its signal handling: ``rouse dev`` stops the skills first, then exits."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def banner(agent: Agent, options: DevOptions) -> str:
+    """What ``rouse dev`` prints first: the skills and how to send an event."""
+    url = f"http://{options.host}:{options.port}"
+    lines = [
+        f"rouse dev: agent {agent['metadata']['name']} from {options.agent_file} (broker {url})"
+    ]
+    first_type = None
+    for skill in agent["spec"].get("skills") or []:
+        filters = ", ".join(
+            " ".join(f"{k}={v}" for k, v in sorted(f.items())) for f in skill.get("events") or []
+        )
+        first_type = first_type or next(
+            (f.get("type") for f in skill.get("events") or [] if f.get("type")), None
+        )
+        cron = (skill.get("schedule") or {}).get("cron")
+        extra = f"; cron {cron!r}" if cron else ""
+        lines.append(f"  skill {skill['name']}: on [{filters}]{extra}")
+    if first_type:
+        broker = (
+            ""
+            if options.port == DEFAULT_PORT and options.host == "127.0.0.1"
+            else f" --broker {url}"
+        )
+        lines.append(f"send an event:  rouse send {first_type} --data '{{...}}' --wait{broker}")
+    lines.append("stop: Ctrl-C")
+    return "\n".join(lines)
