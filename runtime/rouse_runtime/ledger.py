@@ -1,0 +1,377 @@
+"""The spend ledger: exact per-skill counts that survive scale to zero.
+
+A skill pod often lives shorter than a scrape interval, and `increase()` cannot
+see what a counter held before its first scrape, so per-pod counters undercount
+cold starts and spend. Instead each runtime adds every invocation (its cold
+start, tokens and cost) to this ledger in the state store, in one atomic
+statement, and a long-lived process (the parking service) exports the ledger's
+totals as Prometheus counters plus today's (UTC) figures as gauges. The policies
+read those: nothing is lost when a pod dies before it is scraped.
+
+It lives beside the key/value store under the same `ROUSE_STATE_URL` (its own
+SQLite table or Redis keys), because it needs atomic increments that the
+key/value interface does not offer. Cost is kept in integer nano-USD, so sums
+are exact.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from rouse_runtime.store import StoreError, sqlite_path
+
+ENV_NAMESPACE = "ROUSE_NAMESPACE"
+NANO = 1_000_000_000
+
+log = logging.getLogger("rouse.ledger")
+
+
+def nano_usd(cost_usd: float) -> int:
+    """USD as integer nano-USD (exact sums; a token at $0.15/1M is 150 nano-USD)."""
+    return round(cost_usd * NANO)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """What one invocation adds to its skill's line."""
+
+    invocations: int = 1
+    cold_starts: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_nano_usd: int = 0
+
+
+@dataclass(frozen=True)
+class Line:
+    """A skill's totals since the ledger began, and for one UTC day."""
+
+    namespace: str
+    agent: str
+    skill: str
+    invocations: int
+    cold_starts: int
+    input_tokens: int
+    output_tokens: int
+    cost_nano_usd: int
+    day: str
+    tokens_day: int
+    cost_nano_usd_day: int
+
+
+def _line(
+    namespace: str, agent: str, skill: str, counters: list[int], day: str, daily: list[int]
+) -> Line:
+    invocations, cold_starts, input_tokens, output_tokens, cost = counters
+    tokens_day, cost_day = daily
+    return Line(
+        namespace, agent, skill, invocations, cold_starts, input_tokens, output_tokens, cost,
+        day, tokens_day, cost_day,
+    )  # fmt: skip
+
+
+def utc_day(now: datetime | None = None) -> str:
+    """The ledger's day key, e.g. `2026-01-05` (budgets reset at 00:00 UTC)."""
+    return (now or datetime.now(UTC)).astimezone(UTC).date().isoformat()
+
+
+class Ledger(abc.ABC):
+    """Atomic, durable counters per (namespace, agent, skill, UTC day)."""
+
+    @abc.abstractmethod
+    async def add(
+        self, namespace: str, agent: str, skill: str, entry: Entry, *, day: str | None = None
+    ) -> None:
+        """Add an invocation's figures atomically (safe across processes)."""
+
+    @abc.abstractmethod
+    async def lines(self, *, day: str | None = None) -> list[Line]:
+        """Every skill's totals, with `day`'s (default today UTC) figures."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release connections."""
+
+    async def record(
+        self,
+        agent: str,
+        skill: str,
+        *,
+        cold_start: bool,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        cost_usd: float = 0.0,
+        namespace: str | None = None,
+    ) -> None:
+        """The runtime's one call per invocation (namespace from ROUSE_NAMESPACE)."""
+        entry = Entry(
+            invocations=1,
+            cold_starts=1 if cold_start else 0,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cost_nano_usd=nano_usd(cost_usd),
+        )
+        ns = namespace if namespace is not None else os.environ.get(ENV_NAMESPACE, "")
+        await self.add(ns, agent, skill, entry)
+
+
+def open_ledger(url: str) -> Ledger:
+    """The ledger living in the state store a state URL names."""
+    if url.startswith("sqlite://"):
+        return SqliteLedger(sqlite_path(url))
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        return RedisLedger(url)
+    raise StoreError(f"unsupported state URL {url!r}: expected sqlite:///path or redis://...")
+
+
+_opened: dict[str, Ledger] = {}
+
+
+def ledger_for(url: str) -> Ledger:
+    """The process's ledger for a state URL, opened on first use."""
+    if url not in _opened:
+        _opened[url] = open_ledger(url)
+    return _opened[url]
+
+
+async def record_invocation(
+    state_url: str,
+    agent: str,
+    skill: str,
+    *,
+    cold_start: bool,
+    input_tokens: int,
+    output_tokens: int,
+    cost_usd: float,
+) -> None:
+    """The runtime's hook after each invocation; a store failure is logged, never raised.
+
+    The invocation already happened (and spent): failing it now would only make
+    the broker retry and spend again.
+    """
+    try:
+        await ledger_for(state_url).record(
+            agent,
+            skill,
+            cold_start=cold_start,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cost_usd=cost_usd,
+        )
+    except StoreError as exc:
+        log.warning("ledger: invocation of %s/%s not recorded: %s", agent, skill, exc)
+
+
+_COUNTERS = ("invocations", "cold_starts", "input_tokens", "output_tokens", "cost_nano_usd")
+
+_SQL_SCHEMA = """
+CREATE TABLE IF NOT EXISTS ledger (
+  ns TEXT NOT NULL, agent TEXT NOT NULL, skill TEXT NOT NULL, day TEXT NOT NULL,
+  invocations INTEGER NOT NULL DEFAULT 0, cold_starts INTEGER NOT NULL DEFAULT 0,
+  input_tokens INTEGER NOT NULL DEFAULT 0, output_tokens INTEGER NOT NULL DEFAULT 0,
+  cost_nano_usd INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (ns, agent, skill, day)
+);
+"""
+_SQL_ADD = """
+INSERT INTO ledger (ns, agent, skill, day, invocations, cold_starts, input_tokens,
+                    output_tokens, cost_nano_usd)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (ns, agent, skill, day) DO UPDATE SET
+  invocations = invocations + excluded.invocations,
+  cold_starts = cold_starts + excluded.cold_starts,
+  input_tokens = input_tokens + excluded.input_tokens,
+  output_tokens = output_tokens + excluded.output_tokens,
+  cost_nano_usd = cost_nano_usd + excluded.cost_nano_usd
+"""
+_SQL_LINES = """
+SELECT ns, agent, skill, SUM(invocations), SUM(cold_starts), SUM(input_tokens),
+       SUM(output_tokens), SUM(cost_nano_usd),
+       SUM(CASE WHEN day = ?1 THEN input_tokens + output_tokens ELSE 0 END),
+       SUM(CASE WHEN day = ?1 THEN cost_nano_usd ELSE 0 END)
+FROM ledger GROUP BY ns, agent, skill ORDER BY ns, agent, skill
+"""
+
+
+class SqliteLedger(Ledger):
+    """The ledger as a table in the SQLite state file (one upsert per invocation)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            try:
+                directory = os.path.dirname(self.path)
+                if directory:
+                    os.makedirs(directory, exist_ok=True)
+                db = sqlite3.connect(
+                    self.path, isolation_level=None, check_same_thread=False, timeout=10.0
+                )
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.executescript(_SQL_SCHEMA)
+            except (OSError, sqlite3.Error) as exc:
+                raise StoreError(f"cannot open SQLite ledger {self.path!r}: {exc}") from exc
+            self._db = db
+        return self._db
+
+    async def add(
+        self, namespace: str, agent: str, skill: str, entry: Entry, *, day: str | None = None
+    ) -> None:
+        values = (
+            namespace,
+            agent,
+            skill,
+            day or utc_day(),
+            *(getattr(entry, c) for c in _COUNTERS),
+        )
+        try:
+            with self._lock:
+                self._conn().execute(_SQL_ADD, values)
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite ledger {self.path!r}: add failed: {exc}") from exc
+
+    async def lines(self, *, day: str | None = None) -> list[Line]:
+        today = day or utc_day()
+        try:
+            with self._lock:
+                rows = self._conn().execute(_SQL_LINES, (today,)).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite ledger {self.path!r}: read failed: {exc}") from exc
+        return [
+            _line(row[0], row[1], row[2], [int(v) for v in row[3:8]], today, [row[8], row[9]])
+            for row in rows
+        ]
+
+    async def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+
+_R_INDEX = "rouse:ledger:index"
+_R_TOTAL = "rouse:ledger:total:"
+_R_DAY = "rouse:ledger:day:"
+_DAY_TTL_SECONDS = 3 * 24 * 3600
+
+
+class RedisLedger(Ledger):
+    """The ledger as Redis hashes: all-time and per-day, bumped in one MULTI."""
+
+    def __init__(self, url: str) -> None:
+        import redis.asyncio as aioredis
+
+        self.url = url
+        self._redis: Any = aioredis.from_url(url, decode_responses=True)
+
+    async def add(
+        self, namespace: str, agent: str, skill: str, entry: Entry, *, day: str | None = None
+    ) -> None:
+        from redis.exceptions import RedisError
+
+        line = f"{namespace}|{agent}|{skill}"
+        day_key = f"{_R_DAY}{day or utc_day()}:{line}"
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                for counter in _COUNTERS:
+                    amount = getattr(entry, counter)
+                    pipe.hincrby(_R_TOTAL + line, counter, amount)
+                    pipe.hincrby(day_key, counter, amount)
+                pipe.expire(day_key, _DAY_TTL_SECONDS)
+                pipe.sadd(_R_INDEX, line)
+                await pipe.execute()
+        except RedisError as exc:
+            raise StoreError(f"redis ledger {self.url!r}: add failed: {exc}") from exc
+
+    async def lines(self, *, day: str | None = None) -> list[Line]:
+        from redis.exceptions import RedisError
+
+        today = day or utc_day()
+        try:
+            names = sorted(await self._redis.smembers(_R_INDEX))
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for line in names:
+                    pipe.hgetall(_R_TOTAL + line)
+                    pipe.hgetall(f"{_R_DAY}{today}:{line}")
+                replies = await pipe.execute()
+        except RedisError as exc:
+            raise StoreError(f"redis ledger {self.url!r}: read failed: {exc}") from exc
+        result = []
+        for index, line in enumerate(names):
+            total, daily = replies[2 * index], replies[2 * index + 1]
+            namespace, agent, skill = line.split("|")
+            result.append(
+                _line(
+                    namespace,
+                    agent,
+                    skill,
+                    [int(total.get(c, 0)) for c in _COUNTERS],
+                    today,
+                    [
+                        int(daily.get("input_tokens", 0)) + int(daily.get("output_tokens", 0)),
+                        int(daily.get("cost_nano_usd", 0)),
+                    ],
+                )
+            )
+        return result
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+class _LinesCollector(Collector):
+    def __init__(self, lines: Iterable[Line]) -> None:
+        self._lines = list(lines)
+
+    def collect(self) -> Iterable[Metric]:
+        keys = ["namespace", "agent", "skill"]
+        invocations = CounterMetricFamily(
+            "rouse_ledger_invocations", "Invocations recorded in the ledger", labels=keys
+        )
+        cold = CounterMetricFamily(
+            "rouse_ledger_cold_starts", "Cold starts recorded in the ledger", labels=keys
+        )
+        tokens = CounterMetricFamily(
+            "rouse_ledger_tokens", "LLM tokens recorded in the ledger", labels=[*keys, "kind"]
+        )
+        cost = CounterMetricFamily(
+            "rouse_ledger_cost_usd", "LLM cost (USD) recorded in the ledger", labels=keys
+        )
+        tokens_day = GaugeMetricFamily(
+            "rouse_ledger_tokens_today", "Tokens since 00:00 UTC", labels=[*keys, "day"]
+        )
+        cost_day = GaugeMetricFamily(
+            "rouse_ledger_cost_usd_today", "Cost (USD) since 00:00 UTC", labels=[*keys, "day"]
+        )
+        for line in self._lines:
+            key = [line.namespace, line.agent, line.skill]
+            invocations.add_metric(key, line.invocations)
+            cold.add_metric(key, line.cold_starts)
+            tokens.add_metric([*key, "input"], line.input_tokens)
+            tokens.add_metric([*key, "output"], line.output_tokens)
+            cost.add_metric(key, line.cost_nano_usd / NANO)
+            tokens_day.add_metric([*key, line.day], line.tokens_day)
+            cost_day.add_metric([*key, line.day], line.cost_nano_usd_day / NANO)
+        yield from (invocations, cold, tokens, cost, tokens_day, cost_day)
+
+
+def ledger_registry(lines: Iterable[Line]) -> CollectorRegistry:
+    """A registry exposing the ledger's lines (build one per scrape from a fresh read)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_LinesCollector(lines))
+    return registry

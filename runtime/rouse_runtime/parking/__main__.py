@@ -1,0 +1,30 @@
+"""`python -m rouse_runtime.parking`: serve the parking service from env."""
+
+from __future__ import annotations
+
+import os
+
+import uvicorn
+
+from rouse_runtime.parking.app import DEFAULT_BROKER_INGRESS, ParkingSettings, create_app
+
+DEFAULT_STATE_URL = "sqlite:///tmp/rouse/state.db"
+
+
+def settings_from_env(env: dict[str, str] | None = None) -> ParkingSettings:
+    env = dict(os.environ if env is None else env)
+    return ParkingSettings(
+        state_url=env.get("ROUSE_STATE_URL", DEFAULT_STATE_URL),
+        broker_ingress=env.get("ROUSE_BROKER_INGRESS", DEFAULT_BROKER_INGRESS),
+        broker_url=env.get("ROUSE_BROKER_URL") or None,
+    )
+
+
+def main() -> None:
+    port = int(os.environ.get("PORT", "8080"))
+    host = os.environ.get("ROUSE_HOST", "0.0.0.0")  # a cluster Service reaches it on the pod IP
+    uvicorn.run(create_app(settings_from_env()), host=host, port=port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()

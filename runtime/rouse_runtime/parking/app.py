@@ -1,0 +1,181 @@
+"""The parking service's HTTP API (FastAPI)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from pydantic import BaseModel, Field
+
+from rouse_runtime.events import EventError, dump_event, parse_event
+from rouse_runtime.ledger import Ledger, ledger_registry, open_ledger
+from rouse_runtime.parking.queue import Filter, Kind, ParkingQueue, open_queue
+from rouse_runtime.parking.replay import replay
+from rouse_runtime.store import StoreError
+
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+DEFAULT_BROKER_INGRESS = "http://broker-ingress.knative-eventing.svc.cluster.local"
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ParkingSettings:
+    state_url: str
+    broker_ingress: str = DEFAULT_BROKER_INGRESS
+    # A fixed broker URL (local mode) instead of `<ingress>/<namespace>/<broker>`.
+    broker_url: str | None = None
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    replay_timeout: float = 10.0
+
+    def broker_for(self, namespace: str, broker: str) -> str:
+        if self.broker_url:
+            return self.broker_url
+        return f"{self.broker_ingress.rstrip('/')}/{namespace}/{broker}"
+
+
+class ReplayRequest(BaseModel):
+    broker: str = "default"
+    kind: Literal["park", "dead-letter"] = "park"
+    ids: list[int] | None = None
+
+
+class DropRequest(BaseModel):
+    kind: Literal["park", "dead-letter"] | None = None
+    ids: list[int] | None = None
+    all: bool = Field(default=False, description="drop every matching event (no ids given)")
+
+
+def _error(status: int, error: str, detail: str) -> JSONResponse:
+    return JSONResponse({"error": error, "detail": detail}, status_code=status)
+
+
+def _bad_names(**names: str) -> JSONResponse | None:
+    for field, value in names.items():
+        if not DNS_LABEL.match(value):
+            return _error(400, "invalid name", f"{field} {value!r} is not a DNS-1123 label")
+    return None
+
+
+def create_app(settings: ParkingSettings) -> FastAPI:
+    """The app, with its queue, ledger and HTTP client opened for its lifetime."""
+    queue: ParkingQueue = open_queue(settings.state_url)
+    ledger: Ledger = open_ledger(settings.state_url)
+    client = httpx.AsyncClient(timeout=settings.replay_timeout)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await client.aclose()
+            await queue.close()
+            await ledger.close()
+
+    app = FastAPI(title="rouse parking", lifespan=lifespan)
+
+    @app.exception_handler(StoreError)
+    async def store_error(_: Request, exc: StoreError) -> JSONResponse:
+        return _error(503, "state store unavailable", str(exc))
+
+    async def store_event(
+        kind: Kind, request: Request, ns: str, agent: str, skill: str
+    ) -> Response:
+        bad = _bad_names(namespace=ns, agent=agent, skill=skill)
+        if bad is not None:
+            return bad
+        body = await request.body()
+        if len(body) > settings.max_body_bytes:
+            return _error(413, "too large", f"body over {settings.max_body_bytes} bytes")
+        try:
+            event, _ = parse_event(request.headers, body)
+        except EventError as exc:
+            return JSONResponse(exc.body(), status_code=exc.status)
+        stored = await queue.append(
+            kind, ns, agent, skill, str(event["source"]), str(event["id"]), dump_event(event)
+        )
+        return JSONResponse({"stored": stored, "kind": kind}, status_code=202)
+
+    @app.post("/park/{ns}/{agent}/{skill}")
+    async def park(request: Request, ns: str, agent: str, skill: str) -> Response:
+        return await store_event("park", request, ns, agent, skill)
+
+    @app.post("/dead-letter/{ns}/{agent}/{skill}")
+    async def dead_letter(request: Request, ns: str, agent: str, skill: str) -> Response:
+        return await store_event("dead-letter", request, ns, agent, skill)
+
+    @app.get("/parked")
+    async def parked(
+        namespace: str | None = None, agent: str | None = None, kind: Kind | None = None
+    ) -> dict[str, Any]:
+        items = await queue.items(Filter(namespace=namespace, agent=agent, kind=kind))
+        return {"items": [item.as_json() for item in items]}
+
+    @app.post("/replay/{ns}/{agent}")
+    async def replay_agent(ns: str, agent: str, body: ReplayRequest) -> Response:
+        bad = _bad_names(namespace=ns, agent=agent, broker=body.broker)
+        if bad is not None:
+            return bad
+        where = Filter(
+            namespace=ns,
+            agent=agent,
+            kind=body.kind,
+            ids=None if body.ids is None else tuple(body.ids),
+        )
+        result = await replay(queue, where, settings.broker_for(ns, body.broker), client)
+        return JSONResponse(result.as_json(), status_code=200 if result.error is None else 502)
+
+    @app.post("/drop/{ns}/{agent}")
+    async def drop(ns: str, agent: str, body: DropRequest) -> Response:
+        if body.ids is None and not body.all:
+            return _error(400, "nothing selected", "give ids, or all=true to drop every match")
+        where = Filter(
+            namespace=ns,
+            agent=agent,
+            kind=body.kind,
+            ids=None if body.ids is None else tuple(body.ids),
+        )
+        items = await queue.items(where)
+        return JSONResponse({"dropped": await queue.remove([item.id for item in items])})
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        registry = ledger_registry(await ledger.lines())
+        items = await queue.items()
+        counts: dict[tuple[str, str, str, str], int] = {}
+        for item in items:
+            key: tuple[str, str, str, str] = (item.namespace, item.agent, item.skill, item.kind)
+            counts[key] = counts.get(key, 0) + 1
+        parked_family = GaugeMetricFamily(
+            "rouse_parked_events",
+            "Events held by the parking service",
+            labels=["namespace", "agent", "skill", "kind"],
+        )
+        for key, count in sorted(counts.items()):
+            parked_family.add_metric(list(key), count)
+        registry.register(_Families([parked_family]))
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
+
+
+class _Families(Collector):
+    """Ready-made metric families, registered beside the ledger's for one scrape."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families

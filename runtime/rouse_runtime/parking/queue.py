@@ -1,0 +1,294 @@
+"""Durable, ordered storage of parked and dead-lettered CloudEvents.
+
+Lives under the same `ROUSE_STATE_URL` as the runtime's state (its own SQLite
+table or Redis keys): it needs an ordered append and a uniqueness check that
+the key/value interface does not offer. A redelivery of the same event
+(`source`, `id`) to the same sink is stored once, so a sink retry never
+duplicates an event; order is the order of first arrival.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from rouse_runtime.store import StoreError, sqlite_path
+
+Kind = Literal["park", "dead-letter"]
+KINDS: tuple[Kind, ...] = ("park", "dead-letter")
+
+
+@dataclass(frozen=True)
+class Parked:
+    """One stored event; `event` is its structured-mode JSON text."""
+
+    id: int
+    kind: Kind
+    namespace: str
+    agent: str
+    skill: str
+    source: str
+    event_id: str
+    parked_at: float
+    event: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "namespace": self.namespace,
+            "agent": self.agent,
+            "skill": self.skill,
+            "source": self.source,
+            "eventId": self.event_id,
+            "parkedAt": self.parked_at,
+            "event": json.loads(self.event),
+        }
+
+
+@dataclass(frozen=True)
+class Filter:
+    """Which stored events an operation acts on (None: any)."""
+
+    namespace: str | None = None
+    agent: str | None = None
+    kind: Kind | None = None
+    ids: tuple[int, ...] | None = None
+
+    def matches(self, item: Parked) -> bool:
+        return (
+            (self.namespace is None or item.namespace == self.namespace)
+            and (self.agent is None or item.agent == self.agent)
+            and (self.kind is None or item.kind == self.kind)
+            and (self.ids is None or item.id in self.ids)
+        )
+
+
+class ParkingQueue(abc.ABC):
+    @abc.abstractmethod
+    async def append(
+        self,
+        kind: Kind,
+        namespace: str,
+        agent: str,
+        skill: str,
+        source: str,
+        event_id: str,
+        event: str,
+    ) -> bool:
+        """Store an event at the end; False when this sink already holds it."""
+
+    @abc.abstractmethod
+    async def items(self, where: Filter = Filter()) -> list[Parked]:
+        """Stored events matching `where`, oldest first."""
+
+    @abc.abstractmethod
+    async def remove(self, ids: list[int]) -> int:
+        """Delete events by id; how many existed."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release connections."""
+
+
+def open_queue(url: str) -> ParkingQueue:
+    """The parking queue in the state store a state URL names."""
+    if url.startswith("sqlite://"):
+        return SqliteQueue(sqlite_path(url))
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        return RedisQueue(url)
+    raise StoreError(f"unsupported state URL {url!r}: expected sqlite:///path or redis://...")
+
+
+_SQL_SCHEMA = """
+CREATE TABLE IF NOT EXISTS parked (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  kind TEXT NOT NULL, ns TEXT NOT NULL, agent TEXT NOT NULL, skill TEXT NOT NULL,
+  source TEXT NOT NULL, event_id TEXT NOT NULL, parked_at REAL NOT NULL, event TEXT NOT NULL,
+  UNIQUE (kind, ns, agent, skill, source, event_id)
+);
+"""
+
+
+class SqliteQueue(ParkingQueue):
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            try:
+                directory = os.path.dirname(self.path)
+                if directory:
+                    os.makedirs(directory, exist_ok=True)
+                db = sqlite3.connect(
+                    self.path, isolation_level=None, check_same_thread=False, timeout=10.0
+                )
+                db.execute("PRAGMA journal_mode=WAL")
+                db.executescript(_SQL_SCHEMA)
+            except (OSError, sqlite3.Error) as exc:
+                raise StoreError(f"cannot open SQLite parking queue {self.path!r}: {exc}") from exc
+            self._db = db
+        return self._db
+
+    def _run(self, what: str, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+        try:
+            with self._lock:
+                return self._conn().execute(sql, args)
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite parking queue {self.path!r}: {what} failed: {exc}") from exc
+
+    async def append(
+        self,
+        kind: Kind,
+        namespace: str,
+        agent: str,
+        skill: str,
+        source: str,
+        event_id: str,
+        event: str,
+    ) -> bool:
+        cur = self._run(
+            "append",
+            "INSERT OR IGNORE INTO parked (kind, ns, agent, skill, source, event_id, parked_at,"
+            " event) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (kind, namespace, agent, skill, source, event_id, time.time(), event),
+        )
+        return cur.rowcount > 0
+
+    async def items(self, where: Filter = Filter()) -> list[Parked]:
+        rows = self._run(
+            "list",
+            "SELECT id, kind, ns, agent, skill, source, event_id, parked_at, event"
+            " FROM parked ORDER BY id",
+        ).fetchall()
+        return [item for item in (Parked(*row) for row in rows) if where.matches(item)]
+
+    async def remove(self, ids: list[int]) -> int:
+        removed = 0
+        for item_id in ids:
+            removed += self._run("remove", "DELETE FROM parked WHERE id = ?", (item_id,)).rowcount
+        return removed
+
+    async def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+
+_R_SEQ = "rouse:parked:seq"
+_R_ORDER = "rouse:parked:order"
+_R_ITEM = "rouse:parked:item:"
+_R_SEEN = "rouse:parked:seen"
+# Take the next sequence number and store the item only if its identity is new: atomic.
+_R_APPEND = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
+local id = redis.call('INCR', KEYS[2])
+redis.call('HSET', KEYS[1], ARGV[1], id)
+redis.call('SET', ARGV[3] .. id, ARGV[2])
+redis.call('ZADD', KEYS[3], id, id)
+return id
+"""
+_R_REMOVE = """
+local raw = redis.call('GET', ARGV[2] .. ARGV[1])
+if not raw then return 0 end
+redis.call('DEL', ARGV[2] .. ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[1], cjson.decode(raw)['identity'])
+return 1
+"""
+
+
+class RedisQueue(ParkingQueue):
+    def __init__(self, url: str) -> None:
+        import redis.asyncio as aioredis
+
+        self.url = url
+        self._redis: Any = aioredis.from_url(url, decode_responses=True)
+        self._append = self._redis.register_script(_R_APPEND)
+        self._remove = self._redis.register_script(_R_REMOVE)
+
+    async def _call(self, what: str, coro: Any) -> Any:
+        from redis.exceptions import RedisError
+
+        try:
+            return await coro
+        except RedisError as exc:
+            raise StoreError(f"redis parking queue {self.url!r}: {what} failed: {exc}") from exc
+
+    async def append(
+        self,
+        kind: Kind,
+        namespace: str,
+        agent: str,
+        skill: str,
+        source: str,
+        event_id: str,
+        event: str,
+    ) -> bool:
+        identity = json.dumps([kind, namespace, agent, skill, source, event_id])
+        record = {
+            "identity": identity,
+            "kind": kind,
+            "namespace": namespace,
+            "agent": agent,
+            "skill": skill,
+            "source": source,
+            "eventId": event_id,
+            "parkedAt": time.time(),
+            "event": event,
+        }
+        stored = await self._call(
+            "append",
+            self._append(
+                keys=[_R_SEEN, _R_SEQ, _R_ORDER], args=[identity, json.dumps(record), _R_ITEM]
+            ),
+        )
+        return bool(stored)
+
+    async def items(self, where: Filter = Filter()) -> list[Parked]:
+        ids = await self._call("list", self._redis.zrange(_R_ORDER, 0, -1))
+        if not ids:
+            return []
+        raws = await self._call("list", self._redis.mget([_R_ITEM + i for i in ids]))
+        result = []
+        for item_id, raw in zip(ids, raws, strict=True):
+            if raw is None:  # removed between the two reads
+                continue
+            r = json.loads(raw)
+            item = Parked(
+                int(item_id),
+                r["kind"],
+                r["namespace"],
+                r["agent"],
+                r["skill"],
+                r["source"],
+                r["eventId"],
+                float(r["parkedAt"]),
+                r["event"],
+            )
+            if where.matches(item):
+                result.append(item)
+        return result
+
+    async def remove(self, ids: list[int]) -> int:
+        removed = 0
+        for item_id in ids:
+            removed += int(
+                await self._call(
+                    "remove",
+                    self._remove(keys=[_R_SEEN, _R_ORDER], args=[str(item_id), _R_ITEM]),
+                )
+            )
+        return removed
+
+    async def close(self) -> None:
+        await self._redis.aclose()
