@@ -352,10 +352,13 @@ def _deadletters_replay(args: argparse.Namespace) -> int:
 
 # -- entry point -----------------------------------------------------------------------------
 
+from rouse_runtime.parking.cli import add_parked  # noqa: E402 - the parking service's subcommand
+
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     _add_dev,
     _add_send,
     _add_deadletters,
+    add_parked,  # rouse parked list|replay|drop (rouse_runtime/parking/cli.py)
 ]
 
 
