@@ -335,8 +335,9 @@ class RedisLedger(Ledger):
 
 
 class _LinesCollector(Collector):
-    def __init__(self, lines: Iterable[Line]) -> None:
+    def __init__(self, lines: Iterable[Line], day: str) -> None:
         self._lines = list(lines)
+        self._day = day
 
     def collect(self) -> Iterable[Metric]:
         keys = ["namespace", "agent", "skill"]
@@ -367,11 +368,16 @@ class _LinesCollector(Collector):
             cost.add_metric(key, line.cost_nano_usd / NANO)
             tokens_day.add_metric([*key, line.day], line.tokens_day)
             cost_day.add_metric([*key, line.day], line.cost_nano_usd_day / NANO)
-        yield from (invocations, cold, tokens, cost, tokens_day, cost_day)
+        # Present whenever the exporter is: tells "no spend today" from "no exporter".
+        day_info = GaugeMetricFamily(
+            "rouse_ledger_day_info", "The UTC day the *_today figures are for", labels=["day"]
+        )
+        day_info.add_metric([self._day], 1)
+        yield from (invocations, cold, tokens, cost, tokens_day, cost_day, day_info)
 
 
-def ledger_registry(lines: Iterable[Line]) -> CollectorRegistry:
-    """A registry exposing the ledger's lines (build one per scrape from a fresh read)."""
+def ledger_registry(lines: Iterable[Line], day: str) -> CollectorRegistry:
+    """A registry exposing the ledger's lines read for `day` (one per scrape, fresh read)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_LinesCollector(lines))
+    registry.register(_LinesCollector(lines, day))
     return registry

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -14,7 +13,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from rouse_testing.wait import free_port, wait_until
+from rouse_testing.parking import Parking, start_parking
+from rouse_testing.wait import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -62,51 +62,11 @@ def broker() -> Iterator[Broker]:
     state.server.shutdown()
 
 
-@dataclass
-class Parking:
-    url: str
-    env: dict[str, str]
-    process: subprocess.Popen[bytes]
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "rouse_runtime.cli", *args],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env={**self.env, "ROUSE_PARKING_URL": self.url},
-        )
-
-
-def start_parking(tmp_path: Path, broker_url: str) -> Parking:
-    port = free_port()
-    env = {
-        **os.environ,
-        "PORT": str(port),
-        "ROUSE_HOST": "127.0.0.1",
-        "ROUSE_STATE_URL": f"sqlite:///{tmp_path}/state.db",
-        "ROUSE_BROKER_URL": broker_url,
-    }
-    log = (tmp_path / "parking.log").open("ab")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "rouse_runtime.parking"], env=env, stdout=log, stderr=log
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        assert process.poll() is None, (tmp_path / "parking.log").read_text()
-        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
-
-    wait_until(healthy, timeout=30, what="parking service /healthz")
-    return Parking(url, env, process)
-
-
 @pytest.fixture
 def parking(tmp_path: Path, broker: Broker) -> Iterator[Parking]:
-    service = start_parking(tmp_path, broker.url)
+    service = start_parking(tmp_path, f"sqlite:///{tmp_path}/state.db", broker.url)
     yield service
-    service.process.terminate()
-    service.process.wait(timeout=15)
+    service.stop()
 
 
 def binary(event_id: str, source: str = "/tickets", data: object = None) -> dict[str, object]:
@@ -191,20 +151,20 @@ def test_parked_events_are_stored_once_in_order_and_replayed_in_order(
 
 
 def test_events_survive_a_restart(tmp_path: Path, broker: Broker) -> None:
-    first = start_parking(tmp_path, broker.url)
+    state = f"sqlite:///{tmp_path}/state.db"
+    first = start_parking(tmp_path, state, broker.url)
     try:
         park(first.url, "/dead-letter/ns-a/support/triage", binary("d1"))
         park(first.url, "/park/ns-a/support/triage", binary("p1"))
     finally:
         first.process.kill()
         first.process.wait()
-    second = start_parking(tmp_path, broker.url)
+    second = start_parking(tmp_path, state, broker.url)
     try:
         items = httpx.get(f"{second.url}/parked").json()["items"]
         assert [(i["kind"], i["eventId"]) for i in items] == [("dead-letter", "d1"), ("park", "p1")]
     finally:
-        second.process.terminate()
-        second.process.wait(timeout=15)
+        second.stop()
 
 
 def test_refusals_name_the_problem(parking: Parking) -> None:

@@ -17,7 +17,7 @@ from prometheus_client.registry import Collector
 from pydantic import BaseModel, Field
 
 from rouse_runtime.events import EventError, dump_event, parse_event
-from rouse_runtime.ledger import Ledger, ledger_registry, open_ledger
+from rouse_runtime.ledger import Ledger, ledger_registry, open_ledger, utc_day
 from rouse_runtime.parking.queue import Filter, Kind, ParkingQueue, open_queue
 from rouse_runtime.parking.replay import replay
 from rouse_runtime.store import StoreError
@@ -148,7 +148,8 @@ def create_app(settings: ParkingSettings) -> FastAPI:
 
     @app.get("/metrics")
     async def metrics() -> Response:
-        registry = ledger_registry(await ledger.lines())
+        day = utc_day()
+        registry = ledger_registry(await ledger.lines(day=day), day)
         items = await queue.items()
         counts: dict[tuple[str, str, str, str], int] = {}
         for item in items:
