@@ -1,0 +1,149 @@
+"""kopf handlers, kept thin: every cause ends in `Reconciler.reconcile(namespace, name)`.
+
+- Agent created, changed, or found at startup: reconcile it.
+- A policy changed the Agent's status (warm-pool min-scale, budget spent): reconcile it.
+- A child (Service, Trigger, PingSource with Rouse's labels) changed or was deleted by
+  someone else: reconcile its Agent, so hand edits and deletions are undone and
+  status follows the children's conditions.
+- Every ROUSE_RESYNC_INTERVAL seconds: reconcile every known Agent (drift).
+
+kopf keeps its bookkeeping in annotations (the status schema is strict), and no handler
+needs a finalizer: deletion cascades through ownerReferences and the garbage collector.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+from typing import Any
+
+import kopf
+
+from rouse_operator import health
+from rouse_operator import settings as operator_settings
+from rouse_operator.kube import AGENTS, Kube
+from rouse_operator.reconcile import Outcome, Reconciler
+from rouse_operator.resources.meta import CHILD_KINDS, LABEL_AGENT, LABEL_MANAGED_BY, MANAGED_BY
+from rouse_operator.resources.policy import policy_inputs
+
+SETTINGS = operator_settings.from_env()
+GROUP, VERSION, PLURAL = AGENTS.group, AGENTS.version, AGENTS.plural
+log = logging.getLogger("rouse.operator")
+
+
+class _State:
+    """What the handlers share: the reconciler, known Agents and their policy inputs."""
+
+    reconciler: Reconciler | None = None
+    resync: asyncio.Task[None] | None = None
+
+    def __init__(self) -> None:
+        self.known: dict[tuple[str, str], Any] = {}  # (namespace, name) -> policy inputs
+
+
+STATE = _State()
+
+
+def reconciler() -> Reconciler:
+    if STATE.reconciler is None:
+        STATE.reconciler = Reconciler(Kube.connect(), SETTINGS)
+    return STATE.reconciler
+
+
+def report(body: Any, outcome: Outcome | None) -> None:
+    """Kubernetes Events on the Agent for what changed and for new problems."""
+    if outcome is None:
+        return
+    for change in outcome.changes:
+        kopf.info(body, reason=change.action, message=f"{change.kind} {change.name}")
+    for problem in outcome.new_problems:
+        kopf.warn(body, reason=problem.reason, message=problem.message)
+
+
+def run(namespace: str, name: str, body: Any = None) -> None:
+    """Reconcile one Agent and report on it (body: for Events; fetched when not given)."""
+    outcome = reconciler().reconcile(namespace, name)
+    if outcome is not None:
+        report(body if body is not None else outcome.agent, outcome)
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    """Annotations for kopf's state; Events from INFO; start the drift resync."""
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="rouse.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="rouse.dev", key="last-handled-configuration"
+    )
+    settings.posting.level = logging.INFO
+    settings.execution.max_workers = 16
+    settings.watching.server_timeout = 300
+    await asyncio.get_running_loop().run_in_executor(None, reconciler)
+    STATE.resync = asyncio.create_task(_resync_forever(SETTINGS.resync_interval))
+    health.STATE.ready = True
+
+
+@kopf.on.cleanup()
+async def stop(**_: Any) -> None:
+    health.STATE.ready = False
+    if STATE.resync is not None:
+        STATE.resync.cancel()
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL, backoff=5)
+@kopf.on.create(GROUP, VERSION, PLURAL, backoff=5)
+@kopf.on.update(GROUP, VERSION, PLURAL, backoff=5)
+def agent_changed(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
+    """The Agent's spec (or labels/annotations) changed, or the operator (re)started."""
+    run(str(namespace), name, body)
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+def agent_event(
+    event: kopf.RawEvent, body: kopf.Body, namespace: str | None, name: str, **_: Any
+) -> None:
+    """Track known Agents; reconcile when a policy changed what the children are built from."""
+    key = (str(namespace), name)
+    if event.get("type") == "DELETED":
+        STATE.known.pop(key, None)
+        return
+    try:
+        inputs = policy_inputs(dict(body))
+    except (KeyError, TypeError, ValueError):  # not a valid Agent (yet): spec handlers report
+        return
+    before = STATE.known.get(key)
+    STATE.known[key] = inputs
+    if before is not None and before != inputs:
+        run(key[0], name, body)
+
+
+def child_event(event: kopf.RawEvent, body: kopf.Body, namespace: str | None, **_: Any) -> None:
+    """A child changed or was deleted: reconcile its Agent unless this is our own write."""
+    meta = body.get("metadata") or {}
+    agent = (meta.get("labels") or {}).get(LABEL_AGENT)
+    kind = body.get("kind", "")
+    if not agent or not namespace or event.get("type") is None:  # initial listing: resume does it
+        return
+    deleted = event.get("type") == "DELETED"
+    if not deleted and reconciler().ours(kind, namespace, meta["name"], meta["resourceVersion"]):
+        return
+    run(namespace, agent)
+
+
+for _kind in CHILD_KINDS:
+    kopf.on.event(_kind.group, _kind.version, _kind.plural, labels={LABEL_MANAGED_BY: MANAGED_BY})(
+        child_event
+    )
+
+
+async def _resync_forever(interval: float) -> None:
+    """Reconcile every known Agent every `interval` seconds (hand edits, missed events)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(interval)
+        for namespace, name in list(STATE.known):
+            context = contextvars.copy_context()
+            try:
+                await loop.run_in_executor(None, context.run, run, namespace, name)
+            except Exception as exc:  # keep resyncing the others; kopf retries its own causes
+                log.warning("resync of %s/%s failed: %s", namespace, name, exc)

@@ -1,0 +1,154 @@
+"""All Kubernetes API I/O of the reconciler, in one place (kubernetes client, CustomObjectsApi).
+
+Children are written with server-side apply (field manager `rouse`): only the fields
+Rouse sets are owned and compared, so Knative's defaulting of other fields is not
+fought, a field Rouse stops setting is removed, and a hand edit of a Rouse-owned
+field is put back (force=True takes ownership back).
+
+API resources and verbs the operator uses (the ClusterRole in charts/rouse lists these):
+
+- rouse.dev/agents: get, list, watch, patch        (kopf watches; annotations for kopf's progress)
+- rouse.dev/agents/status: get, patch               (status via server-side apply)
+- serving.knative.dev/services: get, list, watch, create, patch, delete
+- eventing.knative.dev/triggers: get, list, watch, create, patch, delete
+- sources.knative.dev/pingsources: get, list, watch, create, patch, delete
+- eventing.knative.dev/brokers: get                 (does the agent's broker exist?)
+- events (core ""): create, patch                   (kopf.info/warn Kubernetes Events)
+- events.k8s.io/events: create, patch               (same, newer API group)
+- apiextensions.k8s.io/customresourcedefinitions: list, watch  (kopf scans the cluster's resources)
+- namespaces (core ""): list, watch                 (kopf, when run with --all-namespaces / patterns)
+- coordination.k8s.io/leases: get, create, patch? not used (kopf peering is disabled: run 1 replica)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, cast
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from rouse_operator.resources.meta import BROKER, ChildKind, Manifest
+
+FIELD_MANAGER = "rouse"
+APPLY = "application/apply-patch+yaml"
+AGENTS = ChildKind("rouse.dev", "v1alpha1", "agents", "Agent")
+
+
+class ConflictError(Exception):
+    """A child's name is taken by an object that is not this Agent's (server-side apply 409)."""
+
+
+def load_config() -> None:
+    """In-cluster config in a pod, else the current kubeconfig (KUBECONFIG or ~/.kube/config)."""
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    else:
+        config.load_kube_config()  # type: ignore[no-untyped-call]
+
+
+@dataclass
+class Kube:
+    """The calls the reconciler makes; one CustomObjectsApi over one connection pool."""
+
+    api: client.CustomObjectsApi
+
+    @classmethod
+    def connect(cls) -> Kube:
+        load_config()
+        return cls(client.CustomObjectsApi())
+
+    def get(self, kind: ChildKind, namespace: str, name: str) -> dict[str, Any] | None:
+        """The object, or None when it does not exist."""
+        try:
+            obj = cast(
+                dict[str, Any],
+                self.api.get_namespaced_custom_object(
+                    kind.group, kind.version, namespace, kind.plural, name
+                ),
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return obj
+
+    def get_agent(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.get(AGENTS, namespace, name)
+
+    def broker_exists(self, namespace: str, name: str) -> bool:
+        return self.get(BROKER, namespace, name) is not None
+
+    def list(self, kind: ChildKind, namespace: str, selector: str) -> list[dict[str, Any]]:
+        """Objects of `kind` in `namespace` matching the label selector."""
+        result = cast(
+            dict[str, Any],
+            self.api.list_namespaced_custom_object(
+                kind.group, kind.version, namespace, kind.plural, label_selector=selector
+            ),
+        )
+        items: list[dict[str, Any]] = result.get("items") or []
+        return items
+
+    def apply(self, kind: ChildKind, manifest: Manifest, force: bool) -> dict[str, Any]:
+        """Server-side apply; ConflictError when another manager owns a field and force is False."""
+        meta = manifest["metadata"]
+        try:
+            obj = self.api.patch_namespaced_custom_object(
+                kind.group,
+                kind.version,
+                meta["namespace"],
+                kind.plural,
+                meta["name"],
+                manifest,
+                field_manager=FIELD_MANAGER,
+                force=force,
+                _content_type=APPLY,
+            )
+        except ApiException as exc:
+            if exc.status == 409:
+                raise ConflictError(f"{kind.kind} {meta['name']}: {exc.reason}") from exc
+            raise
+        return cast(dict[str, Any], obj)
+
+    def delete(self, kind: ChildKind, namespace: str, name: str) -> bool:
+        """Delete (background propagation); False when it was already gone."""
+        try:
+            self.api.delete_namespaced_custom_object(
+                kind.group,
+                kind.version,
+                namespace,
+                kind.plural,
+                name,
+                propagation_policy="Background",
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    def apply_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """Server-side apply of the status fields the reconciler owns (not the policies')."""
+        body = {
+            "apiVersion": AGENTS.api_version,
+            "kind": AGENTS.kind,
+            "metadata": {"name": name, "namespace": namespace},
+            "status": status,
+        }
+        try:
+            self.api.patch_namespaced_custom_object_status(
+                AGENTS.group,
+                AGENTS.version,
+                namespace,
+                AGENTS.plural,
+                name,
+                body,
+                field_manager=FIELD_MANAGER,
+                force=True,
+                _content_type=APPLY,
+            )
+        except ApiException as exc:
+            if exc.status != 404:  # the Agent was deleted meanwhile: nothing to report on
+                raise

@@ -1,0 +1,205 @@
+"""One level-based, idempotent reconcile of an Agent: children applied, stale ones removed,
+status computed from what exists. Handlers (kopf) call `Reconciler.reconcile`; all API
+calls go through `kube.Kube`.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from rouse_operator import checks, metrics
+from rouse_operator import status as agent_status
+from rouse_operator.kube import ConflictError, Kube
+from rouse_operator.resources import children
+from rouse_operator.resources.meta import CHILD_KINDS, ChildKind, Manifest, agent_selector
+from rouse_operator.resources.policy import policy_inputs
+from rouse_operator.settings import Settings
+
+Obj = dict[str, Any]
+HASH_ANNOTATION = "rouse.dev/spec-hash"
+
+
+@dataclass(frozen=True)
+class Change:
+    """A child written: for the Agent's Kubernetes Events and the metrics."""
+
+    action: str  # Created | Updated | Deleted
+    kind: str
+    name: str
+
+
+@dataclass
+class Outcome:
+    """What a reconcile did and found."""
+
+    agent: Obj = field(default_factory=dict)
+    changes: list[Change] = field(default_factory=list)
+    status: Obj = field(default_factory=dict)
+    problems: list[agent_status.Problem] = field(default_factory=list)
+    new_problems: list[agent_status.Problem] = field(default_factory=list)
+
+
+def spec_hash(manifest: Manifest) -> str:
+    """Fingerprint of what Rouse applies: a change means the child must be re-applied."""
+    text = json.dumps(manifest, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def with_hash(manifest: Manifest) -> Manifest:
+    stamped = copy.deepcopy(manifest)
+    stamped["metadata"].setdefault("annotations", {})[HASH_ANNOTATION] = spec_hash(manifest)
+    return stamped
+
+
+def contains(current: Any, wanted: Any) -> bool:
+    """Whether `current` holds everything in `wanted` (extra fields, e.g. Knative defaults, allowed).
+
+    Lists of named items (containers, env) are matched by name; other lists by position.
+    """
+    if isinstance(wanted, dict):
+        return isinstance(current, dict) and all(
+            k in current and contains(current[k], v) for k, v in wanted.items()
+        )
+    if isinstance(wanted, list):
+        if not isinstance(current, list):
+            return False
+        if all(isinstance(w, dict) and "name" in w for w in wanted):
+            named = {c.get("name"): c for c in current if isinstance(c, dict)}
+            return all(w["name"] in named and contains(named[w["name"]], w) for w in wanted)
+        return len(current) == len(wanted) and all(map(contains, current, wanted))
+    return bool(current == wanted)
+
+
+def up_to_date(current: Obj, wanted: Manifest) -> bool:
+    """Applied from this same spec, and nobody changed a field Rouse sets since."""
+    annotations = current.get("metadata", {}).get("annotations") or {}
+    if annotations.get(HASH_ANNOTATION) != wanted["metadata"]["annotations"][HASH_ANNOTATION]:
+        return False
+    return contains(current.get("spec"), wanted["spec"]) and contains(
+        current.get("metadata"), wanted["metadata"]
+    )
+
+
+def _kind_of(manifest: Manifest) -> ChildKind:
+    return next(k for k in CHILD_KINDS if k.kind == manifest["kind"])
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class Reconciler:
+    """Reconciles Agents; coalesces requests for the same Agent that arrive while one runs."""
+
+    kube: Kube
+    settings: Settings
+    clock: Callable[[], str] = _now
+    written: dict[tuple[str, str, str], str] = field(default_factory=dict)
+    _locks: dict[tuple[str, str], threading.Lock] = field(default_factory=dict)
+    _guard: threading.Lock = field(default_factory=threading.Lock)
+
+    def _lock(self, namespace: str, name: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault((namespace, name), threading.Lock())
+
+    def ours(self, kind: str, namespace: str, name: str, resource_version: str) -> bool:
+        """Whether this child event is the echo of our own last write (nothing to do)."""
+        return self.written.get((kind, namespace, name)) == resource_version
+
+    def reconcile(self, namespace: str, name: str) -> Outcome | None:
+        """Bring one Agent's children and status in line; None when the Agent is gone."""
+        started = time.perf_counter()
+        with self._lock(namespace, name):
+            try:
+                agent = self.kube.get_agent(namespace, name)
+                if agent is None:
+                    metrics.RECONCILES.labels("gone").inc()
+                    return None
+                outcome = self._reconcile(agent)
+            except Exception:
+                metrics.RECONCILES.labels("error").inc()
+                raise
+            finally:
+                metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
+        metrics.RECONCILES.labels("ok").inc()
+        return outcome
+
+    def _reconcile(self, agent: Obj) -> Outcome:
+        meta, spec = agent["metadata"], agent["spec"]
+        namespace, name = meta["namespace"], meta["name"]
+        problems, unscheduled = checks.schedule_problems(agent)
+        broker = spec.get("broker", "default")
+        if not self.kube.broker_exists(namespace, broker):
+            problems.append(
+                agent_status.Problem(
+                    agent_status.TRIGGERS_READY,
+                    "BrokerNotFound",
+                    f"spec.broker: Broker {broker!r} does not exist in namespace {namespace}",
+                )
+            )
+        wanted = [
+            with_hash(m)
+            for m in children.desired(agent, self.settings, policy_inputs(agent), unscheduled)
+        ]
+        selector = agent_selector(name)
+        existing = {
+            kind: {o["metadata"]["name"]: o for o in self.kube.list(kind, namespace, selector)}
+            for kind in CHILD_KINDS
+        }
+        outcome = Outcome(agent=agent, problems=problems)
+        for manifest in wanted:
+            kind, child_name = _kind_of(manifest), manifest["metadata"]["name"]
+            current = existing[kind].get(child_name)
+            if current is not None and up_to_date(current, manifest):
+                continue
+            try:
+                applied = self.kube.apply(kind, manifest, force=current is not None)
+            except ConflictError as exc:
+                condition = (
+                    agent_status.SKILLS_READY
+                    if kind.kind == "Service"
+                    else agent_status.TRIGGERS_READY
+                )
+                problems.append(
+                    agent_status.Problem(
+                        condition,
+                        "NameConflict",
+                        f"{exc}: the name belongs to an object that is not this Agent's",
+                    )
+                )
+                continue
+            existing[kind][child_name] = applied
+            self._remember(kind, applied)
+            outcome.changes.append(
+                Change("Created" if current is None else "Updated", kind.kind, child_name)
+            )
+        keep = {(_kind_of(m).kind, m["metadata"]["name"]) for m in wanted}
+        for kind in CHILD_KINDS:
+            for child_name in [n for n in existing[kind] if (kind.kind, n) not in keep]:
+                self.kube.delete(kind, namespace, child_name)
+                del existing[kind][child_name]
+                outcome.changes.append(Change("Deleted", kind.kind, child_name))
+        for change in outcome.changes:
+            metrics.CHILD_WRITES.labels(change.kind, change.action.lower()).inc()
+        children_now = {k: list(v.values()) for k, v in existing.items()}
+        outcome.status = agent_status.compute(agent, children_now, problems, self.clock())
+        previous = agent.get("status") or {}
+        if any(previous.get(k) != v for k, v in outcome.status.items()):
+            self.kube.apply_status(namespace, name, outcome.status)
+        before = {(c.get("type"), c.get("reason")) for c in previous.get("conditions") or []}
+        outcome.new_problems = [p for p in problems if (p.condition, p.reason) not in before]
+        return outcome
+
+    def _remember(self, kind: ChildKind, obj: Obj) -> None:
+        meta = obj.get("metadata") or {}
+        key = (kind.kind, str(meta.get("namespace")), str(meta.get("name")))
+        self.written[key] = str(meta.get("resourceVersion"))

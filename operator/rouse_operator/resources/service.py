@@ -1,0 +1,95 @@
+"""The Knative Service of one skill: scale-to-zero, locked down, scraped by Prometheus."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rouse_runtime import agentspec
+
+from rouse_operator.resources.meta import SERVICE, Manifest, child, labels
+from rouse_operator.settings import Settings
+
+PORT = 8080
+# Knative cuts a request at timeoutSeconds; the runtime stops the skill at the skill's own
+# timeout and still needs a moment to checkpoint and reply, so Knative waits a little longer.
+TIMEOUT_GRACE_SECONDS = 10
+KNATIVE_MAX_TIMEOUT_SECONDS = 600
+
+MIN_SCALE = "autoscaling.knative.dev/min-scale"
+MAX_SCALE = "autoscaling.knative.dev/max-scale"
+TARGET = "autoscaling.knative.dev/target"
+RETENTION = "autoscaling.knative.dev/scale-to-zero-pod-retention-period"
+
+SECURITY_CONTEXT: dict[str, Any] = {
+    "runAsNonRoot": True,
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def env(agent: Manifest, skill: dict[str, Any], settings: Settings) -> list[dict[str, Any]]:
+    """The runtime's ROUSE_* env (agentspec.skill_env), the state store, then the agent's env."""
+    namespace = agent["metadata"]["namespace"]
+    broker_url = settings.broker_url(namespace, agent["spec"].get("broker", "default"))
+    rouse = agentspec.skill_env(agent, skill, broker_url)
+    if settings.state_url:
+        rouse[agentspec.ENV_STATE_URL] = settings.state_url
+    user: list[dict[str, Any]] = list(agent["spec"].get("env") or [])
+    overridden = {e["name"] for e in user}
+    return [{"name": k, "value": v} for k, v in rouse.items() if k not in overridden] + user
+
+
+def revision_annotations(skill: dict[str, Any], min_scale: int) -> dict[str, str]:
+    """Autoscaling bounds and Prometheus scrape hints on the revision template."""
+    scaling = skill.get("scaling") or {}
+    result = {
+        MIN_SCALE: str(min_scale),
+        MAX_SCALE: str(scaling.get("max", 10)),
+    }
+    if scaling.get("target") is not None:
+        result[TARGET] = str(scaling["target"])
+    if scaling.get("retention"):
+        result[RETENTION] = str(scaling["retention"])
+    result.update(
+        {
+            "prometheus.io/scrape": "true",
+            "prometheus.io/port": str(PORT),
+            "prometheus.io/path": "/metrics",
+        }
+    )
+    return result
+
+
+def build(agent: Manifest, skill: dict[str, Any], settings: Settings, min_scale: int) -> Manifest:
+    """The skill's Knative Service, named <agent>-<skill>."""
+    agent_name = agent["metadata"]["name"]
+    timeout = int(skill.get("timeoutSeconds", 300))
+    container: dict[str, Any] = {
+        "name": "skill",
+        "image": agent["spec"]["image"],
+        "ports": [{"name": "http1", "containerPort": PORT}],
+        "env": env(agent, skill, settings),
+        "readinessProbe": {"httpGet": {"path": "/readyz"}},
+        "securityContext": SECURITY_CONTEXT,
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+    if skill.get("resources"):
+        container["resources"] = skill["resources"]
+    spec = {
+        "template": {
+            "metadata": {
+                "labels": labels(agent_name, skill["name"]),
+                "annotations": revision_annotations(skill, min_scale),
+            },
+            "spec": {
+                "containerConcurrency": int(skill.get("concurrency", 10)),
+                "timeoutSeconds": min(timeout + TIMEOUT_GRACE_SECONDS, KNATIVE_MAX_TIMEOUT_SECONDS),
+                "containers": [container],
+                "volumes": [{"name": "tmp", "emptyDir": {}}],
+            },
+        }
+    }
+    name = agentspec.service_name(agent_name, skill["name"])
+    return child(SERVICE, name, agent, skill["name"], spec)

@@ -1,0 +1,87 @@
+"""The operator's settings, read once from its environment (the Helm chart sets them).
+
+The names and defaults are the contract between the chart, the reconciler and the
+policies; see README "The operator".
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+DEFAULT_BROKER_INGRESS = "http://broker-ingress.knative-eventing.svc.cluster.local"
+DEFAULT_PARKING_URL = "http://rouse-parking.rouse-system.svc.cluster.local"
+DEFAULT_PROMETHEUS_URL = "http://prometheus-operated.monitoring.svc:9090"
+
+
+class SettingsError(ValueError):
+    """A setting that cannot be used; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the broker, parking service, state store and Prometheus are; timer periods."""
+
+    broker_ingress: str = DEFAULT_BROKER_INGRESS
+    parking_url: str = DEFAULT_PARKING_URL
+    state_url: str = ""
+    prometheus_url: str = DEFAULT_PROMETHEUS_URL
+    eval_interval: float = 60.0
+    metrics_port: int = 8080
+    resync_interval: float = 300.0
+
+    def broker_url(self, namespace: str, broker: str) -> str:
+        """Where a skill sends events (ROUSE_BROKER_URL): the broker's ingress path."""
+        return f"{self.broker_ingress.rstrip('/')}/{namespace}/{broker}"
+
+    def dead_letter_url(self, namespace: str, agent: str, skill: str) -> str:
+        """Dead-letter sink of a skill's Triggers."""
+        return f"{self.parking_url.rstrip('/')}/dead-letter/{namespace}/{agent}/{skill}"
+
+    def parking_sink_url(self, namespace: str, agent: str, skill: str) -> str:
+        """Where a skill's Triggers point while its agent's budget is spent (onExhausted: park)."""
+        return f"{self.parking_url.rstrip('/')}/park/{namespace}/{agent}/{skill}"
+
+
+def _url(env: Mapping[str, str], name: str, default: str) -> str:
+    value = env.get(name, "").strip() or default
+    if not value.startswith(("http://", "https://")):
+        raise SettingsError(f"{name}={value!r}: expected an http:// or https:// URL")
+    return value.rstrip("/")
+
+
+def _number(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r}: expected a number of seconds") from None
+    if value <= 0:
+        raise SettingsError(f"{name}={raw!r}: must be greater than 0")
+    return value
+
+
+def _port(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or not 0 <= int(raw) <= 65535:
+        raise SettingsError(f"{name}={raw!r}: expected a TCP port (0-65535, 0 = any free port)")
+    return int(raw)
+
+
+def from_env(env: Mapping[str, str] | None = None) -> Settings:
+    """Settings from ROUSE_* variables (os.environ by default); SettingsError names a bad one."""
+    env = os.environ if env is None else env
+    return Settings(
+        broker_ingress=_url(env, "ROUSE_BROKER_INGRESS", DEFAULT_BROKER_INGRESS),
+        parking_url=_url(env, "ROUSE_PARKING_URL", DEFAULT_PARKING_URL),
+        state_url=env.get("ROUSE_STATE_URL", "").strip(),
+        prometheus_url=_url(env, "ROUSE_PROMETHEUS_URL", DEFAULT_PROMETHEUS_URL),
+        eval_interval=_number(env, "ROUSE_EVAL_INTERVAL", 60.0),
+        metrics_port=_port(env, "ROUSE_METRICS_PORT", 8080),
+        resync_interval=_number(env, "ROUSE_RESYNC_INTERVAL", 300.0),
+    )

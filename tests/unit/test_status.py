@@ -1,0 +1,215 @@
+"""status.compute: the Agent's status from its children's own conditions (whole objects)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from rouse_operator import checks, reconcile
+from rouse_operator.resources import children
+from rouse_operator.resources.meta import PINGSOURCE, SERVICE, TRIGGER, ChildKind
+from rouse_operator.settings import Settings, SettingsError, from_env
+from rouse_operator.status import READY, TRIGGERS_READY, Problem, compute
+from rouse_runtime import agentspec
+from rouse_testing.agents import base_agent
+
+T0, T1 = "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z"
+Obj = dict[str, Any]
+
+
+def agent(generation: int = 3) -> Obj:
+    obj = agentspec.validate_agent(base_agent())
+    obj["metadata"].update(namespace="team-a", uid="u-1", generation=generation)
+    return obj
+
+
+def live(manifests: list[Obj], ready: dict[str, str] | None = None) -> dict[ChildKind, list[Obj]]:
+    """Children as the API returns them; `ready` sets each named child's Ready status."""
+    ready = ready or {}
+    out: dict[ChildKind, list[Obj]] = {SERVICE: [], TRIGGER: [], PINGSOURCE: []}
+    for manifest in manifests:
+        obj = copy.deepcopy(manifest)
+        name = obj["metadata"]["name"]
+        obj["metadata"]["generation"] = 1
+        if name in ready:
+            cond: Obj = {"type": "Ready", "status": ready[name]}
+            if ready[name] == "False":
+                cond.update(reason="RevisionFailed", message="image pull backoff")
+            obj["status"] = {"observedGeneration": 1, "conditions": [cond]}
+            if obj["kind"] == "Service":
+                obj["status"]["url"] = f"http://{name}.team-a.example.com"
+        kind = {"Service": SERVICE, "Trigger": TRIGGER, "PingSource": PINGSOURCE}[obj["kind"]]
+        out[kind].append(obj)
+    return out
+
+
+ALL = ["triage-bot-triage", "triage-bot-digest", "triage-bot-triage-0", "triage-bot-digest-cron"]
+
+
+def test_all_children_ready() -> None:
+    a = agent()
+    kids = live(children.desired(a, Settings()), dict.fromkeys(ALL, "True"))
+    assert compute(a, kids, now=T0) == {
+        "observedGeneration": 3,
+        "phase": "Ready",
+        "skillsReady": "2/2",
+        "warm": 0,
+        "conditions": [
+            {"type": "Ready", "status": "True", "reason": "Ready",
+             "message": "all skills and triggers are ready",
+             "lastTransitionTime": T0, "observedGeneration": 3},
+            {"type": "SkillsReady", "status": "True", "reason": "Ready", "message": "2 ready",
+             "lastTransitionTime": T0, "observedGeneration": 3},
+            {"type": "TriggersReady", "status": "True", "reason": "Ready", "message": "2 ready",
+             "lastTransitionTime": T0, "observedGeneration": 3},
+        ],
+        "skills": [
+            {"name": "triage", "service": "triage-bot-triage", "ready": True, "minScale": 0,
+             "url": "http://triage-bot-triage.team-a.example.com"},
+            {"name": "digest", "service": "triage-bot-digest", "ready": True, "minScale": 0,
+             "url": "http://triage-bot-digest.team-a.example.com"},
+        ],
+    }  # fmt: skip
+
+
+def test_nothing_reported_yet_is_pending() -> None:
+    a = agent()
+    status = compute(a, live(children.desired(a, Settings())), now=T0)
+    assert status["phase"] == "Pending"
+    assert status["skillsReady"] == "0/2"
+    assert status["conditions"][1] == {
+        "type": "SkillsReady", "status": "Unknown", "reason": "Deploying",
+        "message": "Service triage-bot-triage: generation 1 not observed yet; "
+                   "Service triage-bot-digest: generation 1 not observed yet",
+        "lastTransitionTime": T0, "observedGeneration": 3,
+    }  # fmt: skip
+    assert status["skills"][0] == {
+        "name": "triage", "service": "triage-bot-triage", "ready": False, "minScale": 0,
+        "message": "Service triage-bot-triage: generation 1 not observed yet",
+    }  # fmt: skip
+
+
+def test_failed_service_degrades_and_names_it() -> None:
+    a = agent()
+    ready = dict.fromkeys(ALL, "True") | {"triage-bot-digest": "False"}
+    status = compute(a, live(children.desired(a, Settings()), ready), now=T0)
+    assert status["phase"] == "Degraded"
+    assert status["skillsReady"] == "1/2"
+    assert status["conditions"][0] == {
+        "type": "Ready", "status": "False", "reason": "RevisionFailed",
+        "message": "Service triage-bot-digest: image pull backoff",
+        "lastTransitionTime": T0, "observedGeneration": 3,
+    }  # fmt: skip
+
+
+def test_stale_generation_is_not_ready() -> None:
+    a = agent()
+    kids = live(children.desired(a, Settings()), dict.fromkeys(ALL, "True"))
+    kids[SERVICE][0]["metadata"]["generation"] = 2  # spec changed, Knative has not caught up
+    status = compute(a, kids, now=T0)
+    assert status["phase"] == "Pending"
+    assert (
+        status["skills"][0]["message"] == "Service triage-bot-triage: generation 2 not observed yet"
+    )
+
+
+def test_missing_child_and_problems() -> None:
+    a = agent()
+    kids = live(children.desired(a, Settings()), dict.fromkeys(ALL, "True"))
+    kids[TRIGGER] = []
+    status = compute(a, kids, now=T0)
+    assert status["conditions"][2]["status"] == "Unknown"
+    assert status["conditions"][2]["message"] == "Trigger triage-bot-triage-0 does not exist yet"
+    broker = Problem(
+        TRIGGERS_READY, "BrokerNotFound", "spec.broker: Broker 'default' does not exist"
+    )
+    status = compute(a, kids, [broker], now=T0)
+    assert status["phase"] == "Degraded"
+    assert [(c["type"], c["status"], c["reason"]) for c in status["conditions"]] == [
+        ("Ready", "False", "BrokerNotFound"),
+        ("SkillsReady", "True", "Ready"),
+        ("TriggersReady", "False", "BrokerNotFound"),
+    ]
+
+
+def test_transition_time_kept_while_status_holds() -> None:
+    a = agent()
+    kids = live(children.desired(a, Settings()), dict.fromkeys(ALL, "True"))
+    first = compute(a, kids, now=T0)
+    a["status"] = first
+    assert compute(a, kids, now=T1) == first  # nothing changed: an identical status, no write
+    kids[SERVICE][0]["status"]["conditions"][0]["status"] = "False"
+    second = compute(a, kids, now=T1)
+    assert [c["lastTransitionTime"] for c in second["conditions"]] == [T1, T1, T0]
+
+
+def test_budget_spent_is_suspended_and_warm_counts_min_scale() -> None:
+    a = agent()
+    a["status"] = {
+        "budget": {"exhausted": False},
+        "warmPool": {"skills": [{"name": "triage", "minScale": 2}]},
+    }
+    kids = live(children.desired(a, Settings()), dict.fromkeys(ALL, "True"))
+    status = compute(a, kids, now=T0)
+    assert (status["phase"], status["warm"], status["skills"][0]["minScale"]) == ("Ready", 2, 2)
+    a["status"]["budget"]["exhausted"] = True
+    assert compute(a, kids, now=T0)["phase"] == "Suspended"
+
+
+def test_bad_cron_becomes_a_problem_and_the_pingsource_is_left_out() -> None:
+    a = agent()
+    a["spec"]["skills"][1]["schedule"]["cron"] = "61 * * * *"
+    a["spec"]["warmPool"]["schedules"] = [{"cron": "* * * *", "duration": "1h", "min": 1}]
+    problems, unscheduled = checks.schedule_problems(a)
+    assert problems == [
+        Problem(TRIGGERS_READY, "InvalidSchedule",
+                "spec.skills[digest].schedule.cron: '61 * * * *' is not a valid cron expression",
+                "digest"),
+        Problem(READY, "InvalidSchedule",
+                "spec.warmPool.schedules[0].cron: '* * * *' has 4 fields, expected 5 "
+                "(minute hour day month weekday)"),
+    ]  # fmt: skip
+    assert unscheduled == frozenset({"digest"})
+    kids = live(
+        children.desired(a, Settings(), skip_schedules=unscheduled), dict.fromkeys(ALL, "True")
+    )
+    status = compute(a, kids, problems, now=T0)
+    assert status["phase"] == "Degraded"
+    assert status["conditions"][0]["reason"] == "InvalidSchedule"
+    assert status["conditions"][2]["message"].startswith("spec.skills[digest].schedule.cron")
+
+
+@pytest.mark.parametrize("cron", ["*/5 * * * *", "0 8 * * 1-5", "@hourly", "0 0 1 1 *"])
+def test_good_crons(cron: str) -> None:
+    assert checks.cron_error(cron) is None
+
+
+def test_contains_allows_knative_defaults_but_not_edits() -> None:
+    wanted = {"containers": [{"name": "skill", "image": "a", "env": [{"name": "X", "value": "1"}]}]}
+    defaulted = {"containers": [{"name": "skill", "image": "a", "resources": {},
+                                 "env": [{"name": "X", "value": "1"}, {"name": "Y", "value": "2"}]}]}  # fmt: skip
+    assert reconcile.contains(defaulted, wanted)
+    edited = copy.deepcopy(defaulted)
+    edited["containers"][0]["image"] = "b"
+    assert not reconcile.contains(edited, wanted)
+    assert not reconcile.contains({"a": [1, 2]}, {"a": [1]})
+
+
+def test_settings_from_env() -> None:
+    assert from_env({}) == Settings()
+    settings = from_env({
+        "ROUSE_BROKER_INGRESS": "http://ingress.example/", "ROUSE_PARKING_URL": "https://park.example",
+        "ROUSE_STATE_URL": "redis://r:6379/0", "ROUSE_EVAL_INTERVAL": "30", "ROUSE_METRICS_PORT": "9102",
+    })  # fmt: skip
+    assert settings == Settings(
+        broker_ingress="http://ingress.example", parking_url="https://park.example",
+        state_url="redis://r:6379/0", eval_interval=30.0, metrics_port=9102,
+    )  # fmt: skip
+    assert settings.broker_url("ns", "default") == "http://ingress.example/ns/default"
+    assert settings.dead_letter_url("ns", "a", "s") == "https://park.example/dead-letter/ns/a/s"
+    assert settings.parking_sink_url("ns", "a", "s") == "https://park.example/park/ns/a/s"
+    with pytest.raises(SettingsError, match="ROUSE_METRICS_PORT='x'"):
+        from_env({"ROUSE_METRICS_PORT": "x"})
+    with pytest.raises(SettingsError, match="ROUSE_PARKING_URL='parking'"):
+        from_env({"ROUSE_PARKING_URL": "parking"})
