@@ -48,7 +48,9 @@ from rouse_runtime.events import (
     trace_attributes,
 )
 from rouse_runtime.handler import LoadedHandler, load_handler
+from rouse_runtime.ledger import record_invocation
 from rouse_runtime.metrics import CONTENT_TYPE, Metrics
+from rouse_runtime.protocol import MAX_HEADER_BYTES
 from rouse_runtime.store import Store, StoreError, open_store
 
 if TYPE_CHECKING:
@@ -245,7 +247,8 @@ class Runtime:
         assert self.handler.function is not None
         metrics = self.metrics
         self._served += 1
-        if self._served == 1:
+        cold_start = self._served == 1
+        if cold_start:
             metrics.cold_starts.inc()
         budget = Budget(self.config.limits)
         ctx = Context(
@@ -265,6 +268,12 @@ class Runtime:
             metrics.inflight.dec()
             metrics.duration.observe(time.perf_counter() - started)
         metrics.invocations[outcome.kind].inc()
+        usage = budget.usage  # exact figures for the policies (see ledger.py)
+        await record_invocation(
+            self.config.state_url, self.config.agent, self.config.skill, cold_start=cold_start,
+            input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+            cost_usd=usage.cost_usd,
+        )  # fmt: skip
         return outcome
 
     async def _call(self, event: CloudEvent, ctx: Context, budget: Budget) -> Outcome:
@@ -385,6 +394,14 @@ def create_app(
     async def receive_event(request: Request) -> Response:
         if loaded.function is None:
             return json_response(503, "handler not loaded", str(loaded.error))
+        header_bytes = sum(len(k) + len(v) for k, v in request.scope["headers"])
+        if header_bytes > MAX_HEADER_BYTES:
+            # h11 only bounds headers that arrive in pieces; one big read gets here.
+            return json_response(
+                431,
+                "request header fields too large",
+                f"request headers total {header_bytes} bytes, over the limit of {MAX_HEADER_BYTES}",
+            )
         try:
             body = await read_body(request, max_body)
             event, mode = parse_event(request.headers, body)

@@ -1,0 +1,79 @@
+"""A real OpenAI-compatible HTTP server (POST /v1/chat/completions) with fixed usage.
+
+Answers every chat completion with `content` and a `usage` of `prompt_tokens`
+and `completion_tokens` as configured, and records the requests, so tests can
+check what the client sent and what the runtime counted.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class FakeLLM:
+    url: str
+    prompt_tokens: int
+    completion_tokens: int
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
+    _server: http.server.ThreadingHTTPServer | None = None
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+
+def start_openai_server(
+    prompt_tokens: int = 120, completion_tokens: int = 30, content: str = "hello from the model"
+) -> FakeLLM:
+    llm = FakeLLM(url="", prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers.get("content-length", "0"))))
+            if self.path != "/v1/chat/completions":
+                self.send_response(404)
+                self.send_header("content-length", "0")
+                self.end_headers()
+                return
+            llm.requests.append(body)
+            llm.headers.append({k.lower(): v for k, v in self.headers.items()})
+            answer = json.dumps(
+                {
+                    "id": f"chatcmpl-{len(llm.requests)}",
+                    "object": "chat.completion",
+                    "model": body["model"],
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": content},
+                            "finish_reason": "stop",
+                        }
+                    ],
+                    "usage": {
+                        "prompt_tokens": llm.prompt_tokens,
+                        "completion_tokens": llm.completion_tokens,
+                        "total_tokens": llm.prompt_tokens + llm.completion_tokens,
+                    },
+                }
+            ).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    llm.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    llm._server = server
+    return llm
