@@ -228,10 +228,12 @@ def test_from_agent_reads_the_spec_with_defaults() -> None:
         schedules=(Schedule("0 8 * * 1-5", 36000, 1),),
     )
     assert WarmPoolSpec.from_agent({}, {"name": "x"}) == WarmPoolSpec(0, 0, 0.05, 900)
+    assert WarmPoolSpec.from_agent({"warmPool": {}}, {"name": "x"}) == WarmPoolSpec(0, 1, 0.05, 900)
 
 
 @pytest.mark.parametrize(
-    ("text", "seconds"), [("15m", 900), ("10h", 36000), ("1h30m", 5400), ("90s", 90), ("0s", 0)]
+    ("text", "seconds"),
+    [("15m", 900), ("10h", 36000), ("1h30m", 5400), ("90s", 90), ("0s", 0), ("1.5h", 5400)],
 )
 def test_durations(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds

@@ -21,7 +21,7 @@ from rouse_runtime.policies.durations import parse_duration
 
 DEFAULT_WINDOW = "15m"
 DEFAULT_COLD_START_TARGET = 0.05
-DEFAULT_POOL_MAX = 0
+DEFAULT_POOL_MAX = 1  # the CRD default when spec.warmPool is present
 
 
 @dataclass(frozen=True)
@@ -51,8 +51,10 @@ class WarmPoolSpec:
 
     @classmethod
     def from_agent(cls, spec: dict[str, Any], skill: dict[str, Any]) -> WarmPoolSpec:
-        """Read `spec.warmPool` and the skill's `scaling.min` (CRD defaults when absent)."""
-        pool = spec.get("warmPool") or {}
+        """Read `spec.warmPool` and the skill's `scaling.min` (no warmPool: nothing kept warm)."""
+        pool = spec.get("warmPool")
+        if pool is None:
+            pool = {"max": 0}
         scaling = skill.get("scaling") or {}
         return cls(
             scaling_min=int(scaling.get("min", 0)),
