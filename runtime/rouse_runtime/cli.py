@@ -158,7 +158,7 @@ def read_data(raw: str | None) -> Any:
 
 def _send(args: argparse.Namespace) -> int:
     import httpx
-    from cloudevents.http import to_binary
+    from cloudevents.conversion import to_binary
 
     from rouse_runtime.local.broker import new_event
 

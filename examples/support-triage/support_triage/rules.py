@@ -2,6 +2,8 @@
 
 These are deliberately plain, documented rules (not canned "model" text):
 
+* keywords match whole words or phrases, case-insensitively ("down" does not
+  match "download");
 * category: the first category whose keywords occur in the subject or body
   (billing, outage, security, account, bug), else ``general``;
 * priority: ``urgent`` when an urgent keyword occurs (down, outage, breach,
@@ -18,9 +20,27 @@ import re
 from typing import Any
 
 CATEGORIES: dict[str, tuple[str, ...]] = {
-    "security": ("breach", "hacked", "phishing", "vulnerability", "leak", "unauthori"),
+    "security": (
+        "breach",
+        "hacked",
+        "phishing",
+        "vulnerability",
+        "leak",
+        "unauthorized",
+        "unauthorised",
+    ),
     "outage": ("down", "outage", "unavailable", "not loading", "timeout", "500", "502", "503"),
-    "billing": ("invoice", "charge", "refund", "billing", "payment", "credit card", "price"),
+    "billing": (
+        "invoice",
+        "invoices",
+        "charge",
+        "charged",
+        "refund",
+        "billing",
+        "payment",
+        "credit card",
+        "price",
+    ),
     "account": ("password", "login", "log in", "sign in", "2fa", "locked", "account"),
     "bug": ("error", "bug", "crash", "broken", "exception", "wrong"),
 }
@@ -63,7 +83,8 @@ def validate_ticket(data: Any) -> dict[str, Any]:
 
 
 def _has(text: str, words: tuple[str, ...]) -> list[str]:
-    return [word for word in words if re.search(rf"(?<!\w){re.escape(word)}", text)]
+    """The keywords that occur in ``text`` as whole words or phrases ("down", not "download")."""
+    return [word for word in words if re.search(rf"(?<!\w){re.escape(word)}(?!\w)", text)]
 
 
 def triage(ticket: dict[str, Any]) -> dict[str, Any]:

@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from cloudevents.conversion import to_binary, to_structured
 from cloudevents.exceptions import GenericException
-from cloudevents.http import CloudEvent, from_dict, from_http, to_binary, to_structured
+from cloudevents.http import CloudEvent, from_dict, from_http
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request

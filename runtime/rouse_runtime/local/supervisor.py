@@ -179,6 +179,7 @@ class SkillPool:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.cold_starts = 0
         self.starts = 0
+        self.queued = 0
         self.retired_usage: dict[str, float] = {}
         self._labels = {"agent": self.agent_name, "skill": self.name}
 
@@ -189,7 +190,8 @@ class SkillPool:
         return [p for p in self._processes if p.state != "stopped"]
 
     def inflight(self) -> int:
-        return sum(p.load for p in self._processes)
+        """Events being handled plus events queued for a slot (at scaling.max)."""
+        return sum(p.load for p in self._processes) + self.queued
 
     def usage(self) -> dict[str, float]:
         """Tokens and cost of this skill so far (stopped processes plus the last scrape of live ones)."""
@@ -211,6 +213,7 @@ class SkillPool:
             "coldStarts": self.cold_starts,
             "starts": self.starts,
             "inflight": self.inflight(),
+            "queued": self.queued,
             "usage": self.usage(),
             "processes": [
                 {
@@ -254,7 +257,11 @@ class SkillPool:
                     process.load += 1
                     self.metrics.inflight.labels(**self._labels).inc()
                     break
-                await self._cond.wait()
+                self.queued += 1
+                try:
+                    await self._cond.wait()
+                finally:
+                    self.queued -= 1
         cold = process.state == "starting"
         if cold:
             await process.ready.wait()

@@ -1,0 +1,45 @@
+"""Skills of the e2e test agent. E2E_WORK (from the agent's env) is the test's scratch dir."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+GATE_TIMEOUT = 60.0
+
+
+def _work() -> Path:
+    return Path(os.environ["E2E_WORK"])
+
+
+def echo(event: Any, ctx: Any) -> dict[str, Any]:
+    """Reply with the event's data and who served it."""
+    return {"echo": event.data, "pid": os.getpid()}
+
+
+async def hold(event: Any, ctx: Any) -> dict[str, Any]:
+    """Hold the event until the test creates the gate file, so a burst overlaps."""
+    deadline = time.monotonic() + GATE_TIMEOUT
+    while not (_work() / "gate").exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the test never opened the gate")
+        await asyncio.sleep(0.02)
+    return {"n": event.data["n"], "pid": os.getpid()}
+
+
+def flaky(event: Any, ctx: Any) -> dict[str, Any]:
+    """Fail (500) until the test creates the `fixed` file; record every attempt's time."""
+    with (_work() / "attempts.jsonl").open("a") as stream:
+        stream.write(json.dumps({"time": time.time(), "id": event["id"]}) + "\n")
+    if not (_work() / "fixed").exists():
+        raise RuntimeError("flaky is not fixed yet")
+    return {"fixed": True, "data": event.data}
+
+
+def tick(event: Any, ctx: Any) -> dict[str, Any]:
+    """A scheduled skill: say which event woke it."""
+    return {"woken_by": event["type"], "data": event.data}
