@@ -44,7 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("rouse.operator").info(
         "endpoints /healthz and /metrics on port %d", server.server_address[1]
     )
-    from rouse_operator import handlers  # noqa: F401  (registers the handlers)
+    from rouse_operator import (
+        handlers,  # noqa: F401  (registers the handlers)
+        policy_timers,  # noqa: F401  (warm-pool and budget timers)
+    )
 
     kopf.run(
         standalone=True,  # one replica, no peering objects needed

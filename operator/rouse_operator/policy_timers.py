@@ -1,0 +1,184 @@
+"""kopf timers: evaluate the warm-pool and budget policies for every Agent.
+
+Every ROUSE_EVAL_INTERVAL seconds per Agent: read the ledger's figures from
+Prometheus (ROUSE_PROMETHEUS_URL), decide, and server-side-apply the
+policy-owned status fields (field manager `rouse-policy`, so the reconciler's
+own status fields are untouched). The reconciler reacts to a changed
+`status.warmPool` / `status.budget.exhausted` by rebuilding the Services'
+min-scale and re-pointing the Triggers. When a spent budget comes back the
+Triggers are restored first (a replay into a broker whose Triggers still point
+at the parking sink would only park the events again), then the parked events
+are replayed in order through the parking service (ROUSE_PARKING_URL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import kopf
+from prometheus_client import Histogram
+from rouse_runtime.policies.budget import Usage
+from rouse_runtime.policies.durations import parse_duration
+from rouse_runtime.policies.warm_pool import SkillWindow, Tuning
+from rouse_runtime.policy_inputs import agent_usage, skill_window
+from rouse_runtime.prometheus import PrometheusClient, PrometheusError
+
+from rouse_operator import handlers
+from rouse_operator.kube import AGENTS, APPLY
+from rouse_operator.policy_status import (
+    Evaluation,
+    evaluate,
+    has_daily_budget,
+    policy_fields_changed,
+)
+
+FIELD_MANAGER = "rouse-policy"
+ENV_MIN_DWELL = "ROUSE_WARM_POOL_MIN_DWELL"  # seconds a min-scale stays at least (default 300)
+SETTINGS = handlers.SETTINGS
+TUNING = Tuning(min_dwell_seconds=float(os.environ.get(ENV_MIN_DWELL, "300")))
+QUERY_TIMEOUT = min(10.0, max(1.0, SETTINGS.eval_interval / 2))
+log = logging.getLogger("rouse.operator.policy")
+POLICY_SECONDS = Histogram(
+    "rouse_operator_policy_evaluation_seconds",
+    "Wall-clock time of one Agent's policy evaluation (queries, decisions, status write).",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+
+class _Clients:
+    prometheus: PrometheusClient | None = None
+    http: httpx.AsyncClient | None = None
+
+
+CLIENTS = _Clients()
+
+
+def prometheus() -> PrometheusClient:
+    if CLIENTS.prometheus is None:
+        CLIENTS.prometheus = PrometheusClient(SETTINGS.prometheus_url, timeout=QUERY_TIMEOUT)
+    return CLIENTS.prometheus
+
+
+def http() -> httpx.AsyncClient:
+    if CLIENTS.http is None:
+        CLIENTS.http = httpx.AsyncClient(timeout=60.0)
+    return CLIENTS.http
+
+
+async def read_figures(
+    agent: dict[str, Any], now: datetime
+) -> tuple[dict[str, SkillWindow | None], Usage | None, str | None]:
+    """Windows per skill and today's usage; a Prometheus failure leaves None and says why."""
+    spec, meta = agent["spec"], agent["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    gaps: list[str] = []
+    client = prometheus()
+
+    async def window(skill: dict[str, Any]) -> SkillWindow | None:
+        seconds = parse_duration((spec.get("warmPool") or {}).get("window", "15m"))
+        try:
+            return await skill_window(client, namespace, name, skill["name"], seconds)
+        except PrometheusError as exc:
+            gaps.append(str(exc))
+            return None
+
+    async def usage() -> Usage | None:
+        try:
+            return await agent_usage(client, namespace, name, now)
+        except PrometheusError as exc:
+            gaps.append(str(exc))
+            return None
+
+    skills = spec["skills"] if spec.get("warmPool") is not None else []
+    results = await asyncio.gather(
+        *(window(s) for s in skills), usage() if has_daily_budget(spec) else _none()
+    )
+    windows = {s["name"]: w for s, w in zip(skills, results[:-1], strict=True)}
+    return windows, results[-1], (gaps[0] if gaps else None)  # type: ignore[return-value]
+
+
+async def _none() -> None:
+    return None
+
+
+def apply_policy_status(namespace: str, name: str, status: dict[str, Any]) -> None:
+    """Server-side apply of the policy-owned status fields (field manager rouse-policy)."""
+    body = {
+        "apiVersion": AGENTS.api_version,
+        "kind": AGENTS.kind,
+        "metadata": {"name": name, "namespace": namespace},
+        "status": status,
+    }
+    handlers.reconciler().kube.api.patch_namespaced_custom_object_status(
+        AGENTS.group,
+        AGENTS.version,
+        namespace,
+        AGENTS.plural,
+        name,
+        body,
+        field_manager=FIELD_MANAGER,
+        force=True,
+        _content_type=APPLY,
+    )
+
+
+async def replay_parked(namespace: str, name: str, broker: str) -> str | None:
+    """Replay the Agent's parked events in order; None when all went, else why not."""
+    url = f"{SETTINGS.parking_url.rstrip('/')}/replay/{namespace}/{name}"
+    try:
+        response = await http().post(url, json={"broker": broker, "kind": "park"})
+    except httpx.HTTPError as exc:
+        return f"parking service {SETTINGS.parking_url} unreachable: {exc}"
+    if response.status_code != 200:
+        return f"replay stopped: HTTP {response.status_code} {response.text[:300]}"
+    return None
+
+
+@kopf.timer(
+    AGENTS.group, AGENTS.version, AGENTS.plural, interval=SETTINGS.eval_interval, initial_delay=1
+)
+async def evaluate_policies(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
+    """One evaluation of both policies for one Agent."""
+    started = time.perf_counter()
+    agent: dict[str, Any] = json.loads(json.dumps(dict(body)))
+    if agent.get("spec") is None or not agent["spec"].get("skills"):
+        return
+    agent["metadata"].setdefault("namespace", namespace)
+    ns = str(namespace)
+    now = datetime.now(UTC)
+    windows, usage, gap = await read_figures(agent, now)
+    evaluation: Evaluation = evaluate(
+        agent, windows=windows, usage=usage, gap=gap, now=now, tuning=TUNING
+    )
+    loop = asyncio.get_running_loop()
+    if policy_fields_changed(agent, evaluation.status):
+        await loop.run_in_executor(None, apply_policy_status, ns, name, evaluation.status)
+    for event in evaluation.events:
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+    if evaluation.replay_due:
+        # Triggers back to the skills first (reconcile now), then the parked events.
+        await loop.run_in_executor(None, handlers.run, ns, name)
+        problem = await replay_parked(ns, name, agent["spec"].get("broker", "default"))
+        if problem is None:
+            done = dict(evaluation.status)
+            done["budget"] = {**done.get("budget", {}), "replayPending": False}
+            await loop.run_in_executor(None, apply_policy_status, ns, name, done)
+            kopf.info(body, reason="ParkedReplayed", message="parked events replayed in order")
+        else:
+            kopf.warn(body, reason="ReplayFailed", message=problem)
+    POLICY_SECONDS.observe(time.perf_counter() - started)
+
+
+@kopf.on.cleanup()
+async def close_clients(**_: Any) -> None:
+    if CLIENTS.prometheus is not None:
+        await CLIENTS.prometheus.aclose()
+    if CLIENTS.http is not None:
+        await CLIENTS.http.aclose()
