@@ -42,3 +42,13 @@ test-unit: install ## only the tests that need no server
 
 clean: ## remove the venv and caches (keeps the Go build cache)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# -- local mode (issue 6) -------------------------------------------------------------------
+ROUSE_DEV_ARGS ?=
+DEV_TICKET := {"id": "T-1", "customer": "Ada", "subject": "Site down", "body": "Checkout fails for everyone"}
+
+dev: install ## run the support-triage example locally (no cluster) and print how to send it an event
+	@echo "rouse dev: the support-triage example agent in local mode. In another terminal, send it a ticket:"
+	@echo '  $(BIN)/rouse send com.example.ticket.created --data '\''$(DEV_TICKET)'\'' --wait'
+	@echo "  (add --broker http://127.0.0.1:PORT if you passed ROUSE_DEV_ARGS='--port PORT')"
+	$(BIN)/rouse dev examples/support-triage/agent.yaml $(ROUSE_DEV_ARGS)
