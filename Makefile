@@ -43,6 +43,44 @@ test-unit: install ## only the tests that need no server
 clean: ## remove the venv and caches (keeps the Go build cache)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
 
+# ---- Kubernetes: the Helm chart and the kind + Knative path (owner: chart) ----
+# The kind targets need Docker (a running engine), kind, kubectl and helm; see
+# README.md, "Install on Kubernetes (kind + Helm)". Each script has --help.
+KIND_CLUSTER ?= rouse
+ROUSE_NAMESPACE ?= rouse-system
+EXAMPLE_AGENT ?= hello
+HELM ?= $(firstword $(wildcard .cache/envtest/bin/helm) helm)
+
+.PHONY: chart-crd helm-lint kind-up knative images deploy example e2e kind-down
+
+chart-crd: ## copy crds/agent.yaml (the one source of the CRD) into the chart
+	cp crds/agent.yaml charts/rouse/files/agent.yaml
+
+helm-lint: chart-crd ## helm lint the chart (default values and every optional part enabled)
+	$(HELM) lint --strict charts/rouse
+	$(HELM) lint --strict charts/rouse --set monitoring.podMonitor.enabled=true --set monitoring.serviceMonitor.enabled=true --set redis.persistence.enabled=true --set operator.replicas=2
+
+kind-up: ## create the kind cluster from kind-config.yaml
+	hack/kind/kind-up.sh --name $(KIND_CLUSTER)
+
+knative: ## install pinned Knative Serving + Kourier + Eventing + MT channel broker, wait until ready
+	hack/kind/knative.sh --name $(KIND_CLUSTER)
+
+images: ## build the runtime, operator and example images and kind-load them
+	hack/kind/images.sh --name $(KIND_CLUSTER)
+
+deploy: chart-crd ## helm upgrade --install the chart into the kind cluster
+	hack/kind/deploy.sh --name $(KIND_CLUSTER) --namespace $(ROUSE_NAMESPACE)
+
+example: ## apply an example agent (EXAMPLE_AGENT=hello|support-triage), send an event, print the reply chain
+	hack/kind/example.sh --name $(KIND_CLUSTER) --agent $(EXAMPLE_AGENT)
+
+e2e: chart-crd ## the whole kind path on its own cluster, asserting each result
+	hack/kind/e2e.sh
+
+kind-down: ## delete the kind cluster
+	hack/kind/kind-down.sh --name $(KIND_CLUSTER)
+
 # -- local mode (issue 6) -------------------------------------------------------------------
 ROUSE_DEV_ARGS ?=
 DEV_TICKET := {"id": "T-1", "customer": "Ada", "subject": "Site down", "body": "Checkout fails for everyone"}

@@ -1,0 +1,135 @@
+{{/*
+Names and labels used by every template. All helpers are prefixed `rouse.`.
+*/}}
+
+{{/* The chart name, overridable. */}}
+{{- define "rouse.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The release-qualified name used as a prefix. Truncated to 50 characters so that
+suffixes such as "-parking" keep names within the 63-character DNS label limit.
+*/}}
+{{- define "rouse.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 50 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 50 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 50 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Chart name and version, as the helm.sh/chart label wants it. */}}
+{{- define "rouse.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels on every object. */}}
+{{- define "rouse.labels" -}}
+helm.sh/chart: {{ include "rouse.chart" . }}
+app.kubernetes.io/name: {{ include "rouse.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: rouse
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Selector labels of one component (operator, parking, redis). Usage: include "rouse.selectorLabels" (dict "ctx" $ "component" "operator") */}}
+{{- define "rouse.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "rouse.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* Full labels of one component. */}}
+{{- define "rouse.componentLabels" -}}
+{{ include "rouse.labels" .ctx }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* The operator's ServiceAccount name. */}}
+{{- define "rouse.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "rouse.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* Component object names. */}}
+{{- define "rouse.operatorName" -}}{{ include "rouse.fullname" . }}-operator{{- end }}
+{{- define "rouse.parkingName" -}}{{ include "rouse.fullname" . }}-parking{{- end }}
+{{- define "rouse.redisName" -}}{{ include "rouse.fullname" . }}-redis{{- end }}
+{{- define "rouse.configName" -}}{{ include "rouse.fullname" . }}-config{{- end }}
+
+{{/* Name of the ClusterKopfPeering object the operator replicas share. */}}
+{{- define "rouse.peeringName" -}}
+{{- default (include "rouse.fullname" .) .Values.peering.name }}
+{{- end }}
+
+{{/* An image reference: repository@digest, or repository:tag (tag defaults to appVersion). Usage: include "rouse.image" (dict "ctx" $ "image" .Values.operator.image) */}}
+{{- define "rouse.image" -}}
+{{- if .image.digest }}
+{{- printf "%s@%s" .image.repository .image.digest }}
+{{- else }}
+{{- printf "%s:%s" .image.repository (default .ctx.Chart.AppVersion .image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* The state store URL: settings.stateUrl, else the chart's Redis. */}}
+{{- define "rouse.stateUrl" -}}
+{{- if .Values.settings.stateUrl }}
+{{- .Values.settings.stateUrl }}
+{{- else if .Values.redis.enabled }}
+{{- printf "redis://%s.%s.svc.cluster.local:6379/0" (include "rouse.redisName" .) .Release.Namespace }}
+{{- else }}
+{{- fail "rouse: no state store: set settings.stateUrl (redis://host:port/db) or enable redis.enabled" }}
+{{- end }}
+{{- end }}
+
+{{/* The parking service base URL: settings.parkingUrl, else the chart's parking Service. */}}
+{{- define "rouse.parkingUrl" -}}
+{{- if .Values.settings.parkingUrl }}
+{{- .Values.settings.parkingUrl | trimSuffix "/" }}
+{{- else if .Values.parking.enabled }}
+{{- $svc := printf "http://%s.%s.svc.cluster.local" (include "rouse.parkingName" .) .Release.Namespace }}
+{{- if eq (int .Values.parking.service.port) 80 }}
+{{- $svc }}
+{{- else }}
+{{- printf "%s:%d" $svc (int .Values.parking.service.port) }}
+{{- end }}
+{{- else }}
+{{- fail "rouse: no parking service: set settings.parkingUrl or enable parking.enabled" }}
+{{- end }}
+{{- end }}
+
+{{/*
+The operator container's command. kopf runs cluster-wide; with peering each
+process picks a random priority at start, so the replicas never tie (a tie
+would pause all of them): the highest works, the others stand by and resume
+when its keep-alive expires. Without peering it runs --standalone.
+*/}}
+{{- define "rouse.operatorCommand" -}}
+{{- $flags := list "--all-namespaces" }}
+{{- if .Values.peering.enabled }}
+{{- $flags = append $flags (printf "--peering=%s" (include "rouse.peeringName" .)) }}
+{{- $flags = append $flags "--priority=\"$(shuf -i 1-1000000000 -n 1)\"" }}
+{{- else }}
+{{- $flags = append $flags "--standalone" }}
+{{- end }}
+{{- $level := dict "quiet" "--quiet" "verbose" "--verbose" "debug" "--debug" }}
+{{- with get $level .Values.operator.logLevel }}
+{{- $flags = append $flags . }}
+{{- end }}
+command: ["/bin/sh", "-c"]
+args:
+  - exec kopf run {{ join " " $flags }} -m rouse_operator
+{{- end }}

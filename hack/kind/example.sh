@@ -1,0 +1,168 @@
+#!/usr/bin/env bash
+# Apply an example agent, send it a CloudEvent through the broker ingress and
+# print the chain of events that follows (each skill's reply wakes the next).
+set -euo pipefail
+# shellcheck source=SCRIPTDIR/lib.sh
+source "$(dirname "$0")/lib.sh"
+
+usage() {
+  cat <<USAGE
+Usage: $(basename "$0") [--name NAME] [--namespace NS] [--agent AGENT] [--tag TAG] [--assert] [--timeout SECONDS]
+
+In namespace NS (labelled pod-security.kubernetes.io/enforce=restricted): create
+the Broker 'default', an event display subscribed to every event of the
+broker, and the example agent examples/AGENT/agent.yaml; wait until the Agent
+is Ready; POST one CloudEvent to the broker ingress from a pod; print the
+events that flow back through the broker.
+
+Agents and what they answer:
+  hello           dev.rouse.hello -> dev.rouse.hello.greeted
+  support-triage  com.example.ticket.created -> ticket.triaged -> reply.drafted,
+                  and (urgent ticket) ticket.urgent -> ticket.escalated
+
+Options:
+  --name NAME        kind cluster name (default: rouse)
+  --namespace NS     namespace of the example (default: rouse-demo)
+  --agent AGENT      hello or support-triage (default: hello)
+  --tag TAG          tag of the example image built by images.sh (default: $ROUSE_TAG)
+  --assert           exit non-zero unless every expected event type is seen
+  --timeout SECONDS  how long to wait for readiness and for the chain (default: 300)
+  -h, --help         show this help
+Needs: kubectl, a cluster prepared by kind-up, knative, images and deploy.
+USAGE
+}
+
+name=rouse
+namespace=rouse-demo
+agent=hello
+tag="$ROUSE_TAG"
+assert=0
+timeout=300
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --name) need_value "$1" $# "${2:-}"; name="$2"; shift 2 ;;
+    --namespace) need_value "$1" $# "${2:-}"; namespace="$2"; shift 2 ;;
+    --agent) need_value "$1" $# "${2:-}"; agent="$2"; shift 2 ;;
+    --tag) need_value "$1" $# "${2:-}"; tag="$2"; shift 2 ;;
+    --timeout) need_value "$1" $# "${2:-}"; timeout="$2"; shift 2 ;;
+    --assert) assert=1; shift ;;
+    -h | --help) usage; exit 0 ;;
+    *) usage_error "unknown argument: $1" ;;
+  esac
+done
+check_name "cluster name" "$name"
+check_name "namespace" "$namespace"
+[[ "$timeout" =~ ^[1-9][0-9]*$ ]] || usage_error "timeout '$timeout' is not a positive number of seconds"
+case "$agent" in
+  hello)
+    event_type=dev.rouse.hello
+    event_data='{"name": "Ada"}'
+    expected=(dev.rouse.hello.greeted)
+    ;;
+  support-triage)
+    event_type=com.example.ticket.created
+    event_data='{"id": "T-1", "subject": "Site down", "body": "Checkout returns 500 for everyone", "customer": "Ada"}'
+    expected=(com.example.ticket.triaged com.example.reply.drafted com.example.ticket.urgent com.example.ticket.escalated)
+    ;;
+  *) usage_error "unknown agent '$agent' (hello or support-triage)" ;;
+esac
+
+need kubectl
+kc=(kubectl --context "kind-$name")
+ns=(-n "$namespace")
+ingress="http://broker-ingress.knative-eventing.svc.cluster.local/$namespace/default"
+restricted='{"allowPrivilegeEscalation": false, "runAsNonRoot": true, "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}'
+
+log "namespace $namespace (Pod Security Standards: restricted)"
+"${kc[@]}" create namespace "$namespace" --dry-run=client -o yaml | "${kc[@]}" apply -f -
+"${kc[@]}" label namespace "$namespace" --overwrite pod-security.kubernetes.io/enforce=restricted
+
+log "broker and event display"
+"${kc[@]}" "${ns[@]}" apply -f - <<YAML
+apiVersion: eventing.knative.dev/v1
+kind: Broker
+metadata: {name: default}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: event-display, labels: {app: event-display}}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: event-display}}
+  template:
+    metadata: {labels: {app: event-display}}
+    spec:
+      securityContext: {runAsNonRoot: true, runAsUser: 65532, seccompProfile: {type: RuntimeDefault}}
+      containers:
+      - name: display
+        image: $EVENT_DISPLAY_IMAGE
+        ports: [{containerPort: 8080}]
+        securityContext: $restricted
+---
+apiVersion: v1
+kind: Service
+metadata: {name: event-display}
+spec:
+  selector: {app: event-display}
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {name: event-display}
+spec:
+  broker: default
+  subscriber:
+    ref: {apiVersion: v1, kind: Service, name: event-display}
+YAML
+"${kc[@]}" "${ns[@]}" wait --for=condition=Ready broker/default --timeout="${timeout}s"
+"${kc[@]}" "${ns[@]}" rollout status deployment/event-display --timeout="${timeout}s"
+"${kc[@]}" "${ns[@]}" wait --for=condition=Ready trigger/event-display --timeout="${timeout}s"
+
+log "agent $agent"
+sed "s#\(image: ghcr.io/rouse-dev/examples-$agent\):[^[:space:]]*#\1:$tag#" \
+  "$ROUSE_ROOT/examples/$agent/agent.yaml" | "${kc[@]}" "${ns[@]}" apply -f -
+"${kc[@]}" "${ns[@]}" wait --for=condition=Ready "agent/$agent" --timeout="${timeout}s"
+"${kc[@]}" "${ns[@]}" get agent "$agent"
+"${kc[@]}" "${ns[@]}" get ksvc,triggers -l "rouse.dev/agent=$agent"
+
+id="example-$(date +%s)"
+log "sending $event_type (id $id) to $ingress"
+"${kc[@]}" "${ns[@]}" delete job send-event --ignore-not-found
+"${kc[@]}" "${ns[@]}" apply -f - <<YAML
+apiVersion: batch/v1
+kind: Job
+metadata: {name: send-event}
+spec:
+  backoffLimit: 3
+  ttlSecondsAfterFinished: 600
+  template:
+    spec:
+      restartPolicy: Never
+      securityContext: {runAsNonRoot: true, runAsUser: 100, seccompProfile: {type: RuntimeDefault}}
+      containers:
+      - name: curl
+        image: $CURL_IMAGE
+        securityContext: $restricted
+        args: [-sS, --fail-with-body, -X, POST, "$ingress",
+               -H, "Ce-Id: $id", -H, "Ce-Specversion: 1.0", -H, "Ce-Type: $event_type",
+               -H, "Ce-Source: /hack/kind/example", -H, "Content-Type: application/json",
+               -d, '$event_data']
+YAML
+"${kc[@]}" "${ns[@]}" wait --for=condition=Complete job/send-event --timeout="${timeout}s"
+
+# The event display logs every event the broker delivers; the chain is there.
+seen_all() {
+  local logs type
+  logs="$("${kc[@]}" "${ns[@]}" logs deployment/event-display 2>/dev/null)" || return 1
+  for type in "${expected[@]}"; do
+    grep -q "type: $type\$" <<<"$logs" || return 1
+  done
+}
+status=0
+wait_for "$timeout" "the reply chain (${expected[*]})" seen_all || status=1
+log "events seen by the broker's event display:"
+"${kc[@]}" "${ns[@]}" logs deployment/event-display | grep -E '^  (type|source|id): |^Data,|^  [{"]' || true
+if [ "$assert" -eq 1 ] && [ "$status" -ne 0 ]; then
+  die "expected event types not all seen: ${expected[*]}"
+fi
+log "done"

@@ -1,0 +1,466 @@
+"""The Helm chart and the kind path, checked without a cluster.
+
+Real tools, no mocks: shellcheck on every shell script of the repository, `helm lint`
+and `helm template` (the pinned helm built by `make envtest`), `make -n` of the kind
+targets, and each hack/kind script's own argument checks (they run before any tool
+is needed, so they work on a machine without Docker).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "rouse"
+KIND_SCRIPTS = sorted((REPO / "hack" / "kind").glob("*.sh"))
+RUNNABLE_SCRIPTS = [p for p in KIND_SCRIPTS if p.name != "lib.sh"]
+SKIP_DIRS = {".git", ".venv", ".cache", "node_modules", "__pycache__", ".mypy_cache", ".ruff_cache"}
+
+# helm built from source defaults to an old Kubernetes version; render for the pinned one.
+KUBE_VERSION = next(
+    line.split("=", 1)[1]
+    for line in (REPO / "hack" / "envtest" / "versions.env").read_text().splitlines()
+    if line.startswith("KUBERNETES_VERSION=")
+)
+RELEASE = "rouse"
+NAMESPACE = "rouse-system"
+# Every optional part switched on (and the choices that change rendered objects).
+ALL_OPTIONAL = [
+    "monitoring.podMonitor.enabled=true",
+    "monitoring.serviceMonitor.enabled=true",
+    "redis.persistence.enabled=true",
+    "operator.replicas=2",
+]
+
+
+def helm_bin() -> str:
+    """The pinned helm from `make envtest`, else one on PATH; missing fails the test."""
+    pinned = REPO / ".cache" / "envtest" / "bin" / "helm"
+    if os.access(pinned, os.X_OK):
+        return str(pinned)
+    found = shutil.which("helm")
+    if found is None:
+        pytest.fail(f"helm is not installed: run `make envtest` (builds {pinned})")
+    return found
+
+
+def run(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False, **kwargs)
+
+
+def helm_template(*sets: str) -> list[dict[str, Any]]:
+    """Render the chart (templates only) and return its objects."""
+    argv = [helm_bin(), "template", RELEASE, str(CHART), "--namespace", NAMESPACE]
+    argv += ["--kube-version", KUBE_VERSION]
+    for value in sets:
+        argv += ["--set", value]
+    proc = run(argv)
+    assert proc.returncode == 0, f"helm template failed:\n{proc.stderr}"
+    return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
+
+
+def by_kind_name(objects: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(o["kind"], o["metadata"]["name"]): o for o in objects}
+
+
+def shell_scripts() -> list[Path]:
+    """Every shell script in the repository: *.sh, or a file with a sh/bash shebang."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(REPO):
+        dirnames[:] = [d for d in dirnames if d not in SKIP_DIRS]
+        for name in filenames:
+            path = Path(dirpath) / name
+            if name.endswith(".sh"):
+                found.append(path)
+                continue
+            try:
+                with path.open("rb") as fh:
+                    first = fh.readline(80)
+            except OSError:
+                continue
+            if first.startswith((b"#!/bin/sh", b"#!/bin/bash", b"#!/usr/bin/env bash")):
+                found.append(path)
+    return sorted(found)
+
+
+# ---------------------------------------------------------------- shell scripts
+
+
+def test_every_shell_script_passes_shellcheck() -> None:
+    shellcheck = shutil.which("shellcheck")
+    if shellcheck is None:
+        pytest.fail("shellcheck is not installed: run `make system-deps`")
+    scripts = shell_scripts()
+    assert set(KIND_SCRIPTS) <= set(scripts), "the kind scripts must be among the checked ones"
+    proc = run([shellcheck, "-x", *map(str, scripts)], cwd=REPO)
+    assert proc.returncode == 0, f"shellcheck:\n{proc.stdout}{proc.stderr}"
+
+
+def test_kind_scripts_are_strict_and_executable() -> None:
+    assert {p.name for p in RUNNABLE_SCRIPTS} == {
+        "kind-up.sh",
+        "knative.sh",
+        "images.sh",
+        "deploy.sh",
+        "example.sh",
+        "e2e.sh",
+        "kind-down.sh",
+    }
+    for script in RUNNABLE_SCRIPTS:
+        text = script.read_text()
+        assert "set -euo pipefail" in text, f"{script.name} lacks set -euo pipefail"
+        assert os.access(script, os.X_OK), f"{script.name} is not executable"
+
+
+@pytest.mark.parametrize("script", RUNNABLE_SCRIPTS, ids=lambda p: p.name)
+def test_script_help(script: Path) -> None:
+    proc = run([str(script), "--help"])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"Usage: {script.name}"), proc.stdout
+    assert "Needs:" in proc.stdout
+
+
+@pytest.mark.parametrize("script", RUNNABLE_SCRIPTS, ids=lambda p: p.name)
+def test_script_refuses_unknown_argument(script: Path) -> None:
+    proc = run([str(script), "--bogus"])
+    assert proc.returncode == 2
+    assert "unknown argument: --bogus" in proc.stderr
+    assert "Usage:" in proc.stderr
+
+
+@pytest.mark.parametrize("script", RUNNABLE_SCRIPTS, ids=lambda p: p.name)
+def test_script_option_without_value(script: Path) -> None:
+    proc = run([str(script), "--name"])
+    assert proc.returncode == 2
+    assert "option --name needs a value" in proc.stderr
+
+
+@pytest.mark.parametrize("script", RUNNABLE_SCRIPTS, ids=lambda p: p.name)
+def test_script_refuses_bad_cluster_name(script: Path) -> None:
+    proc = run([str(script), "--name", "Not_A_Name"])
+    assert proc.returncode == 2
+    assert "cluster name 'Not_A_Name' is not a DNS-1123 label" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("script", "args", "message"),
+    [
+        ("knative.sh", ["--version", "v1.23.0"], "is not a Knative release tag"),
+        ("images.sh", ["--tag", "bad tag"], "is not a valid image tag"),
+        ("deploy.sh", ["--namespace", "Bad"], "namespace 'Bad' is not a DNS-1123 label"),
+        ("deploy.sh", ["--release", "-x"], "release '-x' is not a DNS-1123 label"),
+        ("example.sh", ["--agent", "nope"], "unknown agent 'nope'"),
+        ("example.sh", ["--timeout", "0"], "is not a positive number of seconds"),
+    ],
+)
+def test_script_specific_argument_checks(script: str, args: list[str], message: str) -> None:
+    proc = run([str(REPO / "hack" / "kind" / script), *args])
+    assert proc.returncode == 2
+    assert message in proc.stderr
+
+
+def test_knative_pin_matches_the_validated_modules() -> None:
+    """knative-vX.Y.Z in the scripts must be the release of the Go modules envtest validates with."""
+    versions = dict(
+        line.split("=", 1)
+        for line in (REPO / "hack" / "envtest" / "versions.env").read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    )
+    module_minor = int(versions["KNATIVE_SERVING_VERSION"].split(".")[1])
+    lib = (REPO / "hack" / "kind" / "lib.sh").read_text()
+    assert f"knative-v1.{module_minor - 27}.0" in lib
+
+
+def test_make_dry_run_of_the_kind_targets() -> None:
+    make = shutil.which("make")
+    if make is None:
+        pytest.fail("make is not installed")
+    proc = run(
+        [make, "-n", "kind-up", "knative", "images", "deploy", "example", "e2e", "kind-down"],
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        "hack/kind/kind-up.sh --name rouse",
+        "hack/kind/knative.sh --name rouse",
+        "hack/kind/images.sh --name rouse",
+        "cp crds/agent.yaml charts/rouse/files/agent.yaml",
+        "hack/kind/deploy.sh --name rouse --namespace rouse-system",
+        "hack/kind/example.sh --name rouse --agent hello",
+        "hack/kind/e2e.sh",
+        "hack/kind/kind-down.sh --name rouse",
+    ]
+    for line in proc.stdout.splitlines():
+        if line.startswith("hack/"):
+            assert (REPO / line.split()[0]).exists(), line
+
+
+def test_make_dry_run_of_helm_lint() -> None:
+    proc = run(["make", "-n", "helm-lint", "HELM=helm"], cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "cp crds/agent.yaml charts/rouse/files/agent.yaml"
+    assert lines[1] == "helm lint --strict charts/rouse"
+    assert lines[2].startswith(
+        "helm lint --strict charts/rouse --set monitoring.podMonitor.enabled=true"
+    )
+
+
+# ---------------------------------------------------------------- the chart
+
+
+def test_chart_crd_copy_is_identical_to_the_source() -> None:
+    source = REPO / "crds" / "agent.yaml"
+    copy = CHART / "files" / "agent.yaml"
+    assert source.exists(), "crds/agent.yaml is missing"
+    assert copy.read_bytes() == source.read_bytes(), (
+        "charts/rouse/files/agent.yaml differs from crds/agent.yaml: run `make chart-crd`"
+    )
+
+
+@pytest.mark.parametrize("values", [[], ALL_OPTIONAL], ids=["default", "all-optional"])
+def test_helm_lint(values: list[str]) -> None:
+    argv = [helm_bin(), "lint", "--strict", str(CHART), "--kube-version", KUBE_VERSION]
+    for value in values:
+        argv += ["--set", value]
+    proc = run(argv)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "0 chart(s) failed" in proc.stdout
+
+
+def test_default_render_objects() -> None:
+    objects = by_kind_name(helm_template())
+    assert set(objects) == {
+        ("CustomResourceDefinition", "agents.rouse.dev"),
+        ("ClusterKopfPeering", "rouse"),
+        ("ServiceAccount", "rouse"),
+        ("ClusterRole", "rouse-operator"),
+        ("ClusterRoleBinding", "rouse-operator"),
+        ("ConfigMap", "rouse-config"),
+        ("Deployment", "rouse-operator"),
+        ("Deployment", "rouse-parking"),
+        ("Service", "rouse-parking"),
+        ("Deployment", "rouse-redis"),
+        ("Service", "rouse-redis"),
+    }
+    cluster_scoped = {
+        "CustomResourceDefinition",
+        "ClusterKopfPeering",
+        "ClusterRole",
+        "ClusterRoleBinding",
+    }
+    for (kind, _), obj in objects.items():
+        if kind not in cluster_scoped:
+            assert obj["metadata"]["namespace"] == NAMESPACE
+        assert obj["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
+
+
+def test_all_optional_render_objects() -> None:
+    objects = by_kind_name(helm_template(*ALL_OPTIONAL))
+    extra = {
+        ("PodMonitor", "rouse-skills"),
+        ("ServiceMonitor", "rouse-operator"),
+        ("Service", "rouse-operator-metrics"),
+        ("PersistentVolumeClaim", "rouse-redis"),
+    }
+    assert extra <= set(objects)
+    assert objects[("PodMonitor", "rouse-skills")]["spec"] == {
+        "namespaceSelector": {"any": True},
+        "selector": {"matchLabels": {"app.kubernetes.io/managed-by": "rouse"}},
+        "podMetricsEndpoints": [{"port": "user-port", "path": "/metrics", "interval": "15s"}],
+    }
+    assert objects[("Deployment", "rouse-operator")]["spec"]["replicas"] == 2
+    redis = objects[("Deployment", "rouse-redis")]["spec"]["template"]["spec"]
+    assert redis["volumes"] == [
+        {"name": "data", "persistentVolumeClaim": {"claimName": "rouse-redis"}}
+    ]
+
+
+def test_crd_is_the_source_crd_with_keep_policy() -> None:
+    objects = by_kind_name(helm_template())
+    rendered = objects[("CustomResourceDefinition", "agents.rouse.dev")]
+    source = yaml.safe_load((REPO / "crds" / "agent.yaml").read_text())
+    assert rendered["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert rendered["spec"] == source["spec"]
+    assert "CustomResourceDefinition" not in {
+        o["kind"] for o in helm_template("crds.enabled=false")
+    }
+    no_keep = by_kind_name(helm_template("crds.keep=false"))
+    annotations = no_keep[("CustomResourceDefinition", "agents.rouse.dev")]["metadata"]
+    assert "helm.sh/resource-policy" not in (annotations.get("annotations") or {})
+
+
+def test_cluster_role_lists_exactly_what_the_operator_uses() -> None:
+    role = by_kind_name(helm_template())[("ClusterRole", "rouse-operator")]
+    crud = ["get", "list", "watch", "create", "patch", "delete"]
+    assert role["rules"] == [
+        {
+            "apiGroups": ["rouse.dev"],
+            "resources": ["agents"],
+            "verbs": ["get", "list", "watch", "patch"],
+        },
+        {"apiGroups": ["rouse.dev"], "resources": ["agents/status"], "verbs": ["get", "patch"]},
+        {"apiGroups": ["serving.knative.dev"], "resources": ["services"], "verbs": crud},
+        {"apiGroups": ["eventing.knative.dev"], "resources": ["triggers"], "verbs": crud},
+        {"apiGroups": ["sources.knative.dev"], "resources": ["pingsources"], "verbs": crud},
+        {"apiGroups": ["eventing.knative.dev"], "resources": ["brokers"], "verbs": ["get"]},
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
+        {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+        {
+            "apiGroups": ["apiextensions.k8s.io"],
+            "resources": ["customresourcedefinitions"],
+            "verbs": ["list", "watch"],
+        },
+        {
+            "apiGroups": ["kopf.dev"],
+            "resources": ["clusterkopfpeerings"],
+            "verbs": ["list", "watch", "patch", "get"],
+        },
+    ]
+    for rule in role["rules"]:
+        for key in ("apiGroups", "resources", "verbs"):
+            assert "*" not in rule[key], f"wildcard in {rule}"
+
+
+def test_settings_contract_in_the_config_map() -> None:
+    config = by_kind_name(helm_template())[("ConfigMap", "rouse-config")]
+    assert config["data"] == {
+        "ROUSE_BROKER_INGRESS": "http://broker-ingress.knative-eventing.svc.cluster.local",
+        "ROUSE_PARKING_URL": "http://rouse-parking.rouse-system.svc.cluster.local",
+        "ROUSE_STATE_URL": "redis://rouse-redis.rouse-system.svc.cluster.local:6379/0",
+        "ROUSE_PROMETHEUS_URL": "http://prometheus-operated.monitoring.svc:9090",
+        "ROUSE_EVAL_INTERVAL": "60",
+        "ROUSE_METRICS_PORT": "8080",
+    }
+    external = by_kind_name(
+        helm_template(
+            "redis.enabled=false",
+            "settings.stateUrl=redis://redis.example:6379/2",
+            "parking.service.port=8081",
+        )
+    )
+    data = external[("ConfigMap", "rouse-config")]["data"]
+    assert data["ROUSE_STATE_URL"] == "redis://redis.example:6379/2"
+    assert data["ROUSE_PARKING_URL"] == "http://rouse-parking.rouse-system.svc.cluster.local:8081"
+    assert ("Deployment", "rouse-redis") not in external
+
+
+RESTRICTED_CONTAINER = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "capabilities": {"drop": ["ALL"]},
+}
+
+
+@pytest.mark.parametrize("name", ["rouse-operator", "rouse-parking", "rouse-redis"])
+def test_workloads_are_restricted(name: str) -> None:
+    pod = by_kind_name(helm_template())[("Deployment", name)]["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["securityContext"]["runAsUser"] > 0
+    for container in pod["containers"]:
+        assert container["securityContext"] == RESTRICTED_CONTAINER
+        assert container["resources"]["requests"], f"{name} has no resource requests"
+        assert container["livenessProbe"] and container["readinessProbe"]
+    assert pod.get("automountServiceAccountToken") is (name == "rouse-operator")
+
+
+def test_operator_deployment() -> None:
+    objects = by_kind_name(helm_template())
+    deployment = objects[("Deployment", "rouse-operator")]
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert pod["serviceAccountName"] == "rouse"
+    assert container["image"] == "ghcr.io/rouse-dev/rouse-operator:0.1.0"
+    assert container["envFrom"] == [{"configMapRef": {"name": "rouse-config"}}]
+    assert container["ports"] == [
+        {"name": "http-metrics", "containerPort": 8080, "protocol": "TCP"}
+    ]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http-metrics"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http-metrics"}
+    assert "strategy" not in deployment["spec"], "peering lets a rolling update overlap safely"
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert len(annotations["checksum/config"]) == 64
+
+
+def test_operator_command_peering_and_standalone() -> None:
+    peered = by_kind_name(helm_template())[("Deployment", "rouse-operator")]
+    (container,) = peered["spec"]["template"]["spec"]["containers"]
+    command = " ".join(container["command"] + container["args"])
+    assert "--peering=rouse" in command and "--priority=" in command
+    assert "--all-namespaces" in command and "--standalone" not in command
+
+    alone = by_kind_name(helm_template("peering.enabled=false"))
+    assert ("ClusterKopfPeering", "rouse") not in alone
+    deployment = alone[("Deployment", "rouse-operator")]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    command = " ".join(container["command"] + container["args"])
+    assert "--standalone" in command and "--peering" not in command
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    role = alone[("ClusterRole", "rouse-operator")]
+    assert all("kopf.dev" not in rule["apiGroups"] for rule in role["rules"])
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (["redis.enabled=false"], "stateUrl"),
+        (["parking.enabled=false"], "parkingUrl"),
+        (["peering.enabled=false", "operator.replicas=2"], "replicas"),
+        (["operator.logLevel=loud"], "logLevel"),
+        (["settings.stateUrl=postgres://x"], "stateUrl"),
+        (["unknownKey=1"], "unknownKey"),
+        (["settings.evalIntervalSeconds=1"], "evalIntervalSeconds"),
+    ],
+)
+def test_values_schema_refuses(values: list[str], message: str) -> None:
+    argv = [helm_bin(), "template", RELEASE, str(CHART), "--kube-version", KUBE_VERSION]
+    for value in values:
+        argv += ["--set", value]
+    proc = run(argv)
+    assert proc.returncode != 0, f"helm accepted {values}"
+    assert message in proc.stderr, proc.stderr
+
+
+def test_peering_crds_ship_in_the_chart_crds_dir() -> None:
+    docs = list(yaml.safe_load_all((CHART / "crds" / "kopf-peering.yaml").read_text()))
+    assert [d["metadata"]["name"] for d in docs] == [
+        "clusterkopfpeerings.kopf.dev",
+        "kopfpeerings.kopf.dev",
+    ]
+
+
+def test_values_file_is_documented() -> None:
+    """Every leaf value carries a `## @param <path>` comment (the style of well-kept charts)."""
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    text = (CHART / "values.yaml").read_text()
+
+    def leaves(node: Any, prefix: str) -> list[str]:
+        if isinstance(node, dict) and node:
+            out = []
+            for key, value in node.items():
+                path = f"{prefix}.{key}" if prefix else key
+                # resource/probe/securityContext blocks are documented as a whole
+                if key in {
+                    "resources",
+                    "podSecurityContext",
+                    "securityContext",
+                    "livenessProbe",
+                    "readinessProbe",
+                }:
+                    out.append(path)
+                else:
+                    out.extend(leaves(value, path))
+            return out
+        return [prefix]
+
+    undocumented = [p for p in leaves(values, "") if f"@param {p} " not in text]
+    assert undocumented == []
