@@ -41,13 +41,19 @@ class Parking:
                 self.process.wait()
 
 
-def start_parking(workdir: Path, state_url: str, broker_url: str | None = None) -> Parking:
+def start_parking(
+    workdir: Path,
+    state_url: str,
+    broker_url: str | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> Parking:
     """A parking service on a free port; fails the test if it does not come up."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROUSE_") and k != "PORT"}
     env.update({"PORT": str(port), "ROUSE_HOST": "127.0.0.1", "ROUSE_STATE_URL": state_url})
     if broker_url:
         env["ROUSE_BROKER_URL"] = broker_url
+    env.update(extra_env or {})
     log_path = workdir / f"parking-{port}.log"
     with log_path.open("ab") as log:
         process = subprocess.Popen(
