@@ -32,6 +32,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from rouse_runtime.store import StoreError, sqlite_path
 
 ENV_NAMESPACE = "ROUSE_NAMESPACE"
+SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 NANO = 1_000_000_000
 
 log = logging.getLogger("rouse.ledger")
@@ -81,6 +82,18 @@ def _line(
     )  # fmt: skip
 
 
+def own_namespace() -> str:
+    """The pod's namespace: ROUSE_NAMESPACE, else the service-account mount, else ""."""
+    value = os.environ.get(ENV_NAMESPACE, "").strip()
+    if value:
+        return value
+    try:
+        with open(SERVICE_ACCOUNT_NAMESPACE) as handle:
+            return handle.read().strip()
+    except OSError:
+        return ""
+
+
 def utc_day(now: datetime | None = None) -> str:
     """The ledger's day key, e.g. `2026-01-05` (budgets reset at 00:00 UTC)."""
     return (now or datetime.now(UTC)).astimezone(UTC).date().isoformat()
@@ -122,7 +135,7 @@ class Ledger(abc.ABC):
             output_tokens=output_tokens,
             cost_nano_usd=nano_usd(cost_usd),
         )
-        ns = namespace if namespace is not None else os.environ.get(ENV_NAMESPACE, "")
+        ns = namespace if namespace is not None else own_namespace()
         await self.add(ns, agent, skill, entry)
 
 
