@@ -1,0 +1,122 @@
+"""tests/knative-validate runs Knative's own SetDefaults + Validate: it must refuse what Knative refuses."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+from rouse_testing.knative import knative_validate, run_knative_validate
+
+SECURE_CONTEXT = {
+    "runAsNonRoot": True,
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def knative_service(concurrency: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "serving.knative.dev/v1",
+        "kind": "Service",
+        "metadata": {"name": "hello", "namespace": "demo"},
+        "spec": {
+            "template": {
+                "spec": {
+                    "containerConcurrency": concurrency,
+                    "containers": [
+                        {"image": "ghcr.io/example/hello:1", "securityContext": SECURE_CONTEXT}
+                    ],
+                }
+            }
+        },
+    }
+
+
+TRIGGER = {
+    "apiVersion": "eventing.knative.dev/v1",
+    "kind": "Trigger",
+    "metadata": {"name": "hello-created", "namespace": "demo"},
+    "spec": {
+        "broker": "default",
+        "filter": {"attributes": {"type": "com.example.created"}},
+        "subscriber": {
+            "ref": {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "hello"}
+        },
+        "delivery": {"retry": 3, "backoffPolicy": "exponential", "backoffDelay": "PT1S"},
+    },
+}
+
+PING_SOURCE = {
+    "apiVersion": "sources.knative.dev/v1",
+    "kind": "PingSource",
+    "metadata": {"name": "hello-every-15m", "namespace": "demo"},
+    "spec": {
+        "schedule": "*/15 * * * *",
+        "data": "{}",
+        "sink": {
+            "ref": {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "name": "default"}
+        },
+    },
+}
+
+
+def test_valid_service_trigger_and_ping_source_are_accepted() -> None:
+    manifests = [knative_service(10), TRIGGER, PING_SOURCE]
+    proc = run_knative_validate("\n---\n".join(json.dumps(m) for m in manifests))
+    assert (proc.returncode, proc.stdout, proc.stderr) == (
+        0,
+        'valid: serving.knative.dev/v1 Service "demo/hello"\n'
+        'valid: eventing.knative.dev/v1 Trigger "demo/hello-created"\n'
+        'valid: sources.knative.dev/v1 PingSource "demo/hello-every-15m"\n',
+        "",
+    )
+    knative_validate(manifests)  # the helper the builder tests use: no exception
+
+
+def test_negative_container_concurrency_is_refused_with_knatives_message() -> None:
+    with pytest.raises(AssertionError) as refused:
+        knative_validate([TRIGGER, knative_service(-1)])
+    assert str(refused.value) == (
+        "Knative refuses a manifest:\n"
+        'knative-validate: invalid: <stdin> document 2: serving.knative.dev/v1 Service "demo/hello": '
+        "expected 0 <= -1 <= 1000: spec.template.spec.containerConcurrency"
+    )
+
+
+def test_bad_cron_schedule_is_refused() -> None:
+    bad = copy.deepcopy(PING_SOURCE)
+    bad["spec"]["schedule"] = "every quarter hour"
+    proc = run_knative_validate(json.dumps(bad))
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == (
+        "knative-validate: invalid: <stdin> document 1: sources.knative.dev/v1 PingSource "
+        '"demo/hello-every-15m": invalid value: expected 5 to 6 fields, found 3: '
+        "[every quarter hour]: spec.schedule"
+    )
+
+
+def test_unknown_field_is_refused_like_knatives_webhook_does() -> None:
+    bad = knative_service(0)
+    bad["spec"]["template"]["spec"]["containerConcurency"] = 5  # typo
+    with pytest.raises(AssertionError, match='unknown field "containerConcurency"'):
+        knative_validate([bad])
+
+
+def test_insecure_security_context_is_a_warning_not_an_error() -> None:
+    svc = knative_service(0)
+    del svc["spec"]["template"]["spec"]["containers"][0]["securityContext"]
+    proc = run_knative_validate(json.dumps(svc))
+    assert proc.returncode == 0
+    assert "warning" in proc.stderr and "Kubernetes default value is insecure" in proc.stderr
+
+
+def test_kind_it_does_not_know_is_a_usage_error() -> None:
+    proc = run_knative_validate(
+        '{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}'
+    )
+    assert proc.returncode == 2
+    assert "is not a kind knative-validate knows" in proc.stderr
