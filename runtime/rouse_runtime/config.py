@@ -11,8 +11,19 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from rouse_runtime import agentspec
-
+# The env contract is agentspec's (ENV_* there, checked equal in the tests); the
+# names are repeated here so starting a skill does not import agentspec, which
+# loads the CRD validator (jsonschema, CEL) that only launchers need.
+ENV_HANDLER = "ROUSE_HANDLER"
+ENV_AGENT = "ROUSE_AGENT"
+ENV_SKILL = "ROUSE_SKILL"
+ENV_REPLY_TYPE = "ROUSE_REPLY_TYPE"
+ENV_BROKER_URL = "ROUSE_BROKER_URL"
+ENV_STATE_URL = "ROUSE_STATE_URL"
+ENV_MAX_STEPS = "ROUSE_MAX_STEPS"
+ENV_MAX_TOOL_CALLS = "ROUSE_MAX_TOOL_CALLS"
+ENV_MAX_TOKENS = "ROUSE_MAX_TOKENS"
+ENV_TIMEOUT_SECONDS = "ROUSE_TIMEOUT_SECONDS"
 ENV_PORT = "PORT"
 ENV_MAX_BODY_BYTES = "ROUSE_MAX_BODY_BYTES"
 ENV_LLM_BASE_URL = "ROUSE_LLM_BASE_URL"
@@ -130,22 +141,30 @@ def parse_prices(raw: str) -> dict[str, Price]:
 def _state_url(raw: str) -> str:
     if raw.startswith(("sqlite://", "redis://", "rediss://", "unix://")):
         return raw
-    raise ConfigError(
-        f"{agentspec.ENV_STATE_URL}={raw!r}: expected sqlite:///path or redis://host:port/db"
-    )
+    raise ConfigError(f"{ENV_STATE_URL}={raw!r}: expected sqlite:///path or redis://host:port/db")
+
+
+def default_reply_type(skill: str) -> str:
+    """As agentspec.reply_type for a skill without `reply.type`."""
+    return f"dev.rouse.{skill}.completed"
+
+
+def reply_source(agent: str, skill: str) -> str:
+    """As agentspec.reply_source."""
+    return f"/agents/{agent}/{skill}"
 
 
 def load_config(env: Mapping[str, str]) -> Config:
     """Read the env contract; raise ConfigError naming the first bad variable."""
-    handler = env.get(agentspec.ENV_HANDLER, "").strip()
+    handler = env.get(ENV_HANDLER, "").strip()
     if not handler:
-        raise ConfigError(f"{agentspec.ENV_HANDLER} is not set (expected module:function)")
+        raise ConfigError(f"{ENV_HANDLER} is not set (expected module:function)")
     module, sep, function = handler.partition(":")
     if not sep or not module or not function:
-        raise ConfigError(f"{agentspec.ENV_HANDLER}={handler!r} must look like module:function")
-    agent = env.get(agentspec.ENV_AGENT, "").strip() or "local"
-    skill = env.get(agentspec.ENV_SKILL, "").strip() or function.rsplit(".", 1)[-1]
-    reply = env.get(agentspec.ENV_REPLY_TYPE, "").strip() or agentspec.reply_type({"name": skill})
+        raise ConfigError(f"{ENV_HANDLER}={handler!r} must look like module:function")
+    agent = env.get(ENV_AGENT, "").strip() or "local"
+    skill = env.get(ENV_SKILL, "").strip() or function.rsplit(".", 1)[-1]
+    reply = env.get(ENV_REPLY_TYPE, "").strip() or default_reply_type(skill)
     port = _int(env, ENV_PORT, minimum=0)
     max_body = _int(env, ENV_MAX_BODY_BYTES, minimum=1)
     level = env.get(ENV_LOG_LEVEL, "INFO").strip().upper() or "INFO"
@@ -156,15 +175,15 @@ def load_config(env: Mapping[str, str]) -> Config:
         agent=agent,
         skill=skill,
         reply_type=reply,
-        reply_source=agentspec.reply_source(agent, skill),
+        reply_source=reply_source(agent, skill),
         port=DEFAULT_PORT if port is None else port,
-        broker_url=env.get(agentspec.ENV_BROKER_URL, "").strip() or None,
-        state_url=_state_url(env.get(agentspec.ENV_STATE_URL, "").strip() or DEFAULT_STATE_URL),
+        broker_url=env.get(ENV_BROKER_URL, "").strip() or None,
+        state_url=_state_url(env.get(ENV_STATE_URL, "").strip() or DEFAULT_STATE_URL),
         limits=Limits(
-            max_steps=_int(env, agentspec.ENV_MAX_STEPS, minimum=0),
-            max_tool_calls=_int(env, agentspec.ENV_MAX_TOOL_CALLS, minimum=0),
-            max_tokens=_int(env, agentspec.ENV_MAX_TOKENS, minimum=0),
-            timeout_seconds=_float(env, agentspec.ENV_TIMEOUT_SECONDS),
+            max_steps=_int(env, ENV_MAX_STEPS, minimum=0),
+            max_tool_calls=_int(env, ENV_MAX_TOOL_CALLS, minimum=0),
+            max_tokens=_int(env, ENV_MAX_TOKENS, minimum=0),
+            timeout_seconds=_float(env, ENV_TIMEOUT_SECONDS),
         ),
         max_body_bytes=DEFAULT_MAX_BODY_BYTES if max_body is None else max_body,
         llm_base_url=(env.get(ENV_LLM_BASE_URL, "").strip() or DEFAULT_LLM_BASE_URL).rstrip("/"),

@@ -126,3 +126,21 @@ def test_package_import_is_light() -> None:
         [sys.executable, "-c", code], capture_output=True, timeout=60, check=True
     )
     assert result.stdout.decode().strip() == "[]"
+
+
+def test_env_names_and_reply_naming_agree_with_agentspec() -> None:
+    from rouse_runtime import config
+
+    names = [n for n in dir(agentspec) if n.startswith("ENV_")]
+    assert {n: getattr(config, n) for n in names} == {n: getattr(agentspec, n) for n in names}
+    assert config.default_reply_type("triage") == agentspec.reply_type({"name": "triage"})
+    assert config.reply_source("shop", "triage") == agentspec.reply_source("shop", "triage")
+
+
+def test_starting_a_skill_does_not_import_agentspec() -> None:
+    code = (
+        "import sys; import rouse_runtime.server;"
+        "print(sorted(m for m in ('rouse_runtime.agentspec', 'yaml', 'jsonschema', 'httpx', 'redis') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60, check=True)
+    assert result.stdout.decode().strip() == "[]"

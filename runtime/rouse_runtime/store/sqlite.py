@@ -1,7 +1,7 @@
 """SQLite store: one file, safe for several processes on one machine (WAL mode).
 
 Calls are short local transactions, so they run inline on the event loop
-instead of paying a thread hop per call; `BEGIN IMMEDIATE` makes claims atomic
+instead of paying a thread hop per call; a claim is one upsert statement, atomic
 across processes sharing the file.
 """
 
@@ -90,29 +90,27 @@ class SqliteStore(Store):
         return self._get(_CHECKPOINT, key)
 
     async def claim(self, key: str, owner: str, lease: float) -> Claim:
+        # One atomic statement: insert, or take over a claim whose lease ran out.
         now = time.time()
         with self._lock:
             db = self._conn()
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                row = db.execute(
-                    "SELECT state, record, expires FROM idempotency WHERE key = ?", (key,)
-                ).fetchone()
-                if row is not None and row[2] > now:
-                    db.execute("COMMIT")
-                    if row[0] == "done":
-                        return Claim("done", json.loads(row[1]))
-                    return Claim("busy")
-                db.execute(
-                    "INSERT OR REPLACE INTO idempotency (key, owner, state, record, expires)"
-                    " VALUES (?, ?, 'running', NULL, ?)",
-                    (key, owner, now + lease),
-                )
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-        return Claim("claimed")
+            taken = db.execute(
+                "INSERT INTO idempotency (key, owner, state, record, expires)"
+                " VALUES (?, ?, 'running', NULL, ?)"
+                " ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, state = 'running',"
+                " record = NULL, expires = excluded.expires WHERE idempotency.expires <= ?",
+                (key, owner, now + lease, now),
+            ).rowcount
+            if taken:
+                return Claim("claimed")
+            row = db.execute(
+                "SELECT state, record FROM idempotency WHERE key = ?", (key,)
+            ).fetchone()
+        if row is None:  # deleted between the two statements: try again
+            return await self.claim(key, owner, lease)
+        if row[0] == "done":
+            return Claim("done", json.loads(row[1]))
+        return Claim("busy")
 
     async def complete(self, key: str, owner: str, record: Any, ttl: float) -> bool:
         with self._lock:
