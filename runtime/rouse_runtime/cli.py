@@ -177,8 +177,6 @@ def _send(args: argparse.Namespace) -> int:
     if args.subject:
         extensions["subject"] = args.subject
     event = new_event(args.type, args.source, data, extensions)
-    if data is not None:
-        event["datacontenttype"] = "application/json"
     headers, body = to_binary(event)
     broker = args.broker.rstrip("/")
     try:

@@ -451,4 +451,6 @@ def new_event(
         "id": str(uuid.uuid4()),
         **(extensions or {}),
     }
+    if data is not None and not isinstance(data, bytes | bytearray):
+        attributes.setdefault("datacontenttype", "application/json")
     return CloudEvent(attributes, data)
