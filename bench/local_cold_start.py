@@ -34,6 +34,7 @@ from rouse_runtime.local.view import View
 
 REPO = Path(__file__).resolve().parents[1]
 AGENT = REPO / "examples" / "hello" / "agent.yaml"
+IMPORTS = "import rouse_runtime.server, hello.skills"
 
 
 def run_seconds(code: str, env: dict[str, str]) -> float:
@@ -42,21 +43,14 @@ def run_seconds(code: str, env: dict[str, str]) -> float:
     return time.perf_counter() - began
 
 
-def import_seconds(rounds: int) -> tuple[float, float]:
-    """Median `python -c pass` and median extra time of importing the runtime server and the skill."""
-    env = {**os.environ, "PYTHONPATH": str(AGENT.parent)}
-    bare = [run_seconds("pass", env) for _ in range(rounds)]
-    full = [run_seconds("import rouse_runtime.server, hello.skills", env) for _ in range(rounds)]
-    return statistics.median(bare), max(0.0, statistics.median(full) - statistics.median(bare))
-
-
 async def measure(rounds: int, warm_events: int, state_dir: Path) -> dict[str, list[float]]:
     quiet = View(stream=io.StringIO(), tty=False)
     mode = LocalMode.create(DevOptions(agent_file=AGENT, port=0, state_dir=state_dir), quiet)
     mode.bind()
     pool = mode.pools["greet"]
+    env = {**os.environ, "PYTHONPATH": str(AGENT.parent)}
     figures: dict[str, list[float]] = {
-        k: [] for k in ("cold", "spawn", "to_ready", "handler", "warm")
+        k: [] for k in ("cold", "spawn", "to_ready", "handler", "warm", "bare", "imports")
     }
     try:
         for _ in range(rounds):
@@ -80,6 +74,9 @@ async def measure(rounds: int, warm_events: int, state_dir: Path) -> dict[str, l
                 figures["warm"].append(time.perf_counter() - began)
                 assert attempt.status == 200 and not attempt.cold, attempt
             await pool.stop(process, "bench: back to zero")
+            # Interleaved with the cold rounds, so both see the same machine load.
+            figures["bare"].append(await asyncio.to_thread(run_seconds, "pass", env))
+            figures["imports"].append(await asyncio.to_thread(run_seconds, IMPORTS, env))
             for _ in range(1000):  # the exit watcher marks it stopped right after the exit
                 if not pool.live():
                     break
@@ -107,8 +104,9 @@ def main() -> None:
         figures = asyncio.run(
             measure(args.rounds, args.warm // max(args.rounds, 1) or 1, Path(tmp))
         )
-    bare, imports = import_seconds(args.rounds)
     median = {k: statistics.median(v) for k, v in figures.items()}
+    bare = median["bare"]
+    imports = max(0.0, median["imports"] - bare)
     ms = {k: v * 1000 for k, v in median.items()}
     print(
         f"local cold start, hello example, {args.rounds} cold rounds, {len(figures['warm'])} warm events"
