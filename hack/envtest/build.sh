@@ -35,9 +35,10 @@ stamp_ok() {
 
 # key_for VERSION MODULE_DIR: the version plus a hash of the wrapper's go.sum and sources.
 key_for() {
-  local files
-  files="$(cd "$2" && ls go.mod go.sum ./*.go 2>/dev/null || true)"
-  echo "$1 $(cd "$2" && cat $files | sha256sum | cut -c1-16)"
+  local sum
+  sum="$(cd "$2" && find . -maxdepth 1 -type f \( -name go.mod -o -name go.sum -o -name '*.go' \) -print0 |
+    sort -z | xargs -0 cat | sha256sum | cut -c1-16)"
+  echo "$1 $sum"
 }
 
 # build NAME VERSION MODULE_DIR LDFLAGS PACKAGE...: go build the packages into bin/.
@@ -104,9 +105,9 @@ else
 fi
 
 echo "envtest: versions in $bin"
-"$bin/etcd" --version | head -1
+"$bin/etcd" --version | sed -n 1p
 "$bin/kube-apiserver" --version
 "$bin/kube-controller-manager" --version
-"$bin/kubectl" version --client | head -1
+"$bin/kubectl" version --client | sed -n 1p
 "$bin/helm" version --short
 echo "knative-validate: serving $KNATIVE_SERVING_VERSION, eventing $KNATIVE_EVENTING_VERSION"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import ctypes
 import json
 import os
 import shutil
@@ -41,6 +42,7 @@ LOG_DIR = CACHE_DIR / "logs"
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl")
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 BROKER_CLASS = "MTChannelBasedBroker"
+PR_SET_PDEATHSIG = 1
 
 
 class ControlPlaneError(RuntimeError):
@@ -207,8 +209,23 @@ def kubeconfig_text(server: str, pki: Path, user: str, cert: str) -> str:
 # --- processes ---------------------------------------------------------------------------
 
 
-def start_process(argv: Sequence[str], log: Path) -> subprocess.Popen[bytes]:
-    """Start a component detached from our session (so `cluster-up` can exit), logging to `log`."""
+def _die_with_parent() -> None:
+    """In the child: get SIGKILL when the process that started us dies (Linux prctl).
+
+    SIGKILL, not SIGTERM: the data is throwaway, and a graceful API server shutdown
+    without its etcd takes long.
+    """
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def start_process(argv: Sequence[str], log: Path, *, detach: bool) -> subprocess.Popen[bytes]:
+    """Start a component logging to `log`.
+
+    detach=True (cluster-up): its own session, so it outlives us. detach=False (tests): it
+    dies with us even if we are killed, so a crashed test run leaves no servers behind.
+    """
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         return subprocess.Popen(
@@ -216,7 +233,8 @@ def start_process(argv: Sequence[str], log: Path) -> subprocess.Popen[bytes]:
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
-            start_new_session=True,
+            start_new_session=detach,
+            preexec_fn=None if detach else _die_with_parent,
         )
 
 
@@ -272,6 +290,7 @@ class ControlPlane:
     kubeconfig: Path | None = None
     log_dir: Path | None = None
     api_port: int | None = None
+    detach: bool = False
     pids: dict[str, int] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
     _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, repr=False)
@@ -375,7 +394,9 @@ class ControlPlane:
         self._start_controller_manager()
 
     def _spawn(self, component: str, argv: list[str]) -> None:
-        proc = start_process([str(self.bin_dir / component), *argv], self.log(component))
+        proc = start_process(
+            [str(self.bin_dir / component), *argv], self.log(component), detach=self.detach
+        )
         self._procs[component] = proc
         self.pids[component] = proc.pid
 
@@ -448,6 +469,13 @@ class ControlPlane:
             args += ["-f", str(f)]
         out = self.kubectl(*args).stdout
         names = [line.split()[0] for line in out.splitlines() if line.strip()]
+        for name in names:
+            # No Knative webhook runs here to convert between served versions (PingSource
+            # serves v1beta2 and v1); stored objects are v1, so a plain apiVersion swap suffices.
+            crd = json.loads(self.kubectl("get", name, "-o", "json").stdout)
+            if crd["spec"].get("conversion", {}).get("strategy") == "Webhook":
+                patch = {"spec": {"conversion": {"strategy": "None", "webhook": None}}}
+                self.kubectl("patch", name, "--type=merge", "-p", json.dumps(patch))
         self.kubectl("wait", "--for=condition=Established", "--timeout=60s", *names)
         # The API server may take a moment to serve a just-established CRD.
         wait_for(
@@ -548,7 +576,9 @@ def cluster_up(api_port: int | None) -> None:
     if LOG_DIR.exists():
         shutil.rmtree(LOG_DIR)
     workdir = Path(tempfile.mkdtemp(prefix="rouse-envtest-"))
-    plane = ControlPlane(workdir=workdir, kubeconfig=KUBECONFIG, log_dir=LOG_DIR, api_port=api_port)
+    plane = ControlPlane(
+        workdir=workdir, kubeconfig=KUBECONFIG, log_dir=LOG_DIR, api_port=api_port, detach=True
+    )
     try:
         plane.start()
     except BaseException:

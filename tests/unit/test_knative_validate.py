@@ -36,7 +36,7 @@ def knative_service(concurrency: int) -> dict[str, Any]:
     }
 
 
-TRIGGER = {
+TRIGGER: dict[str, Any] = {
     "apiVersion": "eventing.knative.dev/v1",
     "kind": "Trigger",
     "metadata": {"name": "hello-created", "namespace": "demo"},
@@ -50,7 +50,7 @@ TRIGGER = {
     },
 }
 
-PING_SOURCE = {
+PING_SOURCE: dict[str, Any] = {
     "apiVersion": "sources.knative.dev/v1",
     "kind": "PingSource",
     "metadata": {"name": "hello-every-15m", "namespace": "demo"},
