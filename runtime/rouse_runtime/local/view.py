@@ -10,6 +10,7 @@ log line is printed once with a timestamp and nothing is redrawn.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import sys
 import time
 from collections import deque
@@ -72,7 +73,8 @@ class View:
         if self.broker is not None:
             out.extend(render_table(self.broker))
         out.append(f"{DIM}--- log ---{RESET}")
-        out.extend(self.lines)
+        width = shutil.get_terminal_size((120, 40)).columns
+        out.extend(line if len(line) <= width else line[: width - 1] + "…" for line in self.lines)
         return "\n".join(out) + "\n"
 
 

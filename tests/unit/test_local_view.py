@@ -1,0 +1,44 @@
+"""The live view's text: the table of an idle agent, the budget line, plain log lines off a TTY."""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+from rouse_runtime.local.dev import DevOptions, LocalMode
+from rouse_runtime.local.view import View, budget_line
+
+REPO = Path(__file__).resolve().parents[2]
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def test_table_of_an_agent_with_no_processes(tmp_path: Path) -> None:
+    view = View(stream=io.StringIO(), tty=True)
+    options = DevOptions(agent_file=REPO / "examples/support-triage/agent.yaml", state_dir=tmp_path)
+    LocalMode.create(options, view)  # builds the pools and the broker, starts nothing
+    view.log("hello")
+    lines = [ANSI.sub("", line).rstrip() for line in view.render().splitlines()]
+    assert lines[:6] == [
+        "SKILL     READY  START  INFLIGHT  COLD  DONE  RETRY  DEAD  TOKENS  COST $",
+        "triage    0      0      0         0     0     0      0     0       0.0000",
+        "draft     0      0      0         0     0     0      0     0       0.0000",
+        "escalate  0      0      0         0     0     0      0     0       0.0000",
+        "digest    0      0      0         0     0     0      0     0       0.0000",
+        "budget (since start): 0/500000 tokens, $0.0000/$5.00",
+    ]
+    assert lines[6] == "--- log ---"
+    assert lines[7].endswith(" hello")
+    assert view.stream.getvalue() == ""  # on a TTY lines wait for the redraw
+
+
+def test_plain_log_lines_when_not_a_tty() -> None:
+    out = io.StringIO()
+    view = View(stream=out, tty=False)
+    view.log("one")
+    view.log("two")
+    assert [line.split(" ", 1)[1] for line in out.getvalue().splitlines()] == ["one", "two"]
+
+
+def test_budget_line_without_a_daily_budget() -> None:
+    assert budget_line({"spec": {}}, 12, 0.5) == "budget (since start): 12 tokens, $0.5000"
