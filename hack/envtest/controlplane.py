@@ -371,11 +371,19 @@ class ControlPlane:
         missing = missing_tools(self.bin_dir, self.crd_dir)
         if missing:
             raise ControlPlaneError("missing: " + ", ".join(missing) + "; run `make envtest`")
-        try:
-            self._start()
-        except BaseException:
-            self.stop(remove_workdir=False)
-            raise
+        for attempt in range(1, 4):
+            try:
+                self._start()
+                return
+            except ControlPlaneError as exc:
+                # A random port can be grabbed by someone else between our pick and the bind.
+                raced = self.api_port is None and "address already in use" in str(exc).lower()
+                self.stop(remove_workdir=raced)
+                if not raced or attempt == 3:
+                    raise
+            except BaseException:
+                self.stop(remove_workdir=False)
+                raise
 
     def _start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
