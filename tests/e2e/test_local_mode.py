@@ -28,7 +28,7 @@ def e2e_agent(work: Path) -> dict[str, Any]:
     def skill(name: str, **extra: Any) -> dict[str, Any]:
         return {
             "name": name,
-            "handler": f"e2e_skills:{name}",
+            "handler": extra.pop("handler", f"e2e_skills:{name}"),
             "events": [{"type": f"e2e.{name}"}],
             "reply": {"type": f"e2e.{name}.done"},
             **extra,
@@ -53,6 +53,11 @@ def e2e_agent(work: Path) -> dict[str, Any]:
                         "backoffDelay": "PT0.3S",
                         "deadLetter": True,
                     },
+                ),
+                skill(
+                    "broken",
+                    handler="e2e_skills:does_not_exist",
+                    delivery={"retries": 1, "backoffDelay": "PT0.1S", "deadLetter": True},
                 ),
             ],
         },
@@ -198,6 +203,47 @@ def test_unroutable_event_is_reported(dev: LocalDev) -> None:
     sent = rouse("send", "e2e.nobody-listens", "--data", "{}", "--broker", dev.url)
     assert sent.returncode == 1
     assert "not delivered: no trigger of agent 'e2e' matches" in sent.stderr
+
+
+def test_structured_mode_event_is_routed(dev: LocalDev) -> None:
+    event = {
+        "specversion": "1.0",
+        "id": "structured-1",
+        "type": "e2e.echo",
+        "source": "/e2e/structured",
+        "datacontenttype": "application/json",
+        "data": {"mode": "structured"},
+    }
+    answer = httpx.post(
+        f"{dev.url}/",
+        json=event,
+        headers={"content-type": "application/cloudevents+json"},
+        timeout=10,
+    )
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["routedTo"] == ["echo"]
+    chain = dev.wait_chain(answer.json()["chain"])
+    assert chain["events"][1]["data"]["echo"] == {"mode": "structured"}
+
+
+def test_skill_whose_handler_cannot_load_fails_fast_into_the_dead_letters(dev: LocalDev) -> None:
+    began = time.monotonic()
+    answer = dev.post("e2e.broken", {"x": 1})
+    assert answer.status_code == 202, answer.text
+    chain = dev.wait_chain(answer.json()["chain"], timeout=60)
+    delivery = chain["events"][0]["deliveries"][0]
+    assert (delivery["outcome"], delivery["attempts"], delivery["status"]) == (
+        "dead_lettered",
+        2,
+        None,
+    )
+    assert "handler not loaded" in delivery["error"] and "does_not_exist" in delivery["error"]
+    assert time.monotonic() - began < 30, (
+        "a handler that cannot load must not wait for a start timeout"
+    )
+    wait_until(
+        lambda: dev.skill("broken")["processes"] == [], timeout=15, what="broken processes gone"
+    )
 
 
 def test_malformed_event_is_refused(dev: LocalDev) -> None:

@@ -363,6 +363,9 @@ class SkillPool:
                     response = await client.get(f"{process.url}/readyz")
                     if response.status_code == 200:
                         return None
+                    fatal = _fatal_readiness(response)
+                    if fatal is not None:
+                        return fatal
                 await asyncio.sleep(READY_POLL_SECONDS)
         return f"not ready after {self.config.startup_timeout:.0f}s"
 
@@ -481,6 +484,17 @@ def readable_log_line(text: str) -> str | None:
         return None
     fields = " ".join(f"{k}={v}" for k, v in record.items() if k not in QUIET_FIELDS)
     return f"{level} {record['msg']}" + (f" {fields}" if fields else "")
+
+
+def _fatal_readiness(response: httpx.Response) -> str | None:
+    """A /readyz answer that will not change by waiting (the handler failed to import)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    if isinstance(body, dict) and body.get("error") == "handler not loaded":
+        return f"handler not loaded: {body.get('detail', '')}"
+    return None
 
 
 def _die_with_parent() -> None:
