@@ -14,6 +14,7 @@ are replayed in order through the parking service (ROUSE_PARKING_URL).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 import os
@@ -164,7 +165,8 @@ async def evaluate_policies(body: kopf.Body, namespace: str | None, name: str, *
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
     if evaluation.replay_due:
         # Triggers back to the skills first (reconcile now), then the parked events.
-        await loop.run_in_executor(None, handlers.run, ns, name)
+        context = contextvars.copy_context()  # kopf's Event posting needs the handler context
+        await loop.run_in_executor(None, context.run, handlers.run, ns, name)
         problem = await replay_parked(ns, name, agent["spec"].get("broker", "default"))
         if problem is None:
             done = dict(evaluation.status)

@@ -1,0 +1,279 @@
+"""The policies end to end: real operator on the real control plane, real Prometheus scraping
+the real parking service, real short-lived runtime processes spending into the ledger.
+
+Knative does not run here, so the test plays the broker: it delivers events to wherever the
+Agent's Trigger points (the parking sink while suspended) and records what the parking
+service replays into the broker ingress.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from rouse_testing.openai_server import FakeLLM, start_openai_server
+from rouse_testing.operator import OperatorProcess, get_json, install_agent_crd, start_operator
+from rouse_testing.parking import Parking, start_parking
+from rouse_testing.prometheus import PrometheusServer, prometheus_server
+from rouse_testing.runtime import HttpSink, start_runtime, start_sink
+from rouse_testing.wait import wait_until
+
+pytestmark = pytest.mark.integration
+
+AGENT = "shop"
+SKILLS = """
+async def work(event, ctx):
+    return None
+
+async def think(event, ctx):
+    await ctx.llm.chat([{"role": "user", "content": "hi"}])
+    return None
+"""
+
+
+def agent_manifest() -> dict[str, Any]:
+    return {
+        "apiVersion": "rouse.dev/v1alpha1",
+        "kind": "Agent",
+        "metadata": {"name": AGENT},
+        "spec": {
+            "image": "registry.example/shop:1.0",
+            "skills": [
+                {
+                    "name": "work",
+                    "handler": "skills:work",
+                    "events": [{"type": "com.example.work"}],
+                    "scaling": {"min": 0, "max": 5},
+                },
+                {
+                    "name": "think",
+                    "handler": "skills:think",
+                    "events": [{"type": "com.example.think"}],
+                    "scaling": {"min": 0, "max": 5},
+                },
+            ],
+            "warmPool": {"max": 2, "coldStartTarget": 0.05, "window": "6s"},
+            "budget": {"daily": {"tokens": 100}, "onExhausted": "park"},
+        },
+    }
+
+
+@pytest.fixture
+def world(
+    cluster: Any, namespace: str, tmp_path: Path
+) -> Iterator[tuple[PrometheusServer, Parking, OperatorProcess, HttpSink, FakeLLM]]:
+    install_agent_crd(cluster)
+    ingress = start_sink()
+    llm = start_openai_server(prompt_tokens=7, completion_tokens=3)
+    parking = start_parking(
+        tmp_path,
+        f"sqlite:///{tmp_path}/state.db",
+        extra_env={"ROUSE_BROKER_INGRESS": ingress.url.rstrip("/")},
+    )
+    with prometheus_server(scrape_interval=1.0) as prometheus:
+        prometheus.set_targets([f"127.0.0.1:{parking.port}"])
+        prometheus.wait_scraped(f"127.0.0.1:{parking.port}")
+        operator = start_operator(
+            cluster,
+            [namespace],
+            tmp_path / "operator.log",
+            extra_env={
+                "ROUSE_PROMETHEUS_URL": prometheus.url,
+                "ROUSE_PARKING_URL": parking.url,
+                "ROUSE_EVAL_INTERVAL": "1",
+                "ROUSE_WARM_POOL_MIN_DWELL": "1",
+            },
+        )
+        try:
+            yield prometheus, parking, operator, ingress, llm
+        finally:
+            operator.stop()
+            parking.stop()
+            ingress.stop()
+            llm.stop()
+
+
+def invoke(
+    tmp_path: Path, namespace: str, llm: FakeLLM, skill: str, processes: int, each: int
+) -> None:
+    """Short-lived runtime processes of a skill, each serving `each` events then exiting."""
+    (tmp_path / "skills").mkdir(exist_ok=True)
+    (tmp_path / "skills" / "skills.py").write_text(SKILLS)
+    env = {
+        "ROUSE_HANDLER": f"skills:{skill}",
+        "ROUSE_AGENT": AGENT,
+        "ROUSE_SKILL": skill,
+        "ROUSE_NAMESPACE": namespace,
+        "ROUSE_STATE_URL": f"sqlite:///{tmp_path}/state.db",
+        "ROUSE_LLM_BASE_URL": llm.url,
+        "ROUSE_LLM_MODEL": "m",
+        "ROUSE_LLM_PRICES": json.dumps({"m": {"input": 1.0, "output": 1.0}}),
+    }
+    for _ in range(processes):
+        runtime = start_runtime(env, tmp_path / "skills")
+        try:
+            for _ in range(each):
+                answer = httpx.post(runtime.url, timeout=10, **cloud_event(f"com.example.{skill}"))  # type: ignore[arg-type]
+                assert answer.status_code == 202, answer.text
+        finally:
+            runtime.stop()
+
+
+def cloud_event(kind: str, event_id: str | None = None) -> dict[str, Any]:
+    return {
+        "headers": {
+            "ce-specversion": "1.0",
+            "ce-id": event_id or str(uuid.uuid4()),
+            "ce-source": "/test",
+            "ce-type": kind,
+            "content-type": "application/json",
+        },
+        "content": b"{}",
+    }
+
+
+def agent_obj(cluster: Any, namespace: str) -> dict[str, Any]:
+    obj: dict[str, Any] = get_json(cluster, "agents.rouse.dev", "-n", namespace, AGENT)
+    return obj
+
+
+def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
+    conditions = (obj.get("status") or {}).get("conditions") or []
+    return next((c for c in conditions if c["type"] == kind), {})
+
+
+def min_scale(cluster: Any, namespace: str, skill: str) -> str | None:
+    ksvc = get_json(cluster, "services.serving.knative.dev", "-n", namespace, f"{AGENT}-{skill}")
+    if ksvc is None:
+        return None
+    annotations = ksvc["spec"]["template"]["metadata"].get("annotations") or {}
+    value: str | None = annotations.get("autoscaling.knative.dev/min-scale")
+    return value
+
+
+def subscriber(cluster: Any, namespace: str, skill: str) -> dict[str, Any]:
+    trigger = get_json(
+        cluster, "triggers.eventing.knative.dev", "-n", namespace, f"{AGENT}-{skill}-0"
+    )
+    return dict(trigger["spec"]["subscriber"]) if trigger else {}
+
+
+def test_warm_pool_and_budget_through_the_real_operator(
+    cluster: Any,
+    namespace: str,
+    tmp_path: Path,
+    world: tuple[PrometheusServer, Parking, OperatorProcess, HttpSink, FakeLLM],
+) -> None:
+    operator = world[2]
+    try:
+        run_scenario(cluster, namespace, tmp_path, world)
+    except BaseException:
+        print(f"--- operator log (tail) ---\n{operator.log_tail(150)}")
+        raise
+
+
+def run_scenario(
+    cluster: Any,
+    namespace: str,
+    tmp_path: Path,
+    world: tuple[PrometheusServer, Parking, OperatorProcess, HttpSink, FakeLLM],
+) -> None:
+    prometheus, parking, _, ingress, llm = world
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(agent_manifest()))
+    wait_until(
+        lambda: min_scale(cluster, namespace, "work") == "0", timeout=60, what="Service shop-work"
+    )
+
+    # Cold starts raise the warm pool of the skill that had them.
+    invoke(tmp_path, namespace, llm, "work", processes=3, each=2)  # 6 invocations, 3 cold
+    wait_until(
+        lambda: min_scale(cluster, namespace, "work") == "1",
+        timeout=60,
+        interval=0.5,
+        what="min-scale 1 on shop-work after cold starts",
+    )
+    warm = agent_obj(cluster, namespace)["status"]["warmPool"]["skills"]
+    assert [(s["name"], s["minScale"]) for s in warm] == [("work", 1), ("think", 0)]
+    assert condition(agent_obj(cluster, namespace), "WarmPoolApplied")["status"] == "True"
+
+    # Idleness lowers it again after the window/dwell time.
+    wait_until(
+        lambda: min_scale(cluster, namespace, "work") == "0",
+        timeout=60,
+        interval=0.5,
+        what="min-scale back to 0 after idleness",
+    )
+
+    # Spending past the daily budget suspends the agent and parks its events.
+    invoke(tmp_path, namespace, llm, "think", processes=1, each=10)  # 10 x 10 tokens = 100
+    parking_sink = {"uri": f"{parking.url}/park/{namespace}/{AGENT}/work"}
+    wait_until(
+        lambda: (
+            agent_obj(cluster, namespace)["status"].get("phase") == "Suspended"
+            and subscriber(cluster, namespace, "work") == parking_sink
+        ),
+        timeout=60,
+        interval=0.5,
+        what="phase Suspended and the Trigger re-pointed to the parking sink",
+    )
+    suspended = agent_obj(cluster, namespace)
+    within = condition(suspended, "WithinBudget")
+    assert (within["status"], within["reason"]) == ("False", "TokensExhausted")
+    assert suspended["status"]["budget"]["exhausted"] is True
+    assert suspended["status"]["budget"]["tokensToday"] == 100
+
+    parked_ids = [f"parked-{n}" for n in range(5)]
+    for event_id in parked_ids:  # the broker delivers to where the Trigger points
+        answer = httpx.post(
+            parking_sink["uri"], timeout=10, **cloud_event("com.example.work", event_id)
+        )
+        assert answer.status_code == 202
+    listed = httpx.get(f"{parking.url}/parked", params={"agent": AGENT}).json()["items"]
+    assert [i["eventId"] for i in listed] == parked_ids
+
+    # Prometheus goes away: decisions held, the condition says so.
+    prometheus.stop()
+    wait_until(
+        lambda: (
+            condition(agent_obj(cluster, namespace), "WarmPoolApplied").get("reason")
+            == "MetricsUnavailable"
+        ),
+        timeout=60,
+        interval=0.5,
+        what="WarmPoolApplied reason MetricsUnavailable",
+    )
+    held = agent_obj(cluster, namespace)
+    assert held["status"]["phase"] == "Suspended"
+    assert condition(held, "WithinBudget")["status"] == "False"
+    assert subscriber(cluster, namespace, "work") == parking_sink
+    assert min_scale(cluster, namespace, "work") == "0"
+    prometheus.start()
+
+    # Raising the budget restores the Triggers, then replays the parked events in order.
+    cluster.kubectl(
+        "patch", "agents.rouse.dev", AGENT, "-n", namespace, "--type=merge",
+        "-p", json.dumps({"spec": {"budget": {"daily": {"tokens": 1000}}}}),
+    )  # fmt: skip
+    wait_until(
+        lambda: [r.headers.get("ce-id") for r in ingress.received] == parked_ids,
+        timeout=60,
+        interval=0.5,
+        what=f"parked events replayed in order into the broker (got {ingress.received!r})",
+    )
+    assert {r.path for r in ingress.received} == {f"/{namespace}/default"}
+    assert httpx.get(f"{parking.url}/parked").json() == {"items": []}
+    assert "ref" in subscriber(cluster, namespace, "work")
+    resumed = agent_obj(cluster, namespace)
+    assert resumed["status"]["phase"] != "Suspended"
+    assert condition(resumed, "WithinBudget")["reason"] in ("BudgetRaised", "WithinBudget")
+    wait_until(
+        lambda: agent_obj(cluster, namespace)["status"]["budget"]["replayPending"] is False,
+        timeout=30,
+        what="replayPending cleared",
+    )
+    assert len(ingress.received) == len(parked_ids)  # nothing replayed twice
