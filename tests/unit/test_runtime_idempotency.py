@@ -10,6 +10,7 @@ import httpx
 import pytest
 from rouse_testing.redis import RedisServer, start_redis
 from rouse_testing.runtime import RunningRuntime, start_runtime
+from rouse_testing.wait import wait_until
 
 HANDLERS = Path(__file__).parent / "runtime_handlers"
 
@@ -146,3 +147,47 @@ def test_redis_down_is_503_not_a_crash(runs_file: Path, tmp_path: Path) -> None:
         assert runs(runs_file) == []
     finally:
         rt.stop()
+
+
+def test_duplicate_held_by_a_silent_owner_is_409_then_taken_over(
+    runs_file: Path, tmp_path: Path
+) -> None:
+    """A claim held elsewhere past the wait is 409 (Knative retries it); once its lease ends, it runs."""
+    from rouse_runtime.server import idempotency_key
+    from rouse_runtime.store.sqlite import SqliteStore
+
+    state = f"sqlite:///{tmp_path}/held.db"
+    store = SqliteStore(f"{tmp_path}/held.db")
+    key = idempotency_key("local", "skill", "/tests/idem", "held-1")
+    assert asyncio.run(store.claim(key, "another-pod", 3.0)).state == "claimed"
+    rt = start_runtime(
+        {
+            "ROUSE_HANDLER": "rouse_test_skills:skill",
+            "ROUSE_TEST_RUNS": str(runs_file),
+            "ROUSE_STATE_URL": state,
+            "ROUSE_TIMEOUT_SECONDS": "1",
+        },
+        HANDLERS,
+    )
+    try:
+        busy = httpx.post(rt.url, headers=headers("held-1"), content=b"{}", timeout=30)
+        assert (busy.status_code, busy.json()) == (
+            409,
+            {
+                "error": "duplicate in progress",
+                "detail": "event 'held-1' from '/tests/idem' is being processed by another instance; retry later",
+            },
+        )
+        assert runs(runs_file) == []
+        wait_until(
+            lambda: (
+                httpx.post(rt.url, headers=headers("held-1"), content=b"{}", timeout=30).status_code
+                == 200
+            ),
+            timeout=20,
+            what="the expired claim to be taken over",
+        )
+        assert runs(runs_file) == ["/tests/idem held-1"]
+    finally:
+        rt.stop()
+        asyncio.run(store.close())
