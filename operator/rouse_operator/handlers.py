@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import kopf
@@ -32,14 +33,19 @@ GROUP, VERSION, PLURAL = AGENTS.group, AGENTS.version, AGENTS.plural
 log = logging.getLogger("rouse.operator")
 
 
+PeriodicFn = Callable[..., Awaitable[None]]
+
+
 class _State:
     """What the handlers share: the reconciler, known Agents and their policy inputs."""
 
     reconciler: Reconciler | None = None
-    resync: asyncio.Task[None] | None = None
 
     def __init__(self) -> None:
         self.known: dict[tuple[str, str], Any] = {}  # (namespace, name) -> policy inputs
+        self.bodies: dict[tuple[str, str], kopf.Body] = {}  # (namespace, name) -> latest body
+        self.periodic: list[tuple[float, PeriodicFn]] = []
+        self.tasks: list[asyncio.Task[None]] = []
 
 
 STATE = _State()
@@ -79,15 +85,17 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.execution.max_workers = 16
     settings.watching.server_timeout = 300
     await asyncio.get_running_loop().run_in_executor(None, reconciler)
-    STATE.resync = asyncio.create_task(_resync_forever(SETTINGS.resync_interval))
+    STATE.tasks.append(asyncio.create_task(_resync_forever(SETTINGS.resync_interval)))
+    for interval, fn in STATE.periodic:
+        STATE.tasks.append(asyncio.create_task(_every_agent_forever(interval, fn)))
     health.STATE.ready = True
 
 
 @kopf.on.cleanup()
 async def stop(**_: Any) -> None:
     health.STATE.ready = False
-    if STATE.resync is not None:
-        STATE.resync.cancel()
+    for task in STATE.tasks:
+        task.cancel()
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL, backoff=5)
@@ -106,7 +114,9 @@ def agent_event(
     key = (str(namespace), name)
     if event.get("type") == "DELETED":
         STATE.known.pop(key, None)
+        STATE.bodies.pop(key, None)
         return
+    STATE.bodies[key] = body
     try:
         inputs = policy_inputs(dict(body))
     except (KeyError, TypeError, ValueError):  # not a valid Agent (yet): spec handlers report
@@ -147,3 +157,27 @@ async def _resync_forever(interval: float) -> None:
                 await loop.run_in_executor(None, context.run, run, namespace, name)
             except Exception as exc:  # keep resyncing the others; kopf retries its own causes
                 log.warning("resync of %s/%s failed: %s", namespace, name, exc)
+
+
+def every_agent(interval: float) -> Callable[[PeriodicFn], PeriodicFn]:
+    """Run `fn(body=, namespace=, name=)` for every known Agent every `interval` seconds.
+
+    Like kopf.timer, but without the finalizer kopf puts on every object a timer runs for
+    (an Agent must stay deletable when the operator is gone). Errors are logged, not retried.
+    """
+
+    def register(fn: PeriodicFn) -> PeriodicFn:
+        STATE.periodic.append((interval, fn))
+        return fn
+
+    return register
+
+
+async def _every_agent_forever(interval: float, fn: PeriodicFn) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        for (namespace, name), body in list(STATE.bodies.items()):
+            try:
+                await fn(body=body, namespace=namespace, name=name)
+            except Exception as exc:
+                log.warning("%s for %s/%s failed: %s", fn.__name__, namespace, name, exc)

@@ -22,6 +22,7 @@ API resources and verbs the operator uses (the ClusterRole in charts/rouse lists
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from typing import Any, cast
@@ -95,7 +96,8 @@ class Kube:
         """Server-side apply; ConflictError when another manager owns a field and force is False."""
         meta = manifest["metadata"]
         try:
-            obj = self.api.patch_namespaced_custom_object(
+            # Raw response: this client maps only 200 to a body, and an apply that creates is 201.
+            response = self.api.patch_namespaced_custom_object(
                 kind.group,
                 kind.version,
                 meta["namespace"],
@@ -105,12 +107,13 @@ class Kube:
                 field_manager=FIELD_MANAGER,
                 force=force,
                 _content_type=APPLY,
+                _preload_content=False,
             )
         except ApiException as exc:
             if exc.status == 409:
                 raise ConflictError(f"{kind.kind} {meta['name']}: {exc.reason}") from exc
             raise
-        return cast(dict[str, Any], obj)
+        return cast(dict[str, Any], json.loads(cast(Any, response).data))
 
     def delete(self, kind: ChildKind, namespace: str, name: str) -> bool:
         """Delete (background propagation); False when it was already gone."""
@@ -138,7 +141,7 @@ class Kube:
             "status": status,
         }
         try:
-            self.api.patch_namespaced_custom_object_status(
+            self.api.patch_namespaced_custom_object_status_with_http_info(
                 AGENTS.group,
                 AGENTS.version,
                 namespace,

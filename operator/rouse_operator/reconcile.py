@@ -136,7 +136,7 @@ class Reconciler:
     def _reconcile(self, agent: Obj) -> Outcome:
         meta, spec = agent["metadata"], agent["spec"]
         namespace, name = meta["namespace"], meta["name"]
-        problems, unscheduled = checks.schedule_problems(agent)
+        problems: list[agent_status.Problem] = []
         broker = spec.get("broker", "default")
         if not self.kube.broker_exists(namespace, broker):
             problems.append(
@@ -146,6 +146,8 @@ class Reconciler:
                     f"spec.broker: Broker {broker!r} does not exist in namespace {namespace}",
                 )
             )
+        schedule_problems, unscheduled = checks.schedule_problems(agent)
+        problems += schedule_problems
         wanted = [
             with_hash(m)
             for m in children.desired(agent, self.settings, policy_inputs(agent), unscheduled)

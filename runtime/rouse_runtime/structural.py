@@ -222,8 +222,8 @@ def cel_errors(obj: Any, schema: Schema) -> list[str]:
                 message = " ".join(
                     str(rule.get("message") or f"failed rule: {rule['rule']}").split()
                 )
-                prefix = f"{field}: " if field else ""
-                errors.append(f'{prefix}Invalid value: "{_type_name(value)}": {message}')
+                # The API server names a rule on the whole object "<nil>" (no field path).
+                errors.append(f"{field or '<nil>'}: Invalid value: {message}")
     return errors
 
 

@@ -96,7 +96,7 @@ def test_messages_have_the_api_server_shape() -> None:
         "image-missing": ["spec.image: Required value"],
         "unknown-spec-field": ['unknown field "spec.replicas"'],
         "scaling-min-above-max": [
-            'spec.skills[0].scaling: Invalid value: "object": '
+            "spec.skills[0].scaling: Invalid value: "
             "spec.skills[].scaling.min must be less than or equal to scaling.max"
         ],
         "backoff-policy-unknown": [
