@@ -96,13 +96,20 @@ class LocalDev:
         return int(self.proc.returncode)
 
 
-def start_dev(agent_file: Path, state_dir: Path, *, extra: tuple[str, ...] = ()) -> LocalDev:
+def start_dev(
+    agent_file: Path,
+    state_dir: Path,
+    *,
+    extra: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+) -> LocalDev:
     """`rouse dev AGENT --port <free>`; fails the test unless /healthz answers."""
     port = free_port()
     log_path = state_dir.parent / f"rouse-dev-{port}.log"
     state_dir.mkdir(parents=True, exist_ok=True)
     stream = log_path.open("w")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ROUSE_")}
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("ROUSE_")}
+    full_env.update(env or {})
     proc = subprocess.Popen(
         [
             *ROUSE,
@@ -117,7 +124,7 @@ def start_dev(agent_file: Path, state_dir: Path, *, extra: tuple[str, ...] = ())
         stdout=stream,
         stderr=subprocess.STDOUT,
         text=True,
-        env=env,
+        env=full_env,
     )
     dev = LocalDev(
         proc=proc, url=f"http://127.0.0.1:{port}", state_dir=state_dir, log_path=log_path

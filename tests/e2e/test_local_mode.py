@@ -138,6 +138,8 @@ def test_burst_above_concurrency_scales_out_to_max(dev: LocalDev, work: Path) ->
     served_by = {r["events"][1]["data"]["pid"] for r in results}
     assert sorted(r["events"][1]["data"]["n"] for r in results) == list(range(events))
     assert len(served_by) == HOLD_MAX
+    # concurrency: 1 held: no process ever had two events at once
+    assert {r["events"][1]["data"]["maxInflight"] for r in results} == {1}
     assert dev.skill("hold")["starts"] == HOLD_MAX  # never more than scaling.max
     wait_until(
         lambda: dev.skill("hold")["processes"] == [], timeout=30, what="hold to scale to zero"

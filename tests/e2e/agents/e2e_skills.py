@@ -21,14 +21,25 @@ def echo(event: Any, ctx: Any) -> dict[str, Any]:
     return {"echo": event.data, "pid": os.getpid()}
 
 
+_inflight = {"now": 0, "max": 0}
+
+
 async def hold(event: Any, ctx: Any) -> dict[str, Any]:
-    """Hold the event until the test creates the gate file, so a burst overlaps."""
-    deadline = time.monotonic() + GATE_TIMEOUT
-    while not (_work() / "gate").exists():
-        if time.monotonic() > deadline:
-            raise TimeoutError("the test never opened the gate")
-        await asyncio.sleep(0.02)
-    return {"n": event.data["n"], "pid": os.getpid()}
+    """Hold the event until the test creates the gate file, so a burst overlaps.
+
+    Replies with the most events this process ever held at once (to check concurrency).
+    """
+    _inflight["now"] += 1
+    _inflight["max"] = max(_inflight["max"], _inflight["now"])
+    try:
+        deadline = time.monotonic() + GATE_TIMEOUT
+        while not (_work() / "gate").exists():
+            if time.monotonic() > deadline:
+                raise TimeoutError("the test never opened the gate")
+            await asyncio.sleep(0.02)
+    finally:
+        _inflight["now"] -= 1
+    return {"n": event.data["n"], "pid": os.getpid(), "maxInflight": _inflight["max"]}
 
 
 def flaky(event: Any, ctx: Any) -> dict[str, Any]:
