@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -318,6 +319,20 @@ def test_invalid_agent_file_is_refused_with_the_crd_messages(
     assert result.stderr.startswith(f"rouse dev: {agent_file} is not a valid Agent:\n")
     for message in expected.value.errors:
         assert f"\n  {message}\n" in result.stderr
+
+
+def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    agent_file = write_agent(tmp_path / "agent", e2e_agent(tmp_path))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = rouse(
+            "dev", str(agent_file), "--port", str(port), "--state-dir", str(tmp_path / "s")
+        )
+    assert result.returncode == 1
+    assert f"rouse dev: cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "pick another --port" in result.stderr
 
 
 def test_support_triage_chain_end_to_end(tmp_path: Path) -> None:

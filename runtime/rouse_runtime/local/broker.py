@@ -20,6 +20,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -449,6 +450,7 @@ def new_event(
         "type": event_type,
         "source": source,
         "id": str(uuid.uuid4()),
+        "time": datetime.now(UTC).isoformat(),
         **(extensions or {}),
     }
     if data is not None and not isinstance(data, bytes | bytearray):
