@@ -106,13 +106,20 @@ async def escalate(event: Any, ctx: Any) -> dict[str, Any]:
 
 
 async def digest(event: Any, ctx: Any) -> dict[str, Any]:
-    """Summarise the tickets seen since the last digest, then start a new period."""
+    """Summarise the tickets drafted since the last digest, then start a new period.
+
+    Woken by its schedule (a PingSource event whose data is the schedule's
+    ``data``) or by a ``com.example.digest.requested`` event.
+    """
     tickets = await ctx.state.get(TICKETS_KEY) or []
     await ctx.state.set(TICKETS_KEY, [])
     ctx.step()
-    return rules.digest(tickets)
+    window = event.data.get("window") if isinstance(event.data, dict) else None
+    return {"window": window, **rules.digest(tickets)}
 
 
 async def _remember(ctx: Any, ticket: dict[str, Any]) -> None:
+    """Add a ticket to the digest list (read-modify-write: two drafts at the very same moment
+    can lose one entry; a production agent would keep one key per ticket or use Redis lists)."""
     tickets = await ctx.state.get(TICKETS_KEY) or []
     await ctx.state.set(TICKETS_KEY, [*tickets, ticket])
