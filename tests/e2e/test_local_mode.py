@@ -105,11 +105,14 @@ def test_scale_from_zero_to_one_and_back_to_zero(dev: LocalDev) -> None:
     assert second["events"][0]["deliveries"][0]["cold"] is False
     assert second["events"][1]["data"]["pid"] == reply["data"]["pid"]
     idle_from = time.monotonic()
+    assert len(dev.skill("echo")["processes"]) == 1  # idle, but within its retention period
 
+    # Gone after the retention period (2 s), well before the 30 s local default would stop it.
     wait_until(
-        lambda: dev.skill("echo")["processes"] == [], timeout=30, what="echo to scale to zero"
+        lambda: dev.skill("echo")["processes"] == [], timeout=20, what="echo to scale to zero"
     )
-    assert time.monotonic() - idle_from >= RETENTION * 0.9, "stopped before its retention period"
+    # Loose lower bound (the test sees "idle" a little after the process does).
+    assert time.monotonic() - idle_from >= RETENTION * 0.5, "stopped before its retention period"
     wait_until(lambda: not alive(reply["data"]["pid"]), timeout=10, what="the echo process to exit")
     assert dev.skill("echo")["starts"] == 1
 
