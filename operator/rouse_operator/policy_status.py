@@ -43,6 +43,7 @@ class Evaluation:
     events: list[Event] = field(default_factory=list)
     # The budget allows spending again but parked events still wait: restore, then replay.
     replay_due: bool = False
+    budget: BudgetDecision | None = None
 
 
 def rfc3339(moment: datetime) -> str:
@@ -242,7 +243,7 @@ def evaluate(
         events.append(Event("Warning", "MetricsUnavailable", f"holding policy decisions: {gap}"))
     stamp(conditions, before, int(meta.get("generation") or 0), rfc3339(now))
     result["conditions"] = conditions
-    return Evaluation(status=result, events=events, replay_due=replay_due)
+    return Evaluation(status=result, events=events, replay_due=replay_due, budget=decision)
 
 
 def _with_gap(decision: BudgetDecision, gap: str) -> BudgetDecision:

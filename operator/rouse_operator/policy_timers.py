@@ -25,11 +25,13 @@ from typing import Any
 import httpx
 import kopf
 from prometheus_client import Histogram
+from rouse_runtime.budget_gate import sync_gate
 from rouse_runtime.policies.budget import Usage
 from rouse_runtime.policies.durations import parse_duration
 from rouse_runtime.policies.warm_pool import SkillWindow, Tuning
 from rouse_runtime.policy_inputs import agent_usage, skill_window
 from rouse_runtime.prometheus import PrometheusClient, PrometheusError
+from rouse_runtime.store import Store, StoreError, open_store
 
 from rouse_operator import handlers
 from rouse_operator.kube import AGENTS, APPLY
@@ -56,6 +58,8 @@ POLICY_SECONDS = Histogram(
 class _Clients:
     prometheus: PrometheusClient | None = None
     http: httpx.AsyncClient | None = None
+    store: Store | None = None
+    warned_no_store: bool = False
 
 
 CLIENTS = _Clients()
@@ -130,6 +134,24 @@ def apply_policy_status(namespace: str, name: str, status: dict[str, Any]) -> No
     )
 
 
+async def sync_reject_gate(agent: dict[str, Any], evaluation: Evaluation) -> None:
+    """onExhausted: reject: close or open the agent's gate the runtimes check (state store)."""
+    spec, meta = agent["spec"], agent["metadata"]
+    if (spec.get("budget") or {}).get("onExhausted") != "reject" or evaluation.budget is None:
+        return
+    if not SETTINGS.state_url:
+        if not CLIENTS.warned_no_store:
+            log.warning("ROUSE_STATE_URL is not set: onExhausted: reject cannot reach the runtimes")
+            CLIENTS.warned_no_store = True
+        return
+    if CLIENTS.store is None:
+        CLIENTS.store = open_store(SETTINGS.state_url)
+    try:
+        await sync_gate(CLIENTS.store, meta["namespace"], meta["name"], evaluation.budget)
+    except StoreError as exc:
+        log.warning("budget gate of %s/%s not written: %s", meta["namespace"], meta["name"], exc)
+
+
 async def replay_parked(namespace: str, name: str, broker: str) -> str | None:
     """Replay the Agent's parked events in order; None when all went, else why not."""
     url = f"{SETTINGS.parking_url.rstrip('/')}/replay/{namespace}/{name}"
@@ -161,6 +183,7 @@ async def evaluate_policies(body: kopf.Body, namespace: str | None, name: str, *
     loop = asyncio.get_running_loop()
     if policy_fields_changed(agent, evaluation.status):
         await loop.run_in_executor(None, apply_policy_status, ns, name, evaluation.status)
+    await sync_reject_gate(agent, evaluation)
     for event in evaluation.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
     if evaluation.replay_due:
@@ -184,3 +207,5 @@ async def close_clients(**_: Any) -> None:
         await CLIENTS.prometheus.aclose()
     if CLIENTS.http is not None:
         await CLIENTS.http.aclose()
+    if CLIENTS.store is not None:
+        await CLIENTS.store.close()

@@ -35,6 +35,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rouse_runtime.budget import Budget, BudgetExceeded
+from rouse_runtime.budget_gate import BudgetGate
 from rouse_runtime.config import IDEMPOTENCY_TTL_SECONDS, Config
 from rouse_runtime.context import Context
 from rouse_runtime.events import (
@@ -425,6 +426,7 @@ def create_app(
     """The skill's ASGI app; imports the handler now unless one is given."""
     loaded = handler if handler is not None else load_handler(config.handler)
     runtime = Runtime(config, loaded, metrics)
+    runtime.admission_checks.append(BudgetGate.for_runtime(runtime))  # onExhausted: reject
     if loaded.error:
         log.error("handler not loaded: %s", loaded.error)
 

@@ -87,6 +87,7 @@ def world(
                 "ROUSE_PARKING_URL": parking.url,
                 "ROUSE_EVAL_INTERVAL": "1",
                 "ROUSE_WARM_POOL_MIN_DWELL": "1",
+                "ROUSE_STATE_URL": f"sqlite:///{tmp_path}/state.db",
             },
         )
         try:
@@ -277,3 +278,41 @@ def run_scenario(
         what="replayPending cleared",
     )
     assert len(ingress.received) == len(parked_ids)  # nothing replayed twice
+
+
+def test_reject_makes_the_runtime_answer_429(
+    cluster: Any,
+    namespace: str,
+    tmp_path: Path,
+    world: tuple[PrometheusServer, Parking, OperatorProcess, HttpSink, FakeLLM],
+) -> None:
+    llm = world[4]
+    manifest = agent_manifest()
+    manifest["spec"]["budget"] = {"daily": {"tokens": 50}, "onExhausted": "reject"}
+    del manifest["spec"]["warmPool"]
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest))
+    invoke(tmp_path, namespace, llm, "think", processes=1, each=5)  # 50 tokens: spent
+    wait_until(
+        lambda: agent_obj(cluster, namespace).get("status", {}).get("phase") == "Suspended",
+        timeout=60,
+        interval=0.5,
+        what="phase Suspended (onExhausted: reject)",
+    )
+    assert "ref" in subscriber(cluster, namespace, "think")  # reject does not park
+    (tmp_path / "skills" / "skills.py").write_text(SKILLS)
+    runtime = start_runtime(
+        {
+            "ROUSE_HANDLER": "skills:work",
+            "ROUSE_AGENT": AGENT,
+            "ROUSE_SKILL": "work",
+            "ROUSE_NAMESPACE": namespace,
+            "ROUSE_STATE_URL": f"sqlite:///{tmp_path}/state.db",
+        },
+        tmp_path / "skills",
+    )
+    try:
+        answer = httpx.post(runtime.url, timeout=10, **cloud_event("com.example.work"))
+        assert answer.status_code == 429, answer.text
+        assert answer.json()["error"] == "budget exhausted"
+    finally:
+        runtime.stop()

@@ -1,0 +1,107 @@
+"""`onExhausted: reject`: the runtime answers 429 while its agent's daily budget is spent.
+
+The operator's budget policy writes a gate record into the state store when an
+agent with `onExhausted: reject` is suspended, and removes it when the agent
+may spend again (`gate_record` says what, `sync_gate` writes it). Each runtime
+process checks the record before running a skill, re-reading it at most every
+`refresh` seconds, and refuses with 429 and `Retry-After` until the reset
+(Knative retries 429 with the Trigger's backoff, then dead-letters).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from cloudevents.http import CloudEvent
+from starlette.responses import JSONResponse, Response
+
+from rouse_runtime.policies.budget import BudgetDecision
+from rouse_runtime.store import Store, StoreError
+
+if TYPE_CHECKING:
+    from rouse_runtime.server import Runtime
+
+GATE_PREFIX = "rouse/budget-gate/"
+DEFAULT_REFRESH_SECONDS = 2.0
+
+
+def gate_key(namespace: str, agent: str) -> str:
+    return f"{GATE_PREFIX}{namespace}/{agent}"
+
+
+def gate_record(decision: BudgetDecision) -> dict[str, Any] | None:
+    """What to store for a budget decision: a closed gate, or None (open)."""
+    if not (decision.suspended and decision.action == "reject"):
+        return None
+    return {
+        "until": decision.resets_at.astimezone(UTC).isoformat(),
+        "reason": decision.reason,
+        "message": decision.message,
+    }
+
+
+async def sync_gate(store: Store, namespace: str, agent: str, decision: BudgetDecision) -> None:
+    """Close or open an agent's gate in the state store (the operator's side)."""
+    record = gate_record(decision)
+    if record is None:
+        await store.delete(gate_key(namespace, agent))
+        return
+    seconds = (decision.resets_at - datetime.now(UTC)).total_seconds()
+    await store.set(gate_key(namespace, agent), record, ttl=max(60.0, seconds + 3600.0))
+
+
+class BudgetGate:
+    """An admission check (see rouse_runtime.server) refusing events while the gate is closed."""
+
+    def __init__(
+        self,
+        store: Callable[[], Store],
+        namespace: str,
+        agent: str,
+        *,
+        refresh: float = DEFAULT_REFRESH_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store = store
+        self._key = gate_key(namespace, agent)
+        self._refresh = refresh
+        self._clock = clock
+        self._read_at: float | None = None
+        self._record: Any = None
+
+    @classmethod
+    def for_runtime(cls, runtime: Runtime) -> BudgetGate:
+        """The gate of a runtime process's agent, in its state store."""
+        from rouse_runtime.ledger import own_namespace
+
+        return cls(lambda: runtime.store, own_namespace(), runtime.config.agent)
+
+    async def __call__(self, event: CloudEvent) -> Response | None:
+        now = self._clock()
+        if self._read_at is None or now - self._read_at >= self._refresh:
+            # A store failure keeps the last answer; the idempotency claim reports the store.
+            with contextlib.suppress(StoreError):
+                self._record = await self._store().get(self._key)
+            self._read_at = now
+        record = self._record
+        if not isinstance(record, dict):
+            return None
+        try:
+            until = datetime.fromisoformat(str(record["until"]))
+        except (KeyError, ValueError):
+            return None
+        left = (until - datetime.now(UTC)).total_seconds()
+        if left <= 0:
+            return None
+        return JSONResponse(
+            {
+                "error": "budget exhausted",
+                "detail": f"{record.get('message', 'daily budget spent')} (onExhausted: reject)",
+            },
+            status_code=429,
+            headers={"retry-after": str(int(left) + 1)},
+        )
