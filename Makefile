@@ -72,7 +72,7 @@ chart-crd: ## copy crds/agent.yaml (the one source of the CRD) into the chart
 
 helm-lint: chart-crd ## helm lint the chart (default values and every optional part enabled)
 	$(HELM) lint --strict charts/rouse
-	$(HELM) lint --strict charts/rouse --set monitoring.podMonitor.enabled=true --set monitoring.serviceMonitor.enabled=true --set redis.persistence.enabled=true --set operator.replicas=2
+	$(HELM) lint --strict charts/rouse --set monitoring.podMonitor.enabled=true --set monitoring.serviceMonitor.enabled=true --set redis.persistence.enabled=true --set operator.verbose=true
 
 kind-up: ## create the kind cluster from kind-config.yaml
 	hack/kind/kind-up.sh --name $(KIND_CLUSTER)

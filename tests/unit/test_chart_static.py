@@ -36,7 +36,7 @@ ALL_OPTIONAL = [
     "monitoring.podMonitor.enabled=true",
     "monitoring.serviceMonitor.enabled=true",
     "redis.persistence.enabled=true",
-    "operator.replicas=2",
+    "operator.verbose=true",
 ]
 
 
@@ -239,7 +239,6 @@ def test_default_render_objects() -> None:
     objects = by_kind_name(helm_template())
     assert set(objects) == {
         ("CustomResourceDefinition", "agents.rouse.dev"),
-        ("ClusterKopfPeering", "rouse"),
         ("ServiceAccount", "rouse"),
         ("ClusterRole", "rouse-operator"),
         ("ClusterRoleBinding", "rouse-operator"),
@@ -276,7 +275,10 @@ def test_all_optional_render_objects() -> None:
         "selector": {"matchLabels": {"app.kubernetes.io/managed-by": "rouse"}},
         "podMetricsEndpoints": [{"port": "user-port", "path": "/metrics", "interval": "15s"}],
     }
-    assert objects[("Deployment", "rouse-operator")]["spec"]["replicas"] == 2
+    (operator,) = objects[("Deployment", "rouse-operator")]["spec"]["template"]["spec"][
+        "containers"
+    ]
+    assert operator["args"] == ["--all-namespaces", "--verbose"]
     redis = objects[("Deployment", "rouse-redis")]["spec"]["template"]["spec"]
     assert redis["volumes"] == [
         {"name": "data", "persistentVolumeClaim": {"claimName": "rouse-redis"}}
@@ -312,16 +314,10 @@ def test_cluster_role_lists_exactly_what_the_operator_uses() -> None:
         {"apiGroups": ["sources.knative.dev"], "resources": ["pingsources"], "verbs": crud},
         {"apiGroups": ["eventing.knative.dev"], "resources": ["brokers"], "verbs": ["get"]},
         {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
-        {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
         {
             "apiGroups": ["apiextensions.k8s.io"],
             "resources": ["customresourcedefinitions"],
             "verbs": ["list", "watch"],
-        },
-        {
-            "apiGroups": ["kopf.dev"],
-            "resources": ["clusterkopfpeerings"],
-            "verbs": ["list", "watch", "patch", "get"],
         },
     ]
     for rule in role["rules"]:
@@ -386,27 +382,17 @@ def test_operator_deployment() -> None:
     ]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http-metrics"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http-metrics"}
-    assert "strategy" not in deployment["spec"], "peering lets a rolling update overlap safely"
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
     assert len(annotations["checksum/config"]) == 64
 
 
-def test_operator_command_peering_and_standalone() -> None:
-    peered = by_kind_name(helm_template())[("Deployment", "rouse-operator")]
-    (container,) = peered["spec"]["template"]["spec"]["containers"]
-    command = " ".join(container["command"] + container["args"])
-    assert "--peering=rouse" in command and "--priority=" in command
-    assert "--all-namespaces" in command and "--standalone" not in command
-
-    alone = by_kind_name(helm_template("peering.enabled=false"))
-    assert ("ClusterKopfPeering", "rouse") not in alone
-    deployment = alone[("Deployment", "rouse-operator")]
+def test_operator_runs_one_standalone_replica() -> None:
+    deployment = by_kind_name(helm_template())[("Deployment", "rouse-operator")]
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    command = " ".join(container["command"] + container["args"])
-    assert "--standalone" in command and "--peering" not in command
+    assert container["command"] == ["python", "-m", "rouse_operator"]
+    assert container["args"] == ["--all-namespaces"]
+    assert deployment["spec"]["replicas"] == 1
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
-    role = alone[("ClusterRole", "rouse-operator")]
-    assert all("kopf.dev" not in rule["apiGroups"] for rule in role["rules"])
 
 
 @pytest.mark.parametrize(
@@ -414,8 +400,8 @@ def test_operator_command_peering_and_standalone() -> None:
     [
         (["redis.enabled=false"], "stateUrl"),
         (["parking.enabled=false"], "parkingUrl"),
-        (["peering.enabled=false", "operator.replicas=2"], "replicas"),
-        (["operator.logLevel=loud"], "logLevel"),
+        (["operator.replicas=2"], "replicas"),
+        (["operator.verbose=loud"], "verbose"),
         (["settings.stateUrl=postgres://x"], "stateUrl"),
         (["unknownKey=1"], "unknownKey"),
         (["settings.evalIntervalSeconds=1"], "evalIntervalSeconds"),
@@ -428,14 +414,6 @@ def test_values_schema_refuses(values: list[str], message: str) -> None:
     proc = run(argv)
     assert proc.returncode != 0, f"helm accepted {values}"
     assert message in proc.stderr, proc.stderr
-
-
-def test_peering_crds_ship_in_the_chart_crds_dir() -> None:
-    docs = list(yaml.safe_load_all((CHART / "crds" / "kopf-peering.yaml").read_text()))
-    assert [d["metadata"]["name"] for d in docs] == [
-        "clusterkopfpeerings.kopf.dev",
-        "kopfpeerings.kopf.dev",
-    ]
 
 
 def test_values_file_is_documented() -> None:

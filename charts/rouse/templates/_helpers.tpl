@@ -70,11 +70,6 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "rouse.redisName" -}}{{ include "rouse.fullname" . }}-redis{{- end }}
 {{- define "rouse.configName" -}}{{ include "rouse.fullname" . }}-config{{- end }}
 
-{{/* Name of the ClusterKopfPeering object the operator replicas share. */}}
-{{- define "rouse.peeringName" -}}
-{{- default (include "rouse.fullname" .) .Values.peering.name }}
-{{- end }}
-
 {{/* An image reference: repository@digest, or repository:tag (tag defaults to appVersion). Usage: include "rouse.image" (dict "ctx" $ "image" .Values.operator.image) */}}
 {{- define "rouse.image" -}}
 {{- if .image.digest }}
@@ -111,25 +106,3 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
-{{/*
-The operator container's command. kopf runs cluster-wide; with peering each
-process picks a random priority at start, so the replicas never tie (a tie
-would pause all of them): the highest works, the others stand by and resume
-when its keep-alive expires. Without peering it runs --standalone.
-*/}}
-{{- define "rouse.operatorCommand" -}}
-{{- $flags := list "--all-namespaces" }}
-{{- if .Values.peering.enabled }}
-{{- $flags = append $flags (printf "--peering=%s" (include "rouse.peeringName" .)) }}
-{{- $flags = append $flags "--priority=\"$(shuf -i 1-1000000000 -n 1)\"" }}
-{{- else }}
-{{- $flags = append $flags "--standalone" }}
-{{- end }}
-{{- $level := dict "quiet" "--quiet" "verbose" "--verbose" "debug" "--debug" }}
-{{- with get $level .Values.operator.logLevel }}
-{{- $flags = append $flags . }}
-{{- end }}
-command: ["/bin/sh", "-c"]
-args:
-  - exec kopf run {{ join " " $flags }} -m rouse_operator
-{{- end }}
