@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -26,6 +27,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+Round = tuple[float, float, float, float]
 NOOP_SKILL = "async def noop(event, ctx):\n    return None\n"
 BASELINE_APP = """
 from starlette.applications import Starlette
@@ -48,6 +50,18 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used (Linux /proc), robust to load from elsewhere."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        fields = f.read().rsplit(b")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> float:
@@ -164,7 +178,7 @@ def throughput(
     """(runtime, baseline) rates per round; the two of a round run back to back."""
     pairs = []
     for r in range(rounds):
-        rates = {}
+        rates, cpu = {}, {}
         for name, start in (("baseline", start_baseline), ("runtime", start_runtime)):
             port = free_port()
             proc = start(workdir, port)
@@ -174,12 +188,18 @@ def throughput(
                 else:
                     _wait_port(port, proc)
                 measure(port, max(200, total // 10), concurrency, f"warm{r}")
+                cpu_before = cpu_seconds(proc.pid)
                 rates[name] = measure(port, total, concurrency, f"run{r}")
-                print(f"  round {r + 1}: {name:8s} {rates[name]:8.0f} events/s", file=sys.stderr)
+                cpu[name] = (cpu_seconds(proc.pid) - cpu_before) / total
+                print(
+                    f"  round {r + 1}: {name:8s} {rates[name]:8.0f} events/s"
+                    f"  {cpu[name] * 1e6:6.0f} us CPU/event",
+                    file=sys.stderr,
+                )
             finally:
                 proc.terminate()
                 proc.wait()
-        pairs.append((rates["runtime"], rates["baseline"]))
+        pairs.append((rates["runtime"], rates["baseline"], cpu["runtime"], cpu["baseline"]))
     return pairs
 
 
@@ -198,18 +218,21 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes]) -> None:
     raise SystemExit("baseline did not listen")
 
 
-def start_times(workdir: Path, rounds: int) -> list[tuple[float, float]]:
-    """(runtime start-to-ready, import-only run) seconds per round, back to back."""
+def start_times(workdir: Path, rounds: int) -> list[Round]:
+    """(runtime, import-only run) wall seconds to ready/exit and CPU seconds, per round."""
     pairs = []
     for _ in range(rounds):
+        cpu_before = children_cpu_seconds()
         started = time.perf_counter()
         subprocess.run([sys.executable, "-c", "import fastapi, uvicorn, cloudevents"], check=True)
         imports = time.perf_counter() - started
+        imports_cpu = children_cpu_seconds() - cpu_before
         port = free_port()
         started = time.perf_counter()
         proc = start_runtime(workdir, port)
         try:
-            pairs.append((wait_ready(f"http://127.0.0.1:{port}/readyz", proc) - started, imports))
+            ready = wait_ready(f"http://127.0.0.1:{port}/readyz", proc) - started
+            pairs.append((ready, imports, cpu_seconds(proc.pid), imports_cpu))
         finally:
             proc.terminate()
             proc.wait()
@@ -242,23 +265,27 @@ def main() -> None:
         shutil.rmtree(workdir, ignore_errors=True)
     # Ratios are taken per round (runs back to back) and the median reported, so
     # load from elsewhere on the machine shifts both sides of a ratio alike.
-    rate_ratio = statistics.median(rt / base for rt, base in rates)
-    start_ratio = statistics.median(rt / imp for rt, imp in starts)
+    rate_ratio = statistics.median(r[0] / r[1] for r in rates)
+    cpu_ratio = statistics.median(r[3] / r[2] for r in rates)
+    start_ratio = statistics.median(r[0] / r[1] for r in starts)
+    start_cpu_ratio = statistics.median(r[2] / r[3] for r in starts)
+    med = statistics.median
     print(
-        f"runtime no-op skill:       {statistics.median(r for r, _ in rates):8.0f} events/s (median)"
+        f"runtime no-op skill:       {med(r[0] for r in rates):8.0f} events/s  {med(r[2] for r in rates) * 1e6:5.0f} us CPU/event (medians)"
     )
     print(
-        f"bare Starlette JSON route: {statistics.median(b for _, b in rates):8.0f} requests/s (median)"
+        f"bare Starlette JSON route: {med(r[1] for r in rates):8.0f} events/s  {med(r[3] for r in rates) * 1e6:5.0f} us CPU/event"
     )
     print(f"throughput ratio (runtime / starlette): {rate_ratio:.2f}  (aim >= 0.85)")
+    print(f"  same from CPU per event (load-independent): {cpu_ratio:.2f}")
     print(
-        f"rouse-runtime start-to-ready: {statistics.median(r for r, _ in starts) * 1000:6.0f} ms (median)"
+        f"rouse-runtime start-to-ready: {med(r[0] for r in starts) * 1000:6.0f} ms wall, {med(r[2] for r in starts) * 1000:4.0f} ms CPU"
     )
     print(
-        'python -c "import fastapi, uvicorn, cloudevents": '
-        f"{statistics.median(i for _, i in starts) * 1000:6.0f} ms (median)"
+        f'python -c "import fastapi, uvicorn, cloudevents": {med(r[1] for r in starts) * 1000:6.0f} ms wall, {med(r[3] for r in starts) * 1000:4.0f} ms CPU'
     )
     print(f"start ratio (runtime / imports): {start_ratio:.2f}  (aim <= 1.2)")
+    print(f"  same from CPU time (load-independent): {start_cpu_ratio:.2f}")
 
 
 if __name__ == "__main__":
