@@ -49,7 +49,7 @@ operator="$ROUSE_REGISTRY/rouse-operator:$tag"
 images=("$runtime" "$operator")
 
 log "building $runtime"
-docker build -f "$ROUSE_ROOT/runtime/Dockerfile" -t "$runtime" "$ROUSE_ROOT/runtime"
+docker build -f "$ROUSE_ROOT/runtime/Dockerfile" -t "$runtime" "$ROUSE_ROOT"
 log "building $operator"
 docker build -f "$ROUSE_ROOT/operator/Dockerfile" -t "$operator" "$ROUSE_ROOT"
 for example in hello support-triage; do
