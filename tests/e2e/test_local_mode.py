@@ -56,6 +56,11 @@ def e2e_agent(work: Path) -> dict[str, Any]:
                     },
                 ),
                 skill(
+                    "warm",
+                    handler="e2e_skills:echo",
+                    scaling={"min": 1, "max": 1, "retention": "1s"},
+                ),
+                skill(
                     "broken",
                     handler="e2e_skills:does_not_exist",
                     delivery={"retries": 1, "backoffDelay": "PT0.1S", "deadLetter": True},
@@ -115,6 +120,28 @@ def test_scale_from_zero_to_one_and_back_to_zero(dev: LocalDev) -> None:
     assert time.monotonic() - idle_from >= RETENTION * 0.5, "stopped before its retention period"
     wait_until(lambda: not alive(reply["data"]["pid"]), timeout=10, what="the echo process to exit")
     assert dev.skill("echo")["starts"] == 1
+
+
+def test_scaling_min_keeps_a_process_warm_past_its_retention(dev: LocalDev) -> None:
+    def warm_process() -> dict[str, Any] | None:
+        processes = dev.skill("warm")["processes"]
+        return processes[0] if processes and processes[0]["state"] == "ready" else None
+
+    started = wait_until(
+        warm_process, timeout=60, what="the scaling.min process to start with rouse dev"
+    )
+    assert started["served"] == 0  # started by rouse dev, not by an event
+    chain = dev.wait_chain(dev.post("e2e.warm", {}).json()["chain"])
+    assert chain["events"][0]["deliveries"][0]["cold"] is False
+    assert chain["events"][1]["data"]["pid"] == started["pid"]
+
+    def idle_past_retention() -> dict[str, Any] | None:
+        process = warm_process()
+        return process if process and process["idleFor"] >= 1.5 else None
+
+    still = wait_until(idle_past_retention, timeout=30, what="the warm process to idle past 1.5 s")
+    assert still["pid"] == started["pid"]
+    assert dev.skill("warm")["starts"] == 1
 
 
 def test_burst_above_concurrency_scales_out_to_max(dev: LocalDev, work: Path) -> None:

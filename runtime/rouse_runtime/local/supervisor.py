@@ -203,6 +203,7 @@ class SkillPool:
 
     def snapshot(self) -> dict[str, Any]:
         """JSON for GET /skills."""
+        now = time.monotonic()
         return {
             "skill": self.name,
             "service": self.service,
@@ -224,6 +225,7 @@ class SkillPool:
                     "metrics": f"{p.url}/metrics",
                     "load": p.load,
                     "served": p.served,
+                    "idleFor": round(now - p.idle_since, 3) if p.load == 0 else 0.0,
                     "spawnSeconds": round(p.spawn_seconds, 4),
                     "readySeconds": round(p.ready_seconds, 4),
                 }
@@ -330,6 +332,7 @@ class SkillPool:
         self._track(asyncio.create_task(self._watch_exit(process)))
         error = await self._wait_ready(process)
         if error is not None:
+            process.state = "stopping"  # so the exit watcher does not call it unexpected
             await self._terminate(process)
             await self._failed(process, error)
             return
