@@ -42,3 +42,12 @@ def test_plain_log_lines_when_not_a_tty() -> None:
 
 def test_budget_line_without_a_daily_budget() -> None:
     assert budget_line({"spec": {}}, 12, 0.5) == "budget (since start): 12 tokens, $0.5000"
+
+
+def test_budget_line_says_when_the_daily_budget_is_spent() -> None:
+    agent = {"spec": {"budget": {"daily": {"tokens": 100, "costUSD": 1}}}}
+    assert budget_line(agent, 99, 0.5) == "budget (since start): 99/100 tokens, $0.5000/$1.00"
+    assert budget_line(agent, 100, 0.5) == (
+        "budget (since start): 100/100 tokens, $0.5000/$1.00"
+        " - daily budget spent (a cluster would suspend the agent; local mode keeps going)"
+    )

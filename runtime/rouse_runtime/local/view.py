@@ -107,7 +107,13 @@ def budget_line(agent: dict[str, Any], tokens: float, cost: float) -> str:
     daily = ((agent["spec"].get("budget") or {}).get("daily")) or {}
     token_cap = f"/{daily['tokens']}" if daily.get("tokens") is not None else ""
     cost_cap = f"/${float(daily['costUSD']):.2f}" if daily.get("costUSD") is not None else ""
-    return f"budget (since start): {tokens:.0f}{token_cap} tokens, ${cost:.4f}{cost_cap}"
+    line = f"budget (since start): {tokens:.0f}{token_cap} tokens, ${cost:.4f}{cost_cap}"
+    spent = (daily.get("tokens") is not None and tokens >= float(daily["tokens"])) or (
+        daily.get("costUSD") is not None and cost >= float(daily["costUSD"])
+    )
+    if spent:
+        line += " - daily budget spent (a cluster would suspend the agent; local mode keeps going)"
+    return line
 
 
 def render_table(broker: Broker) -> list[str]:
