@@ -159,7 +159,6 @@ def test_duplicate_held_by_a_silent_owner_is_409_then_taken_over(
     state = f"sqlite:///{tmp_path}/held.db"
     store = SqliteStore(f"{tmp_path}/held.db")
     key = idempotency_key("local", "skill", "/tests/idem", "held-1")
-    assert asyncio.run(store.claim(key, "another-pod", 3.0)).state == "claimed"
     rt = start_runtime(
         {
             "ROUSE_HANDLER": "rouse_test_skills:skill",
@@ -170,6 +169,8 @@ def test_duplicate_held_by_a_silent_owner_is_409_then_taken_over(
         HANDLERS,
     )
     try:
+        # Claimed now (not before the start-up, whose time varies): the lease outlives the 1 s wait.
+        assert asyncio.run(store.claim(key, "another-pod", 6.0)).state == "claimed"
         busy = httpx.post(rt.url, headers=headers("held-1"), content=b"{}", timeout=30)
         assert (busy.status_code, busy.json()) == (
             409,
