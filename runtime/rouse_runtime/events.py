@@ -62,6 +62,8 @@ def _binary_data(content_type: str | None) -> Any:
 
     def unmarshal(body: bytes | str) -> Any:
         raw = body.encode("latin-1") if isinstance(body, str) else body
+        if not raw:
+            return None  # an event without data, whatever content type it names
         if is_json(mt):
             try:
                 return json.loads(raw.decode("utf-8"))

@@ -123,6 +123,21 @@ def test_binary_data_reaches_the_skill_untouched(runtime: RunningRuntime) -> Non
     assert response.json() == {"python_type": "bytes", "hex": blob.hex(), "value": None}
 
 
+@pytest.mark.parametrize(
+    "content_type", ["application/json", "application/octet-stream", "text/plain"]
+)
+def test_empty_body_is_an_event_without_data(runtime: RunningRuntime, content_type: str) -> None:
+    response = httpx.post(
+        runtime.url,
+        headers=binary_headers("test.inspect", f"empty-{content_type}", content_type),
+        content=b"",
+    )
+    assert (response.status_code, response.json()) == (
+        200,
+        {"python_type": "NoneType", "hex": None, "value": None},
+    )
+
+
 def test_text_data_is_a_string(runtime: RunningRuntime) -> None:
     response = httpx.post(
         runtime.url,
