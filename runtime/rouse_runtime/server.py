@@ -75,11 +75,13 @@ class Outcome:
     error: dict[str, str] | None = None
     kind: str = "ok"
 
+    dumped: str | None = None  # the event as stored, when already serialized
+
     def record(self) -> dict[str, Any]:
-        return {
-            "status": self.status,
-            "event": None if self.event is None else dump_event(self.event),
-        }
+        event = self.dumped
+        if event is None and self.event is not None:
+            event = dump_event(self.event)
+        return {"status": self.status, "event": event}
 
     @staticmethod
     def from_record(record: dict[str, Any]) -> Outcome:
@@ -360,8 +362,21 @@ class Runtime:
             for name, value in trace_attributes(event).items():
                 if result.get(name) is None:
                     result[name] = value
-            return Outcome(200, result)
-        return Outcome(200, self.reply(event, result))
+            reply = result
+        else:
+            reply = self.reply(event, result)
+        try:
+            # Serialized now, once: what cannot be sent is the skill's error (500), not
+            # a crash after its claim was taken.
+            return Outcome(200, reply, dumped=dump_event(reply))
+        except Exception as exc:
+            ctx.log.error("reply cannot be serialized", error=f"{type(exc).__name__}: {exc}")
+            detail = (
+                f"the skill's return value cannot be sent as an event: {type(exc).__name__}: {exc}"
+            )
+            return Outcome(
+                500, error={"error": "invalid reply", "detail": detail[:500]}, kind="error"
+            )
 
     def reply(self, event: CloudEvent, data: Any) -> CloudEvent:
         cfg = self.config

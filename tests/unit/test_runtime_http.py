@@ -212,6 +212,21 @@ def test_skill_exception_is_500_json_and_retries_run_again(runtime: RunningRunti
     assert 'rouse_invocations_total{agent="shop",outcome="error",skill="triage"} 2.0' in metrics
 
 
+def test_unserializable_reply_is_500_and_not_left_claimed(runtime: RunningRuntime) -> None:
+    for _ in range(2):  # answered the same each time: the claim was released, not left running
+        response = httpx.post(
+            runtime.url, headers=binary_headers("test.unserializable", "u-1"), content=b"{}"
+        )
+        assert (response.status_code, response.json()) == (
+            500,
+            {
+                "error": "invalid reply",
+                "detail": "the skill's return value cannot be sent as an event: "
+                "TypeError: Object of type set is not JSON serializable",
+            },
+        )
+
+
 def test_state_round_trip(runtime: RunningRuntime) -> None:
     response = httpx.post(
         runtime.url, headers=binary_headers("test.state", "st-1"), content=b'"hi"'

@@ -42,6 +42,8 @@ async def skill(event: CloudEvent, ctx: Context) -> Any:
             {"type": "custom.made", "source": "/custom", "id": "custom-1", "subject": "s1"},
             {"custom": True},
         )
+    if kind == "unserializable":
+        return {"a set": {1, 2}}
     if kind == "fail":
         raise ValueError("the skill failed on purpose")
     if kind == "steps":
