@@ -41,12 +41,15 @@ def setup_logging(level: str = "INFO") -> None:
         logging.getLogger(name).propagate = True
 
 
+_SKILL_LOGGER = logging.getLogger("rouse.skill")
+
+
 class EventLog:
     """`ctx.log`: JSON lines carrying the invocation's identity."""
 
     def __init__(self, fields: dict[str, Any], logger: logging.Logger | None = None) -> None:
         self.fields = fields
-        self._logger = logger or logging.getLogger("rouse.skill")
+        self._logger = logger or _SKILL_LOGGER
 
     def _log(self, level: int, msg: str, fields: dict[str, Any]) -> None:
         if self._logger.isEnabledFor(level):
