@@ -114,7 +114,7 @@ def process_env(
     return env
 
 
-@dataclass
+@dataclass(eq=False)  # identity: a pool holds each process once
 class SkillProcess:
     """One runtime process of a skill and what the pool knows about it."""
 
@@ -351,6 +351,7 @@ class SkillPool:
         self.log(f"{self.service}#{process.index} failed to start: {error}")
         async with self._cond:
             process.state = "stopped"
+            self._forget(process)
             self._cond.notify_all()
         process.ready.set()
 
@@ -393,11 +394,17 @@ class SkillPool:
             unexpected = process.state in ("starting", "ready")
             process.state = "stopped"
             self._retire_usage(process)
+            self._forget(process)
             self._cond.notify_all()
         if unexpected:
             self.log(f"{self.service}#{process.index} exited unexpectedly with code {code}")
         else:
             self.log(f"{self.service}#{process.index} stopped (served {process.served})")
+
+    def _forget(self, process: SkillProcess) -> None:
+        """Drop a stopped process from the pool (a long session must not grow the list)."""
+        if process in self._processes:
+            self._processes.remove(process)
 
     def _retire_usage(self, process: SkillProcess) -> None:
         for key, value in process.usage.items():
