@@ -49,8 +49,16 @@ apply "$gh/serving/releases/download/$version/serving-crds.yaml"
 apply "$gh/eventing/releases/download/$version/eventing-crds.yaml"
 "${kc[@]}" wait --for=condition=Established crd --all --timeout=120s
 
+available() {
+  log "waiting for the deployments in $1"
+  "${kc[@]}" -n "$1" wait --for=condition=Available deployment --all --timeout=300s
+}
+
 apply "$gh/serving/releases/download/$version/serving-core.yaml"
+# Serving's webhook validates its own ConfigMaps: it must be up before they are patched.
+available knative-serving
 apply "$gh/net-kourier/releases/download/$version/kourier.yaml"
+available kourier-system
 # Route Knative Services through Kourier; skill pods keep the restricted profile.
 "${kc[@]}" -n knative-serving patch configmap/config-network --type merge \
   -p '{"data":{"ingress-class":"kourier.ingress.networking.knative.dev"}}'
@@ -67,11 +75,8 @@ apply "$gh/net-kourier/releases/download/$version/kourier.yaml"
   -p '{"spec":{"type":"NodePort","ports":[{"port":80,"nodePort":31080}]}}'
 
 apply "$gh/eventing/releases/download/$version/eventing-core.yaml"
+available knative-eventing
 apply "$gh/eventing/releases/download/$version/in-memory-channel.yaml"
 apply "$gh/eventing/releases/download/$version/mt-channel-broker.yaml"
-
-for ns in knative-serving kourier-system knative-eventing; do
-  log "waiting for the deployments in $ns"
-  "${kc[@]}" -n "$ns" wait --for=condition=Available deployment --all --timeout=300s
-done
+available knative-eventing
 log "Knative $version ready in cluster '$name'"

@@ -445,6 +445,16 @@ def generated_pod_spec(cluster: Cluster, namespace: str) -> dict[str, Any]:
     return spec
 
 
+def wait_for_default_service_account(cluster: Cluster, namespace: str) -> None:
+    """The controller-manager creates `default` shortly after the namespace; pods need it."""
+    wait_until(
+        lambda: cluster.kubectl(
+            "get", "serviceaccount", "default", "-n", namespace, "--ignore-not-found", "-o", "name"
+        ).stdout.strip(),
+        timeout=30, what=f"the default ServiceAccount of {namespace}",
+    )  # fmt: skip
+
+
 def pod(name: str, spec: dict[str, Any]) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}
 
@@ -458,6 +468,7 @@ def test_restricted_namespace_admits_the_generated_pod_and_refuses_a_bad_one(
         "pod-security.kubernetes.io/enforce=restricted", "pod-security.kubernetes.io/enforce-version=latest",
     )  # fmt: skip
     spec = generated_pod_spec(cluster, namespace)
+    wait_for_default_service_account(cluster, namespace)
 
     def dry_run(manifest: dict[str, Any]) -> subprocess.CompletedProcess[str]:
         return cluster.kubectl(
@@ -479,3 +490,30 @@ def test_restricted_namespace_admits_the_generated_pod_and_refuses_a_bad_one(
     assert "violates PodSecurity" in refused.stderr and '"restricted:latest"' in refused.stderr, (
         refused.stderr
     )
+
+
+def test_restricted_namespace_admits_the_chart_pods(cluster: Cluster, namespace: str) -> None:
+    """The operator, parking and Redis pods pass the restricted profile too (deploy.sh enforces it)."""
+    cluster.kubectl(
+        "label", "namespace", namespace, "--overwrite",
+        "pod-security.kubernetes.io/enforce=restricted",
+        "pod-security.kubernetes.io/enforce-version=latest",
+    )  # fmt: skip
+    objects = render(cluster, "psa", namespace, *ALL_OPTIONAL)
+    deployments = [o for o in objects if o["kind"] == "Deployment"]
+    assert {d["metadata"]["name"] for d in deployments} == {
+        "psa-rouse-operator",
+        "psa-rouse-parking",
+        "psa-rouse-redis",
+    }
+    # the ServiceAccounts the pods name must exist for admission to get to Pod Security
+    cluster.apply([o for o in objects if o["kind"] == "ServiceAccount"], namespace=namespace)
+    wait_for_default_service_account(cluster, namespace)
+    for deployment in deployments:
+        manifest = pod(deployment["metadata"]["name"], deployment["spec"]["template"]["spec"])
+        proc = cluster.kubectl(
+            "create", "--dry-run=server", "-n", namespace, "-f", "-", "-o", "name",
+            input=json.dumps(manifest), check=False,
+        )  # fmt: skip
+        assert proc.returncode == 0, f"{deployment['metadata']['name']} refused:\n{proc.stderr}"
+        assert "warning" not in proc.stderr.lower(), proc.stderr
