@@ -166,6 +166,33 @@ def test_script_specific_argument_checks(script: str, args: list[str], message: 
     assert message in proc.stderr
 
 
+# With valid arguments each script first checks its tools; on a PATH without them it stops
+# there, naming the first missing one (nothing else runs, so this is safe anywhere).
+FIRST_MISSING_TOOL = {
+    "kind-up.sh": "docker",
+    "knative.sh": "kubectl",
+    "images.sh": "docker",
+    "deploy.sh": "helm",
+    "example.sh": "kubectl",
+    "e2e.sh": "docker",
+    "kind-down.sh": "kind",
+}
+
+
+@pytest.mark.parametrize("script", RUNNABLE_SCRIPTS, ids=lambda p: p.name)
+def test_script_names_a_missing_tool(script: Path, tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("bash", "dirname", "basename"):
+        found = shutil.which(tool)
+        assert found is not None, f"{tool} is needed to run the scripts"
+        (bin_dir / tool).symlink_to(found)
+    proc = run([str(script)], env={"PATH": str(bin_dir), "HOME": str(tmp_path)})
+    tool = FIRST_MISSING_TOOL[script.name]
+    assert proc.returncode == 1, proc.stderr
+    assert f"error: '{tool}' is not installed" in proc.stderr, proc.stderr
+
+
 def test_knative_pin_matches_the_validated_modules() -> None:
     """knative-vX.Y.Z in the scripts must be the release of the Go modules envtest validates with."""
     versions = dict(
