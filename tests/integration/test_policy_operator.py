@@ -57,7 +57,7 @@ def agent_manifest() -> dict[str, Any]:
                     "scaling": {"min": 0, "max": 5},
                 },
             ],
-            "warmPool": {"max": 2, "coldStartTarget": 0.05, "window": "6s"},
+            "warmPool": {"max": 2, "coldStartTarget": 0.05, "window": "20s"},
             "budget": {"daily": {"tokens": 100}, "onExhausted": "park"},
         },
     }
@@ -115,13 +115,16 @@ def invoke(
         "ROUSE_LLM_MODEL": "m",
         "ROUSE_LLM_PRICES": json.dumps({"m": {"input": 1.0, "output": 1.0}}),
     }
-    for _ in range(processes):
-        runtime = start_runtime(env, tmp_path / "skills")
-        try:
+    # All processes up first, then the events: the invocations land within one window
+    # however slowly the processes start on a loaded machine.
+    runtimes = [start_runtime(env, tmp_path / "skills") for _ in range(processes)]
+    try:
+        for runtime in runtimes:
             for _ in range(each):
                 answer = httpx.post(runtime.url, timeout=10, **cloud_event(f"com.example.{skill}"))  # type: ignore[arg-type]
                 assert answer.status_code == 202, answer.text
-        finally:
+    finally:
+        for runtime in runtimes:
             runtime.stop()
 
 
