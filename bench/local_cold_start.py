@@ -3,17 +3,21 @@
 Runs the hello example's skill through local mode's own delivery path (the
 broker's attempt: lease a process, starting one if none is up, POST the
 CloudEvent, read the reply), in this process, for ``--rounds`` cold starts
-(the process is stopped after each, back to zero) and ``--warm`` warm events.
+(the process is stopped after each, back to zero) and warm events in between.
 
-Breakdown of a cold start (medians):
-  spawn        fork/exec of ``python -m rouse_runtime`` until the OS returns
-  interpreter  ``python -c pass``, measured separately in the same run
-  imports      ``import rouse_runtime.server, hello.skills`` minus ``python -c pass``,
-               measured separately in the same run
-  ready        the rest until local mode sees /readyz answer 200 (app build, uvicorn
-               start, socket bind, the 10 ms poll): spawn-to-ready minus the three above
+The skill process is ``python -c <wrapper>``: the wrapper times, inside the
+process, the interpreter's start (from the kernel's process start time) and
+the imports ``rouse-runtime`` does (its server, uvicorn, the skill module),
+prints both, and then runs the same ``rouse_runtime.__main__.main()`` as
+``rouse-runtime``. Breakdown of a cold first event (medians):
+
+  spawn        fork/exec until the OS returns (local mode's clock)
+  interpreter  process start to the wrapper's first line (10 ms resolution, /proc)
+  imports      rouse_runtime.__main__ + server + uvicorn + the skill module
+  ready        the rest of spawn-to-ready: app build, uvicorn start, bind, /readyz poll
   handler      the first request: HTTP round trip + skill (cold total - spawn-to-ready)
-Prints the cold/warm ratio and spawn-to-ready / ``python -c pass``. Usage: python bench/local_cold_start.py [--rounds 5] [--warm 50]
+
+Usage: python bench/local_cold_start.py [--rounds 7] [--warm 10]
 """
 
 from __future__ import annotations
@@ -21,10 +25,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
-import os
+import re
 import statistics
-import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -34,49 +38,57 @@ from rouse_runtime.local.view import View
 
 REPO = Path(__file__).resolve().parents[1]
 AGENT = REPO / "examples" / "hello" / "agent.yaml"
-IMPORTS = "import rouse_runtime.server, hello.skills"
+WRAPPER = """
+import os, sys, time
+started = time.clock_gettime(time.CLOCK_BOOTTIME)
+with open("/proc/self/stat", "rb") as stat:
+    ticks = int(stat.read().rsplit(b")", 1)[1].split()[19])
+interpreter = started - ticks / os.sysconf("SC_CLK_TCK")
+began = time.perf_counter()
+import importlib
+import rouse_runtime.__main__, rouse_runtime.server, uvicorn
+importlib.import_module(os.environ["ROUSE_HANDLER"].split(":")[0])
+imports = time.perf_counter() - began
+print(f"ROUSE_BENCH interpreter={interpreter:.6f} imports={imports:.6f}", flush=True)
+sys.exit(rouse_runtime.__main__.main())
+"""
+REPORT = re.compile(r"ROUSE_BENCH interpreter=([0-9.]+) imports=([0-9.]+)")
+KEYS = ("cold", "spawn", "interpreter", "imports", "to_ready", "handler", "warm")
 
 
-def run_seconds(code: str, env: dict[str, str]) -> float:
-    began = time.perf_counter()
-    subprocess.run([sys.executable, "-c", code], check=True, env=env)
-    return time.perf_counter() - began
-
-
-async def measure(rounds: int, warm_events: int, state_dir: Path) -> dict[str, list[float]]:
-    quiet = View(stream=io.StringIO(), tty=False)
-    mode = LocalMode.create(DevOptions(agent_file=AGENT, port=0, state_dir=state_dir), quiet)
+async def measure(rounds: int, warm: int, state_dir: Path) -> dict[str, list[float]]:
+    out = io.StringIO()
+    options = DevOptions(
+        agent_file=AGENT, port=0, state_dir=state_dir, command=(sys.executable, "-c", WRAPPER)
+    )
+    mode = LocalMode.create(options, View(stream=out, tty=False))
     mode.bind()
     pool = mode.pools["greet"]
-    env = {**os.environ, "PYTHONPATH": str(AGENT.parent)}
-    figures: dict[str, list[float]] = {
-        k: [] for k in ("cold", "spawn", "to_ready", "handler", "warm", "bare", "imports")
-    }
+    figures: dict[str, list[float]] = {k: [] for k in KEYS}
     try:
         for _ in range(rounds):
             assert pool.live() == [], "a cold round must start from zero processes"
+            event = new_event("dev.rouse.hello", "/bench", {"name": "cold"})
             began = time.perf_counter()
-            attempt = await mode.broker.attempt(
-                new_event("dev.rouse.hello", "/bench", {"name": "cold"}), "greet"
-            )
+            attempt = await mode.broker.attempt(event, "greet")
             cold = time.perf_counter() - began
-            assert attempt.status == 200 and attempt.cold, attempt
+            assert attempt.status == 200 and attempt.cold, (attempt, out.getvalue()[-2000:])
             process = pool.live()[0]
+            reports = REPORT.findall(out.getvalue())
+            assert reports, f"the wrapper did not report:\n{out.getvalue()[-2000:]}"
             figures["cold"].append(cold)
             figures["spawn"].append(process.spawn_seconds)
+            figures["interpreter"].append(float(reports[-1][0]))
+            figures["imports"].append(float(reports[-1][1]))
             figures["to_ready"].append(process.ready_seconds)
             figures["handler"].append(max(0.0, cold - process.ready_seconds))
-            for n in range(warm_events):
+            for n in range(warm):
+                event = new_event("dev.rouse.hello", "/bench", {"name": str(n)})
                 began = time.perf_counter()
-                attempt = await mode.broker.attempt(
-                    new_event("dev.rouse.hello", "/bench", {"name": str(n)}), "greet"
-                )
+                attempt = await mode.broker.attempt(event, "greet")
                 figures["warm"].append(time.perf_counter() - began)
                 assert attempt.status == 200 and not attempt.cold, attempt
             await pool.stop(process, "bench: back to zero")
-            # Interleaved with the cold rounds, so both see the same machine load.
-            figures["bare"].append(await asyncio.to_thread(run_seconds, "pass", env))
-            figures["imports"].append(await asyncio.to_thread(run_seconds, IMPORTS, env))
             for _ in range(1000):  # the exit watcher marks it stopped right after the exit
                 if not pool.live():
                     break
@@ -93,37 +105,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--rounds", type=int, default=5, help="cold starts (default 5)")
-    parser.add_argument(
-        "--warm", type=int, default=50, help="warm events after each cold start (default 50)"
-    )
+    parser.add_argument("--rounds", type=int, default=7, help="cold starts (default 7)")
+    parser.add_argument("--warm", type=int, default=10, help="warm events per round (default 10)")
     args = parser.parse_args()
-    import tempfile
-
     with tempfile.TemporaryDirectory(prefix="rouse-bench-") as tmp:
-        figures = asyncio.run(
-            measure(args.rounds, args.warm // max(args.rounds, 1) or 1, Path(tmp))
-        )
-    median = {k: statistics.median(v) for k, v in figures.items()}
-    bare = median["bare"]
-    imports = max(0.0, median["imports"] - bare)
-    ms = {k: v * 1000 for k, v in median.items()}
+        figures = asyncio.run(measure(args.rounds, args.warm, Path(tmp)))
+    med = {k: statistics.median(v) for k, v in figures.items()}
+    ready = max(0.0, med["to_ready"] - med["spawn"] - med["interpreter"] - med["imports"])
+    ms = {k: v * 1000 for k, v in med.items()}
     print(
-        f"local cold start, hello example, {args.rounds} cold rounds, {len(figures['warm'])} warm events"
+        f"local cold start, hello example: {args.rounds} cold rounds, {len(figures['warm'])} warm events"
     )
     print(f"  cold first event   {ms['cold']:8.1f} ms  (median)")
     print(f"  warm event         {ms['warm']:8.1f} ms  (median)")
-    print(f"  ratio cold / warm  {median['cold'] / median['warm']:8.1f} x")
-    ready = max(0.0, median["to_ready"] - median["spawn"] - bare - imports)
-    print("  breakdown of the cold event:")
-    print(f"    spawn            {ms['spawn']:8.1f} ms  (fork/exec)")
-    print(f"    interpreter      {bare * 1000:8.1f} ms  (python -c pass)")
-    print(f"    imports          {imports * 1000:8.1f} ms  (rouse_runtime.server + hello.skills)")
-    print(f"    ready            {ready * 1000:8.1f} ms  (app, uvicorn, bind, /readyz poll)")
-    print(f"    handler          {ms['handler']:8.1f} ms  (first request: HTTP + skill)")
-    print(
-        f"  spawn-to-ready     {ms['to_ready']:8.1f} ms = {median['to_ready'] / bare:.1f} x python -c pass"
-    )
+    print(f"  ratio cold / warm  {med['cold'] / med['warm']:8.1f} x")
+    print("  breakdown of the cold event (medians):")
+    print(f"    spawn            {ms['spawn']:8.1f} ms  fork/exec")
+    print(f"    interpreter      {ms['interpreter']:8.1f} ms  process start to first line")
+    print(f"    imports          {ms['imports']:8.1f} ms  runtime server, uvicorn, skill module")
+    print(f"    ready            {ready * 1000:8.1f} ms  app, uvicorn start, bind, /readyz poll")
+    print(f"    handler          {ms['handler']:8.1f} ms  first request: HTTP + skill")
+    share = med["imports"] / med["cold"]
+    print(f"  imports are {share:.0%} of the cold first event")
 
 
 if __name__ == "__main__":
