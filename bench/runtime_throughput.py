@@ -10,6 +10,7 @@
 
 Prints both ratios (aim: throughput >= 0.85, start <= 1.2). Usage:
     python bench/runtime_throughput.py [--requests 4000] [--concurrency 16] [--rounds 3]
+                                       [--state-dir /dev/shm]
 """
 
 from __future__ import annotations
@@ -131,13 +132,17 @@ def measure(port: int, total: int, concurrency: int, run: str) -> float:
 # ---- servers ----
 
 
+STATE_DIR: Path | None = None  # --state-dir: where the runtime's SQLite file lives
+
+
 def start_runtime(workdir: Path, port: int) -> subprocess.Popen[bytes]:
+    state = STATE_DIR or workdir
     env = {
         **os.environ,
         "PORT": str(port),
         "ROUSE_HOST": "127.0.0.1",
         "ROUSE_HANDLER": "bench_skill:noop",
-        "ROUSE_STATE_URL": f"sqlite:///{workdir}/state-{port}.db",
+        "ROUSE_STATE_URL": f"sqlite:///{state}/state-{port}.db",
         "ROUSE_LOG_LEVEL": "WARNING",
     }
     return subprocess.Popen(runtime_command(), cwd=workdir, env=env, stdout=subprocess.DEVNULL)
@@ -253,7 +258,15 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=4000)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        help="directory of the runtime's SQLite state (default: a temp dir; /dev/shm mimics "
+        "a memory-backed emptyDir at /tmp)",
+    )
     args = parser.parse_args()
+    global STATE_DIR
+    STATE_DIR = args.state_dir
     workdir = Path(tempfile.mkdtemp(prefix="rouse-bench-"))
     try:
         (workdir / "bench_skill.py").write_text(NOOP_SKILL)
