@@ -128,14 +128,23 @@ def agent_event(
 
 
 def child_event(event: kopf.RawEvent, body: kopf.Body, namespace: str | None, **_: Any) -> None:
-    """A child changed or was deleted: reconcile its Agent unless this is our own write."""
+    """Keep the child cache current; reconcile the child's Agent unless this is our own write."""
     meta = body.get("metadata") or {}
     agent = (meta.get("labels") or {}).get(LABEL_AGENT)
-    kind = body.get("kind", "")
-    if not agent or not namespace or event.get("type") is None:  # initial listing: resume does it
+    kind = next((k for k in CHILD_KINDS if k.kind == body.get("kind")), None)
+    if not agent or not namespace or kind is None:
         return
     deleted = event.get("type") == "DELETED"
-    if not deleted and reconciler().ours(kind, namespace, meta["name"], meta["resourceVersion"]):
+    cache = reconciler().cache
+    if deleted:
+        cache.drop(kind, namespace, agent, meta["name"])
+    else:
+        cache.put(kind, dict(body))
+    if event.get("type") is None:  # the initial listing: the resume handlers reconcile
+        return
+    if not deleted and reconciler().ours(
+        kind.kind, namespace, meta["name"], meta["resourceVersion"]
+    ):
         return
     run(namespace, agent)
 
@@ -151,6 +160,7 @@ async def _resync_forever(interval: float) -> None:
     loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(interval)
+        reconciler().cache.expire()
         for namespace, name in list(STATE.known):
             context = contextvars.copy_context()
             try:

@@ -7,17 +7,20 @@ field is put back (force=True takes ownership back).
 
 API resources and verbs the operator uses (the ClusterRole in charts/rouse lists these):
 
-- rouse.dev/agents: get, list, watch, patch        (kopf watches; annotations for kopf's progress)
-- rouse.dev/agents/status: get, patch               (status via server-side apply)
+- rouse.dev/agents: get, list, watch, patch   (kopf watches Agents and keeps its progress in
+  annotations; the reconciler reads each Agent fresh)
+- rouse.dev/agents/status: get, patch          (status written with server-side apply)
 - serving.knative.dev/services: get, list, watch, create, patch, delete
 - eventing.knative.dev/triggers: get, list, watch, create, patch, delete
 - sources.knative.dev/pingsources: get, list, watch, create, patch, delete
-- eventing.knative.dev/brokers: get                 (does the agent's broker exist?)
-- events (core ""): create, patch                   (kopf.info/warn Kubernetes Events)
-- events.k8s.io/events: create, patch               (same, newer API group)
-- apiextensions.k8s.io/customresourcedefinitions: list, watch  (kopf scans the cluster's resources)
-- namespaces (core ""): list, watch                 (kopf, when run with --all-namespaces / patterns)
-- coordination.k8s.io/leases: get, create, patch? not used (kopf peering is disabled: run 1 replica)
+  (server-side apply that creates an object needs create as well as patch)
+- eventing.knative.dev/brokers: get            (does the Agent's broker exist?)
+- "" events and events.k8s.io events: create   (kopf.info/kopf.warn post Kubernetes Events)
+- apiextensions.k8s.io/customresourcedefinitions: list, watch  (optional: kopf notices CRDs
+  installed after it started)
+- "" namespaces: list, watch                   (only when namespaces are given as globs)
+Not needed: coordination.k8s.io leases or kopf peering objects (the operator runs standalone,
+one replica).
 """
 
 from __future__ import annotations

@@ -17,14 +17,16 @@ from typing import Any
 
 from rouse_operator import checks, metrics
 from rouse_operator import status as agent_status
+from rouse_operator.cache import ChildCache
 from rouse_operator.kube import ConflictError, Kube
 from rouse_operator.resources import children
-from rouse_operator.resources.meta import CHILD_KINDS, ChildKind, Manifest, agent_selector
+from rouse_operator.resources.meta import CHILD_KINDS, SELECTOR, ChildKind, Manifest
 from rouse_operator.resources.policy import policy_inputs
 from rouse_operator.settings import Settings
 
 Obj = dict[str, Any]
 HASH_ANNOTATION = "rouse.dev/spec-hash"
+BROKER_TTL = 30.0  # seconds a Broker seen to exist is not looked up again
 
 
 @dataclass(frozen=True)
@@ -103,9 +105,11 @@ class Reconciler:
     kube: Kube
     settings: Settings
     clock: Callable[[], str] = _now
+    cache: ChildCache = field(default_factory=ChildCache)
     written: dict[tuple[str, str, str], str] = field(default_factory=dict)
     _locks: dict[tuple[str, str], threading.Lock] = field(default_factory=dict)
     _guard: threading.Lock = field(default_factory=threading.Lock)
+    _brokers_seen: dict[tuple[str, str], float] = field(default_factory=dict)
 
     def _lock(self, namespace: str, name: str) -> threading.Lock:
         with self._guard:
@@ -138,7 +142,7 @@ class Reconciler:
         namespace, name = meta["namespace"], meta["name"]
         problems: list[agent_status.Problem] = []
         broker = spec.get("broker", "default")
-        if not self.kube.broker_exists(namespace, broker):
+        if not self._broker_exists(namespace, broker):
             problems.append(
                 agent_status.Problem(
                     agent_status.TRIGGERS_READY,
@@ -152,11 +156,10 @@ class Reconciler:
             with_hash(m)
             for m in children.desired(agent, self.settings, policy_inputs(agent), unscheduled)
         ]
-        selector = agent_selector(name)
-        existing = {
-            kind: {o["metadata"]["name"]: o for o in self.kube.list(kind, namespace, selector)}
-            for kind in CHILD_KINDS
-        }
+        if not self.cache.primed(namespace):
+            listed = {kind: self.kube.list(kind, namespace, SELECTOR) for kind in CHILD_KINDS}
+            self.cache.prime(namespace, listed)
+        existing = self.cache.children(namespace, name)
         outcome = Outcome(agent=agent, problems=problems)
         for manifest in wanted:
             kind, child_name = _kind_of(manifest), manifest["metadata"]["name"]
@@ -180,6 +183,7 @@ class Reconciler:
                 )
                 continue
             existing[kind][child_name] = applied
+            self.cache.put(kind, applied)
             self._remember(kind, applied)
             outcome.changes.append(
                 Change("Created" if current is None else "Updated", kind.kind, child_name)
@@ -188,6 +192,7 @@ class Reconciler:
         for kind in CHILD_KINDS:
             for child_name in [n for n in existing[kind] if (kind.kind, n) not in keep]:
                 self.kube.delete(kind, namespace, child_name)
+                self.cache.drop(kind, namespace, name, child_name)
                 del existing[kind][child_name]
                 outcome.changes.append(Change("Deleted", kind.kind, child_name))
         for change in outcome.changes:
@@ -200,6 +205,19 @@ class Reconciler:
         before = {(c.get("type"), c.get("reason")) for c in previous.get("conditions") or []}
         outcome.new_problems = [p for p in problems if (p.condition, p.reason) not in before]
         return outcome
+
+    def _broker_exists(self, namespace: str, broker: str) -> bool:
+        """Whether the Broker exists; a yes is trusted for BROKER_TTL seconds (one GET, not N)."""
+        key = (namespace, broker)
+        now = time.monotonic()
+        if self._brokers_seen.get(key, -BROKER_TTL) > now - BROKER_TTL:
+            return True
+        exists = self.kube.broker_exists(namespace, broker)
+        if exists:
+            self._brokers_seen[key] = now
+        else:
+            self._brokers_seen.pop(key, None)
+        return exists
 
     def _remember(self, kind: ChildKind, obj: Obj) -> None:
         meta = obj.get("metadata") or {}

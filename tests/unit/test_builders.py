@@ -127,6 +127,14 @@ def test_knative_accepts_every_manifest(case: str) -> None:
     knative_validate(build(case))
 
 
+@pytest.mark.parametrize(
+    "path", sorted(REPO.glob("examples/*/agent.yaml")), ids=lambda p: p.parent.name
+)
+def test_knative_accepts_every_example(path: Path) -> None:
+    """Examples added later are checked too, before anyone writes their golden file."""
+    knative_validate(children.desired(cluster_agent(yaml.safe_load(path.read_text())), SETTINGS))
+
+
 def test_knative_validate_is_not_a_rubber_stamp() -> None:
     """The same check refuses a Service that sets a variable Knative reserves."""
     (ksvc, *_) = build("base")

@@ -1,0 +1,56 @@
+"""ChildCache: the reconciler's watch-fed view of its children."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rouse_operator.cache import ChildCache
+from rouse_operator.resources.meta import PINGSOURCE, SERVICE, TRIGGER
+
+
+def obj(name: str, rv: str, agent: str = "bot", ns: str = "ns", **spec: Any) -> dict[str, Any]:
+    return {
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": ns, "resourceVersion": rv,
+                     "labels": {"rouse.dev/agent": agent}, "managedFields": [{"manager": "rouse"}]},
+        "spec": spec,
+    }  # fmt: skip
+
+
+def slim(o: dict[str, Any]) -> dict[str, Any]:
+    meta = {k: v for k, v in o["metadata"].items() if k != "managedFields"}
+    return {**o, "metadata": meta}
+
+
+def test_prime_put_drop_and_ordering() -> None:
+    cache = ChildCache()
+    assert not cache.primed("ns")
+    cache.prime(
+        "ns", {SERVICE: [obj("bot-a", "5"), obj("other-a", "6", agent="other")], TRIGGER: []}
+    )
+    assert cache.primed("ns") and not cache.primed("elsewhere")
+    assert cache.children("ns", "bot") == {
+        SERVICE: {"bot-a": slim(obj("bot-a", "5"))},
+        TRIGGER: {},
+        PINGSOURCE: {},
+    }
+    cache.put(SERVICE, obj("bot-a", "7", image="new"))
+    cache.put(SERVICE, obj("bot-a", "6", image="late event"))  # older than what is cached: ignored
+    assert cache.children("ns", "bot")[SERVICE]["bot-a"]["spec"] == {"image": "new"}
+    cache.drop(SERVICE, "ns", "bot", "bot-a")
+    assert cache.children("ns", "bot")[SERVICE] == {}
+    assert list(cache.children("ns", "other")[SERVICE]) == ["other-a"]
+    cache.put(SERVICE, {"metadata": {"name": "unlabelled", "namespace": "ns"}})  # not ours: ignored
+    assert cache.children("ns", "")[SERVICE] == {}
+
+
+def test_prime_replaces_and_expire_forces_a_new_listing() -> None:
+    cache = ChildCache()
+    cache.prime("ns", {SERVICE: [obj("bot-a", "5"), obj("bot-b", "5")]})
+    cache.expire()
+    assert not cache.primed("ns")
+    cache.prime("ns", {SERVICE: [obj("bot-a", "9")]})  # bot-b went away while an event was missed
+    assert list(cache.children("ns", "bot")[SERVICE]) == ["bot-a"]
+    children = cache.children("ns", "bot")
+    children[SERVICE].clear()  # a copy: the cache is not changed through it
+    assert list(cache.children("ns", "bot")[SERVICE]) == ["bot-a"]
