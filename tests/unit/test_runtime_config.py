@@ -142,5 +142,7 @@ def test_starting_a_skill_does_not_import_agentspec() -> None:
         "import sys; import rouse_runtime.server;"
         "print(sorted(m for m in ('rouse_runtime.agentspec', 'yaml', 'jsonschema', 'httpx', 'redis') if m in sys.modules))"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, timeout=60, check=True
+    )
     assert result.stdout.decode().strip() == "[]"
