@@ -293,6 +293,7 @@ def test_all_optional_render_objects() -> None:
     extra = {
         ("PodMonitor", "rouse-skills"),
         ("ServiceMonitor", "rouse-operator"),
+        ("ServiceMonitor", "rouse-parking"),
         ("Service", "rouse-operator-metrics"),
         ("PersistentVolumeClaim", "rouse-redis"),
     }
@@ -302,6 +303,9 @@ def test_all_optional_render_objects() -> None:
         "selector": {"matchLabels": {"app.kubernetes.io/managed-by": "rouse"}},
         "podMetricsEndpoints": [{"port": "user-port", "path": "/metrics", "interval": "15s"}],
     }
+    assert objects[("ServiceMonitor", "rouse-parking")]["spec"]["endpoints"] == [
+        {"port": "http", "path": "/metrics", "honorLabels": True, "interval": "30s"}
+    ]
     (operator,) = objects[("Deployment", "rouse-operator")]["spec"]["template"]["spec"][
         "containers"
     ]
