@@ -234,6 +234,15 @@ def test_state_round_trip(runtime: RunningRuntime) -> None:
     assert response.json() == {"stored": "hi"}
 
 
+def test_checkpoints_resume_across_events(runtime: RunningRuntime) -> None:
+    first = httpx.post(runtime.url, headers=binary_headers("test.resume", "r-1"), content=b"{}")
+    second = httpx.post(runtime.url, headers=binary_headers("test.resume", "r-2"), content=b"{}")
+    assert (first.json(), second.json()) == (
+        {"previous": None, "now": {"n": 1}, "own_checkpoint": None},
+        {"previous": {"n": 1}, "now": {"n": 2}, "own_checkpoint": None},
+    )
+
+
 def test_health_ready_and_unknown_paths(runtime: RunningRuntime) -> None:
     assert httpx.get(f"{runtime.url}/healthz").json() == {"status": "ok"}
     assert httpx.get(f"{runtime.url}/readyz").json() == {"status": "ready"}

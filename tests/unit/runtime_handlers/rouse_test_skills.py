@@ -81,6 +81,11 @@ async def skill(event: CloudEvent, ctx: Context) -> Any:
     if kind == "llm":
         result = await ctx.llm.chat([{"role": "user", "content": "hi"}], temperature=0)
         return {"content": result.content, "usage": ctx.usage}
+    if kind == "resume":
+        previous = await ctx.state.restore(key="job-1")
+        progress = {"n": (previous or {"n": 0})["n"] + 1}
+        await ctx.state.checkpoint(progress, key="job-1")
+        return {"previous": previous, "now": progress, "own_checkpoint": await ctx.state.restore()}
     if kind == "state":
         await ctx.state.set("greeting", data)
         return {"stored": await ctx.state.get("greeting")}
