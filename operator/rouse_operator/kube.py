@@ -44,6 +44,19 @@ class ConflictError(Exception):
     """A child's name is taken by an object that is not this Agent's (server-side apply 409)."""
 
 
+class RejectedError(Exception):
+    """The API server (or an admission webhook such as Knative's) refused a child for good."""
+
+
+def api_message(exc: ApiException) -> str:
+    """The Status message the API server sent, else the HTTP reason."""
+    try:
+        message = json.loads(exc.body or "{}").get("message")
+    except (TypeError, ValueError):
+        message = None
+    return str(message or exc.reason)
+
+
 def load_config() -> None:
     """In-cluster config in a pod, else the current kubeconfig (KUBECONFIG or ~/.kube/config)."""
     if os.environ.get("KUBERNETES_SERVICE_HOST"):
@@ -114,7 +127,9 @@ class Kube:
             )
         except ApiException as exc:
             if exc.status == 409:
-                raise ConflictError(f"{kind.kind} {meta['name']}: {exc.reason}") from exc
+                raise ConflictError(f"{kind.kind} {meta['name']}: {api_message(exc)}") from exc
+            if exc.status in (400, 403, 404, 422):  # retrying the same request cannot help
+                raise RejectedError(f"{kind.kind} {meta['name']}: {api_message(exc)}") from exc
             raise
         return cast(dict[str, Any], json.loads(cast(Any, response).data))
 

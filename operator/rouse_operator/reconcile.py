@@ -18,7 +18,7 @@ from typing import Any
 from rouse_operator import checks, metrics
 from rouse_operator import status as agent_status
 from rouse_operator.cache import ChildCache
-from rouse_operator.kube import ConflictError, Kube
+from rouse_operator.kube import ConflictError, Kube, RejectedError
 from rouse_operator.resources import children
 from rouse_operator.resources.meta import CHILD_KINDS, SELECTOR, ChildKind, Manifest
 from rouse_operator.resources.policy import policy_inputs
@@ -168,19 +168,18 @@ class Reconciler:
                 continue
             try:
                 applied = self.kube.apply(kind, manifest, force=current is not None)
-            except ConflictError as exc:
+            except (ConflictError, RejectedError) as exc:
                 condition = (
                     agent_status.SKILLS_READY
                     if kind.kind == "Service"
                     else agent_status.TRIGGERS_READY
                 )
-                problems.append(
-                    agent_status.Problem(
-                        condition,
-                        "NameConflict",
-                        f"{exc}: the name belongs to an object that is not this Agent's",
-                    )
-                )
+                if isinstance(exc, ConflictError):
+                    reason = "NameConflict"
+                    message = f"{exc} (the name belongs to an object that is not this Agent's)"
+                else:
+                    reason, message = "ChildRejected", str(exc)
+                problems.append(agent_status.Problem(condition, reason, message))
                 continue
             existing[kind][child_name] = applied
             self.cache.put(kind, applied)

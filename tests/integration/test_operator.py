@@ -307,6 +307,30 @@ def test_semantic_problems_become_conditions(
     assert operator.alive()
 
 
+def test_a_taken_child_name_is_a_condition_not_a_takeover(
+    cluster: Any, ns: str, operator: OperatorProcess
+) -> None:
+    squatter = {
+        "apiVersion": "serving.knative.dev/v1", "kind": "Service",
+        "metadata": {"name": "taken-triage", "namespace": ns},
+        "spec": {"template": {"spec": {"containerConcurrency": 3,
+                                       "containers": [{"image": "someone/else:1"}]}}},
+    }  # fmt: skip
+    cluster.kubectl("create", "-f", "-", input=json.dumps(squatter))
+    apply(cluster, ns, base_agent("taken"))
+    status = wait_until(
+        lambda: (s := agent_status(cluster, ns, "taken")).get("phase") == "Degraded" and s,
+        timeout=30, what="Agent status to turn Degraded",
+    )  # fmt: skip
+    skills = condition(status, "SkillsReady")
+    assert skills["reason"] == "NameConflict"
+    assert skills["message"].startswith("Service taken-triage: Apply failed with")
+    ksvc = get_json(cluster, KINDS["Service"], "-n", ns, "taken-triage")
+    assert ksvc["spec"]["template"]["spec"]["containers"][0]["image"] == "someone/else:1"
+    assert "ownerReferences" not in ksvc["metadata"]
+    assert ("Service", "taken-digest") in children_of(cluster, ns, "taken")  # the rest is made
+
+
 def test_policy_decisions_in_status_reach_the_children(
     cluster: Any, ns: str, operator: OperatorProcess
 ) -> None:
