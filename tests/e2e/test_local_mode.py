@@ -61,6 +61,11 @@ def e2e_agent(work: Path) -> dict[str, Any]:
                     scaling={"min": 1, "max": 1, "retention": "1s"},
                 ),
                 skill(
+                    "crashy",
+                    scaling={"max": 1, "retention": "30s"},
+                    delivery={"retries": 0, "deadLetter": True},
+                ),
+                skill(
                     "broken",
                     handler="e2e_skills:does_not_exist",
                     delivery={"retries": 1, "backoffDelay": "PT0.1S", "deadLetter": True},
@@ -197,7 +202,8 @@ def test_failing_skill_is_retried_with_backoff_then_dead_lettered_and_replayed(
 
     listed = rouse("deadletters", "list", "--state-dir", str(dev.state_dir), "--json")
     assert listed.returncode == 0, listed.stderr
-    letters = json.loads(listed.stdout)
+    # other tests of this module dead-letter other skills' events: look at flaky's only
+    letters = [d for d in json.loads(listed.stdout) if d["skill"] == "flaky"]
     assert [(d["skill"], d["eventId"], d["attempts"], d["replayedAt"]) for d in letters] == [
         ("flaky", answer.json()["id"], 3, None)
     ]
@@ -215,7 +221,8 @@ def test_failing_skill_is_retried_with_backoff_then_dead_lettered_and_replayed(
         found = json.loads(
             rouse("deadletters", "list", "--state-dir", str(dev.state_dir), "--json").stdout
         )
-        return found if found[0]["replayOutcome"] else None
+        mine = [d for d in found if d["id"] == letters[0]["id"]]
+        return mine if mine[0]["replayOutcome"] else None
 
     assert (
         wait_until(replayed, timeout=30, what="the dead letter marked replayed")[0]["replayOutcome"]
@@ -236,6 +243,31 @@ def test_unroutable_event_is_reported(dev: LocalDev) -> None:
     sent = rouse("send", "e2e.nobody-listens", "--data", "{}", "--broker", dev.url)
     assert sent.returncode == 1
     assert "not delivered: no trigger of agent 'e2e' matches" in sent.stderr
+
+
+def test_a_process_that_dies_mid_request_is_replaced(dev: LocalDev) -> None:
+    # The runtime keeps the crashed event's idempotency claim for its lease (timeoutSeconds + 30 s),
+    # so a redelivery of that same event waits; a new event shows the replacement process.
+    crashed = dev.wait_chain(dev.post("e2e.crashy", {"n": 1}).json()["chain"])
+    delivery = crashed["events"][0]["deliveries"][0]
+    assert (delivery["outcome"], delivery["attempts"], delivery["status"]) == (
+        "dead_lettered",
+        1,
+        None,
+    )
+    assert "Server disconnected" in delivery["error"]
+    wait_until(
+        lambda: "e2e-crashy#1 exited unexpectedly with code 3" in dev.logs(),
+        timeout=10,
+        what="exit log",
+    )
+
+    served = dev.wait_chain(dev.post("e2e.crashy", {"n": 2}).json()["chain"])
+    assert served["events"][0]["deliveries"][0]["outcome"] == "replied"
+    assert served["events"][0]["deliveries"][0]["cold"] is True
+    pool = dev.skill("crashy")
+    assert pool["starts"] == 2
+    assert [p["pid"] for p in pool["processes"]] == [served["events"][1]["data"]["pid"]]
 
 
 def test_structured_mode_event_is_routed(dev: LocalDev) -> None:

@@ -54,3 +54,12 @@ def flaky(event: Any, ctx: Any) -> dict[str, Any]:
 def tick(event: Any, ctx: Any) -> dict[str, Any]:
     """A scheduled skill: say which event woke it."""
     return {"woken_by": event["type"], "data": event.data}
+
+
+def crashy(event: Any, ctx: Any) -> dict[str, Any]:
+    """Kill its own process on the first event it ever sees (a crash mid-request), then work."""
+    marker = _work() / "crashed-once"
+    if not marker.exists():
+        marker.touch()
+        os._exit(3)
+    return {"pid": os.getpid()}
