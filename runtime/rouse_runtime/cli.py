@@ -95,6 +95,8 @@ def _dev(args: argparse.Namespace) -> int:
     if not view.tty:
         print(view.header, flush=True)
     asyncio.run(_serve(mode))
+    if view.tty:  # the redrawn screen is gone with the view: say how it ended
+        print("\nrouse dev: stopped; every skill process has exited", flush=True)
     return 0
 
 
