@@ -298,28 +298,39 @@ def test_operator_with_the_chart_identity_reconciles_without_rbac_denial(
             command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path
         )
     try:
+        # examples/hello plus a scheduled skill: every child kind the operator writes
         agent = yaml.safe_load(EXAMPLE.read_text())
+        name = agent["metadata"]["name"]
+        agent["spec"]["skills"].append(
+            {
+                "name": "tick",
+                "handler": "hello.skills:greet",
+                "schedule": {"cron": "*/5 * * * *", "data": {"name": "cron"}},
+            }
+        )
         cluster.apply([agent], namespace=namespace)
-        service = f"{agent['metadata']['name']}-{agent['spec']['skills'][0]['name']}"
 
-        def ksvc() -> dict[str, Any] | None:
-            got = cluster.kubectl(
-                "get", "ksvc", service, "-n", namespace, "-o", "json", check=False
-            )
-            return json.loads(got.stdout) if got.returncode == 0 else None
+        def names(kind: str) -> set[str]:
+            out = cluster.kubectl(
+                "get", kind, "-n", namespace, "-l", f"rouse.dev/agent={name}", "-o", "name"
+            ).stdout
+            return {line.split("/", 1)[1] for line in out.split()}
 
-        made = wait_until(ksvc, timeout=90, what=f"Knative Service {service} made by the operator")
+        children = {
+            "ksvc": {f"{name}-greet", f"{name}-tick"},
+            "triggers": {f"{name}-greet-0"},
+            "pingsources": {f"{name}-tick-cron"},
+        }
+        for kind, expected in children.items():
+            wait_until(
+                lambda kind=kind, expected=expected: names(kind) == expected,
+                timeout=90, what=f"{kind} {sorted(expected)} made by the operator",
+            )  # fmt: skip
+        made = kubectl_json(cluster, "get", "ksvc", f"{name}-greet", "-n", namespace)
         assert made["metadata"]["ownerReferences"][0]["kind"] == "Agent"
-        wait_until(
-            lambda: cluster.kubectl(
-                "get", "triggers", "-n", namespace, "-l", f"rouse.dev/agent={agent['metadata']['name']}",
-                "-o", "name",
-            ).stdout.strip(),
-            timeout=60, what="the Trigger made by the operator",
-        )  # fmt: skip
 
         def status_written() -> dict[str, Any] | None:
-            got = kubectl_json(cluster, "get", "agent", agent["metadata"]["name"], "-n", namespace)
+            got = kubectl_json(cluster, "get", "agent", name, "-n", namespace)
             status: dict[str, Any] = got.get("status") or {}
             return status if status.get("observedGeneration") else None
 
@@ -329,24 +340,29 @@ def test_operator_with_the_chart_identity_reconciles_without_rbac_denial(
         assert status.get("phase"), status
 
         def policy_condition() -> bool:
-            got = kubectl_json(cluster, "get", "agent", agent["metadata"]["name"], "-n", namespace)
+            got = kubectl_json(cluster, "get", "agent", name, "-n", namespace)
             types = {c["type"] for c in (got.get("status") or {}).get("conditions") or []}
             return "WithinBudget" in types
 
         wait_until(policy_condition, timeout=60, what="the policy timers' WithinBudget condition")
 
         def agent_events() -> str:
-            print(
-                "DEBUG",
-                cluster.kubectl("get", "events", "-A", "-o", "wide").stdout,
-                cluster.kubectl("get", "events.events.k8s.io", "-A").stdout,
-            )
             return cluster.kubectl(
                 "get", "events", "-n", namespace, "-o", "name",
-                f"--field-selector=involvedObject.kind=Agent,involvedObject.name={agent['metadata']['name']}",
+                f"--field-selector=involvedObject.kind=Agent,involvedObject.name={name}",
             ).stdout.strip()  # fmt: skip
 
         wait_until(agent_events, timeout=60, what="Kubernetes Events posted on the Agent")
+
+        # a skill taken out of the spec: the operator deletes its Service and PingSource
+        cluster.kubectl(
+            "patch", "agent", name, "-n", namespace, "--type=json",
+            "-p", '[{"op": "remove", "path": "/spec/skills/1"}]',
+        )  # fmt: skip
+        wait_until(
+            lambda: names("ksvc") == {f"{name}-greet"} and not names("pingsources"),
+            timeout=90, what="the removed skill's Service and PingSource deleted by the operator",
+        )  # fmt: skip
 
         assert proc.poll() is None, f"the operator exited:\n{log_path.read_text()}"
     finally:
