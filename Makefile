@@ -37,7 +37,7 @@ fmt: install ## apply ruff formatting and autofixes
 test: install system-deps envtest ## the whole test suite (builds every tool it needs first)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-test-unit: install ## only the tests that need no server
+test-unit: install system-deps envtest ## only the tests that start no cluster (unit tiers still use helm, promtool, knative-validate)
 	$(BIN)/pytest -m 'not integration and not e2e' $(PYTEST_ARGS)
 
 clean: ## remove the venv and caches (keeps the Go build cache)
