@@ -10,6 +10,9 @@ API resources and verbs the operator uses (the ClusterRole in charts/rouse lists
 - rouse.dev/agents: get, list, watch, patch   (kopf watches Agents and keeps its progress in
   annotations; the reconciler reads each Agent fresh)
 - rouse.dev/agents/status: get, patch          (status written with server-side apply)
+- rouse.dev/agents/finalizers: update          (children's ownerReferences set
+  blockOwnerDeletion, which the OwnerReferencesPermissionEnforcement admission plugin allows
+  only to who may update the owner's finalizers)
 - serving.knative.dev/services: get, list, watch, create, patch, delete
 - eventing.knative.dev/triggers: get, list, watch, create, patch, delete
 - sources.knative.dev/pingsources: get, list, watch, create, patch, delete

@@ -125,7 +125,9 @@ class Reconciler:
         with self._lock(namespace, name):
             try:
                 agent = self.kube.get_agent(namespace, name)
-                if agent is None:
+                if agent is None or agent["metadata"].get("deletionTimestamp"):
+                    # Gone, or going: the garbage collector removes the children (in foreground
+                    # deletion, before the Agent); re-creating them would fight it.
                     metrics.RECONCILES.labels("gone").inc()
                     return None
                 outcome = self._reconcile(agent)

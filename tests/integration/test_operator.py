@@ -382,6 +382,33 @@ def test_deleting_the_agent_garbage_collects_children(
                what="the garbage collector to remove doomed's children")  # fmt: skip
 
 
+def test_foreground_deletion_is_not_fought(
+    cluster: Any, ns: str, operator: OperatorProcess
+) -> None:
+    """Children go first while the Agent waits: the operator must not put them back."""
+    apply(cluster, ns, base_agent("foreground"))
+    wait_children_match(cluster, ns, "foreground")
+    created = created_count(operator)
+    cluster.kubectl(
+        "delete", "agents.rouse.dev", "foreground", "-n", ns, "--cascade=foreground", "--wait=false"
+    )
+    wait_until(
+        lambda: get_json(cluster, "agents.rouse.dev", "-n", ns, "foreground") is None
+        and children_of(cluster, ns, "foreground") == {},
+        timeout=90, interval=0.5, what="foreground deletion of the Agent and its children",
+    )  # fmt: skip
+    assert created_count(operator) == created, "the operator re-created children being deleted"
+
+
+def created_count(operator: OperatorProcess) -> float:
+    """rouse_operator_child_writes_total{action="created"} summed over kinds."""
+    _, body = operator.get("/metrics")
+    lines = [
+        line for line in body.splitlines() if line.startswith("rouse_operator_child_writes_total{")
+    ]
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if 'action="created"' in line)
+
+
 def test_operator_metrics_and_health(cluster: Any, ns: str, operator: OperatorProcess) -> None:
     code, body = operator.get("/metrics")
     assert code == 200
