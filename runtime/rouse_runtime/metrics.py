@@ -59,7 +59,7 @@ class Metrics:
         ).labels(**labels)
         self.startup = Gauge(
             "rouse_startup_seconds",
-            "Seconds from process start to ready (handler imported, port open).",
+            "Seconds from process start to ready (handler imported, app started, before listening).",
             base,
             registry=reg,
         ).labels(**labels)

@@ -61,6 +61,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("rouse.runtime")
 
+BYTES_HINT = (
+    " (return bytes alone for an application/octet-stream reply, or a CloudEvent with"
+    " bytes data; inside JSON, encode them, e.g. base64)"
+)
+
 # An admission check sees the parsed event before the skill runs; returning a
 # Response refuses it (e.g. 429 while the agent's budget is spent).
 AdmissionCheck = Callable[[CloudEvent], Awaitable[Response | None]]
@@ -104,15 +109,23 @@ def idempotency_key(agent: str, skill: str, source: str, event_id: str) -> str:
     return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def process_start_time() -> float | None:
-    """Wall-clock time this process started (Linux /proc), for rouse_startup_seconds."""
+def process_age() -> float | None:
+    """Seconds since this process was created (Linux), for rouse_startup_seconds.
+
+    Both ends are on the boot clock: now is CLOCK_BOOTTIME (ns resolution) and the
+    start is /proc/self/stat field 22 (starttime, in clock ticks since boot, 10 ms
+    at the usual USER_HZ=100). The wall clock plus /proc/stat `btime` would be
+    off by up to 1 s (btime is whole seconds) and move with clock steps. What is
+    measured: from the fork that made the process (exec follows at once for a
+    container's entrypoint or Popen) to the call. None where /proc is missing.
+    """
     try:
         with open("/proc/self/stat", "rb") as f:
             fields = f.read().rsplit(b")", 1)[1].split()
-        with open("/proc/stat", "rb") as f:
-            btime = next(int(line.split()[1]) for line in f if line.startswith(b"btime"))
-        return btime + int(fields[19]) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
+        start_ticks = int(fields[19])  # field 22 of the line; fields here start at field 3
+        now = time.clock_gettime(time.CLOCK_BOOTTIME)
+        return max(0.0, now - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError, AttributeError):
         return None
 
 
@@ -250,14 +263,27 @@ class Runtime:
         """Run the skill for event unless this (source, id) already ran or is running."""
         key = idempotency_key(self.config.agent, self.config.skill, event["source"], event["id"])
         running = self._inflight.get(key)
-        if running is not None:
-            outcome = await asyncio.shield(running)
+        while running is not None:
+            try:
+                outcome = await asyncio.shield(running)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # we are cancelled ourselves
+                # The run we waited on was cancelled (its client left): run it here.
+                running = self._inflight.get(key)
+                continue
             self.metrics.invocations["duplicate"].inc()
             return Outcome(outcome.status, outcome.event, outcome.error, kind="duplicate")
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         try:
             outcome = await self._claim_and_run(key, event)
+        except Exception as exc:
+            # Waiting duplicates get the same error (answered as JSON), never a hang.
+            future.set_exception(exc)
+            future.exception()  # retrieved: no "never retrieved" warning when none waits
+            raise
         except BaseException:
             future.cancel()
             raise
@@ -362,6 +388,8 @@ class Runtime:
             for name, value in trace_attributes(event).items():
                 if result.get(name) is None:
                     result[name] = value
+            if isinstance(result.data, bytes | bytearray) and not result.get("datacontenttype"):
+                result["datacontenttype"] = "application/octet-stream"
             reply = result
         else:
             reply = self.reply(event, result)
@@ -374,6 +402,8 @@ class Runtime:
             detail = (
                 f"the skill's return value cannot be sent as an event: {type(exc).__name__}: {exc}"
             )
+            if "bytes" in str(exc):
+                detail += BYTES_HINT
             return Outcome(
                 500, error={"error": "invalid reply", "detail": detail[:500]}, kind="error"
             )
@@ -404,12 +434,19 @@ class Runtime:
         breach = budget.breach
         assert breach is not None
         partial = ctx.partial if ctx.partial is not None else result
+        checkpoint_error = None
         if partial is not None:
-            await ctx.state.checkpoint(partial)
+            try:
+                await ctx.state.checkpoint(partial)
+            except (TypeError, ValueError) as exc:
+                # The stop is still reported (a 500 would be retried and spend again).
+                checkpoint_error = f"partial result not checkpointed: {type(exc).__name__}: {exc}"
+                ctx.log.error("checkpoint failed", error=checkpoint_error)
+                partial = None
         self.metrics.budget_exceeded[breach.limit].inc()
         ctx.log.warning("budget exceeded", limit=breach.limit, used=breach.used, max=breach.maximum)
         cfg = self.config
-        data = {
+        data: dict[str, Any] = {
             "limit": breach.limit,
             "used": breach.used,
             "max": breach.maximum,
@@ -417,6 +454,8 @@ class Runtime:
             "checkpoint": ctx.checkpoint_key if partial is not None else None,
             "event": {"source": event["source"], "id": event["id"], "type": event["type"]},
         }
+        if checkpoint_error is not None:
+            data["checkpoint_error"] = checkpoint_error[:500]
         attrs = {
             "type": BUDGET_EXCEEDED_TYPE,
             "source": cfg.reply_source,
@@ -447,9 +486,10 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        started = process_start_time()
-        if started is not None:
-            runtime.metrics.startup.set(max(0.0, time.time() - started))
+        # Ready: handler imported, app started; uvicorn opens the port right after this.
+        age = process_age()
+        if age is not None:
+            runtime.metrics.startup.set(age)
         log.info(
             "ready" if loaded.error is None else "serving without a handler (not ready)",
             extra={

@@ -42,6 +42,16 @@ async def skill(event: CloudEvent, ctx: Context) -> Any:
             {"type": "custom.made", "source": "/custom", "id": "custom-1", "subject": "s1"},
             {"custom": True},
         )
+    if kind == "echo_counted":  # a side effect, then data echoed inside JSON
+        n = _record_run(event)
+        await asyncio.sleep(0.3 if n == 1 else 0)  # room for a concurrent duplicate
+        return {"echo": data}
+    if kind == "bytes_event":
+        return CloudEvent({"type": "custom.blob", "source": "/custom", "id": "blob-1"}, data)
+    if kind == "bytes_partial":
+        ctx.partial = {"raw": data}
+        while True:
+            ctx.step()
     if kind == "unserializable":
         return {"a set": {1, 2}}
     if kind == "fail":
