@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -67,9 +68,14 @@ def report(body: Any, outcome: Outcome | None) -> None:
         kopf.warn(body, reason=problem.reason, message=problem.message)
 
 
-def run(namespace: str, name: str, body: Any = None) -> None:
-    """Reconcile one Agent and report on it (body: for Events; fetched when not given)."""
-    outcome = reconciler().reconcile(namespace, name)
+def run(namespace: str, name: str, body: Any = None, fresh: bool = False) -> None:
+    """Reconcile one Agent and report on it.
+
+    `body`: the Agent for Events; with `fresh`, kopf's just-delivered copy is also what the
+    reconcile reads (create/update/resume), otherwise the Agent is read from the API.
+    """
+    given = json.loads(json.dumps(dict(body))) if fresh and body is not None else None
+    outcome = reconciler().reconcile(namespace, name, given)
     if outcome is not None:
         report(body if body is not None else outcome.agent, outcome)
 
@@ -103,7 +109,7 @@ async def stop(**_: Any) -> None:
 @kopf.on.update(GROUP, VERSION, PLURAL, backoff=5)
 def agent_changed(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
     """The Agent's spec (or labels/annotations) changed, or the operator (re)started."""
-    run(str(namespace), name, body)
+    run(str(namespace), name, body, fresh=True)
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)

@@ -119,12 +119,15 @@ class Reconciler:
         """Whether this child event is the echo of our own last write (nothing to do)."""
         return self.written.get((kind, namespace, name)) == resource_version
 
-    def reconcile(self, namespace: str, name: str) -> Outcome | None:
-        """Bring one Agent's children and status in line; None when the Agent is gone."""
+    def reconcile(self, namespace: str, name: str, body: Obj | None = None) -> Outcome | None:
+        """Bring one Agent's children and status in line; None when the Agent is gone.
+
+        `body`: the Agent as kopf just delivered it (saves a read); fetched when not given.
+        """
         started = time.perf_counter()
         with self._lock(namespace, name):
             try:
-                agent = self.kube.get_agent(namespace, name)
+                agent = body if body is not None else self.kube.get_agent(namespace, name)
                 if agent is None or agent["metadata"].get("deletionTimestamp"):
                     # Gone, or going: the garbage collector removes the children (in foreground
                     # deletion, before the Agent); re-creating them would fight it.
