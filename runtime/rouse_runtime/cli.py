@@ -56,12 +56,18 @@ def _add_dev(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=None,
         help="seconds a skill process may idle before it stops when scaling.retention is 0s (default 30)",
     )
+    parser.add_argument(
+        "--eval-interval",
+        type=float,
+        default=None,
+        help="seconds between two evaluations of the warm-pool and budget policies (default 5)",
+    )
     parser.set_defaults(handler=_dev)
 
 
 def _dev(args: argparse.Namespace) -> int:
     from rouse_runtime.agentspec import AgentInvalid
-    from rouse_runtime.local.dev import DevOptions, LocalMode, banner
+    from rouse_runtime.local.dev import DEFAULT_EVAL_INTERVAL, DevOptions, LocalMode, banner
     from rouse_runtime.local.supervisor import DEFAULT_IDLE_SECONDS
     from rouse_runtime.local.view import View
 
@@ -71,7 +77,11 @@ def _dev(args: argparse.Namespace) -> int:
         port=args.port,
         state_dir=args.state_dir,
         default_idle=DEFAULT_IDLE_SECONDS if args.idle is None else args.idle,
+        eval_interval=DEFAULT_EVAL_INTERVAL if args.eval_interval is None else args.eval_interval,
     )
+    if options.eval_interval <= 0:
+        print("rouse dev: --eval-interval must be above 0 seconds", file=sys.stderr)
+        return 2
     view = View()
     try:
         mode = LocalMode.create(options, view)

@@ -256,6 +256,7 @@ def test_process_env_is_the_runtime_contract() -> None:
         "PORT": "4242",
         "ROUSE_HOST": "127.0.0.1",
         "ROUSE_STATE_URL": "sqlite:///tmp/s.db",
+        "ROUSE_NAMESPACE": "default",
         "PYTHONPATH": "/agents/shop:/lib",
         "PYTHONUNBUFFERED": "1",
     }

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import io
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 from rouse_runtime.local.dev import DevOptions, LocalMode
 from rouse_runtime.local.view import View, budget_line
+from rouse_runtime.policies import budget
+from rouse_runtime.policies.budget import BudgetSpec, Usage
 
 REPO = Path(__file__).resolve().parents[2]
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -20,11 +23,11 @@ def test_table_of_an_agent_with_no_processes(tmp_path: Path) -> None:
     view.log("hello")
     lines = [ANSI.sub("", line).rstrip() for line in view.render().splitlines()]
     assert lines[:6] == [
-        "SKILL     READY  START  INFLIGHT  COLD  DONE  RETRY  DEAD  TOKENS  COST $",
-        "triage    0      0      0         0     0     0      0     0       0.0000",
-        "draft     0      0      0         0     0     0      0     0       0.0000",
-        "escalate  0      0      0         0     0     0      0     0       0.0000",
-        "digest    0      0      0         0     0     0      0     0       0.0000",
+        "SKILL     READY  START  INFLIGHT  COLD  DONE  RETRY  DEAD  TOKENS  COST $  WARM  PARKED",
+        "triage    0      0      0         0     0     0      0     0       0.0000  0     0",
+        "draft     0      0      0         0     0     0      0     0       0.0000  0     0",
+        "escalate  0      0      0         0     0     0      0     0       0.0000  0     0",
+        "digest    0      0      0         0     0     0      0     0       0.0000  0     0",
         "budget (since start): 0/500000 tokens, $0.0000/$5.00",
     ]
     assert lines[6] == "--- log ---"
@@ -46,8 +49,22 @@ def test_budget_line_without_a_daily_budget() -> None:
 
 def test_budget_line_says_when_the_daily_budget_is_spent() -> None:
     agent = {"spec": {"budget": {"daily": {"tokens": 100, "costUSD": 1}}}}
-    assert budget_line(agent, 99, 0.5) == "budget (since start): 99/100 tokens, $0.5000/$1.00"
-    assert budget_line(agent, 100, 0.5) == (
-        "budget (since start): 100/100 tokens, $0.5000/$1.00"
-        " - daily budget spent (a cluster would suspend the agent; local mode keeps going)"
+    spec = BudgetSpec.from_agent(agent["spec"])
+    now = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+    within = budget.decide(spec, Usage(tokens=50, cost_usd=0.5), None, now)
+    assert budget_line(agent, 99, 0.5, within) == "budget today: 50/100 tokens, $0.5000/$1.00"
+    spent = budget.decide(spec, Usage(tokens=120, cost_usd=0.5), within, now)
+    assert budget_line(agent, 99, 0.5, spent, parked=3) == (
+        "budget today: 120/100 tokens, $0.5000/$1.00"
+        " - SUSPENDED (TokensExhausted): 3 event(s) parked until 2026-01-06 00:00 UTC"
+    )
+    rejecting = budget.decide(
+        BudgetSpec.from_agent({"budget": {"daily": {"tokens": 100}, "onExhausted": "reject"}}),
+        Usage(tokens=100, cost_usd=0),
+        None,
+        now,
+    )
+    assert budget_line(agent, 0, 0, rejecting) == (
+        "budget today: 100/100 tokens, $0.0000/$1.00"
+        " - SUSPENDED (TokensExhausted): skills answer 429 until 2026-01-06 00:00 UTC"
     )

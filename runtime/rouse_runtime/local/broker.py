@@ -10,11 +10,18 @@ chain.
 
 Deliveries run in the background with the skill's delivery spec; a skill's
 reply re-enters the broker in the trace (chain) of the event that caused it.
+
+While the agent's daily budget is spent with ``onExhausted: park`` (see
+``local/parking.py``), a routed event is stored in the parking queue instead
+of delivered (the answer is still 202, saying ``parked``), and schedules do
+not fire. The parking service's API (``/parked``, ``/replay/...``,
+``/drop/...``) is served by the broker too, so ``rouse parked`` works locally.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
@@ -31,7 +38,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rouse_runtime.agentspec import Agent
 from rouse_runtime.local import routing
@@ -46,6 +54,7 @@ from rouse_runtime.local.chains import (
 from rouse_runtime.local.deadletters import DeadLetterStore
 from rouse_runtime.local.delivery import DeliverySpec, backoff_seconds, delivery_spec, retryable
 from rouse_runtime.local.metrics import LocalMetrics
+from rouse_runtime.local.parking import LocalParking
 from rouse_runtime.local.supervisor import SkillPool, StartFailedError
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -108,6 +117,7 @@ class Broker:
         self.delivery = {name: delivery_spec(skill) for name, skill in self.skills.items()}
         self._client = httpx.AsyncClient(timeout=None)
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.parking: LocalParking | None = None
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -162,6 +172,34 @@ class Broker:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def accept(
+        self, event: CloudEvent, *, via: str, parent: str | None = None
+    ) -> tuple[EventRecord, bool]:
+        """Publish an event, or park it while the agent's budget is spent; (record, parked)."""
+        parking = self.parking
+        if parking is None or not parking.parking:
+            return self.publish(event, via=via, parent=parent), False
+        record = EventRecord(
+            id=str(event["id"]),
+            type=str(event["type"]),
+            source=str(event["source"]),
+            chain=ensure_chain(event),
+            via=via,
+            parent=parent,
+            data=_jsonable(event.data),
+        )
+        record.routed_to = routing.targets(self.routes, event.get_attributes())
+        self.chains.chain(record.chain).events.append(record)
+        outcome = "parked" if record.routed_to else "unroutable"
+        self.metrics.events.labels(agent=self.agent_name, outcome=outcome).inc()
+        if record.routed_to:
+            await parking.park(event, record.routed_to)
+            self.log(
+                f"parked {record.type} {record.id} for {', '.join(record.routed_to)}: "
+                "daily budget spent (replayed at reset)"
+            )
+        return record, bool(record.routed_to)
+
     # -- delivery ----------------------------------------------------------------------------
 
     async def deliver(self, event: CloudEvent, skill: str, delivery: Delivery) -> None:
@@ -204,7 +242,7 @@ class Broker:
             )
             self.metrics.deliveries.labels(**labels, outcome=delivery.outcome).inc()
             if attempt.reply is not None:
-                self._accept_reply(event, skill, attempt.reply, delivery)
+                await self._accept_reply(event, skill, attempt.reply, delivery)
             return
         self.stats[skill].failed += 1
         if spec.dead_letter:
@@ -263,14 +301,14 @@ class Broker:
                 )
         return Attempt(status=response.status_code, reply=reply, cold=lease.cold)
 
-    def _accept_reply(
+    async def _accept_reply(
         self, event: CloudEvent, skill: str, reply: CloudEvent, delivery: Delivery
     ) -> None:
         if chain_id(reply.get(TRACEPARENT)) is None:
             reply[TRACEPARENT] = event[TRACEPARENT]
         delivery.reply_id = str(reply["id"])
         delivery.reply_type = str(reply["type"])
-        record = self.publish(reply, via=f"reply:{skill}", parent=str(event["id"]))
+        record, _ = await self.accept(reply, via=f"reply:{skill}", parent=str(event["id"]))
         if not record.routed_to:
             self.log(
                 f"{skill} replied {reply['type']} {reply['id']}: no skill subscribes (end of chain)"
@@ -307,8 +345,15 @@ class Broker:
         )
         return record
 
-    def fire_schedule(self, skill: str, event: CloudEvent) -> EventRecord:
-        """A PingSource event: delivered straight to its skill, as the PingSource's sink is the Service."""
+    def fire_schedule(self, skill: str, event: CloudEvent) -> EventRecord | None:
+        """A PingSource event: delivered straight to its skill, as the PingSource's sink is the Service.
+
+        Not fired while the budget is spent: a replayed ping would match no
+        Trigger, and the next tick comes anyway.
+        """
+        if self.parking is not None and self.parking.parking:
+            self.log(f"schedule of {skill} skipped: daily budget spent")
+            return None
         record = EventRecord(
             id=str(event["id"]),
             type=str(event["type"]),
@@ -325,8 +370,19 @@ class Broker:
 
     # -- HTTP --------------------------------------------------------------------------------
 
-    def app(self) -> Starlette:
-        """The broker's HTTP API (see the README's Local mode section)."""
+    def app(self, parking_api: ASGIApp | None = None) -> Starlette:
+        """The broker's HTTP API (see the README's Local mode section).
+
+        ``parking_api`` (the parking service's app over the same state store)
+        answers every path the broker does not: ``/parked``, ``/replay/...``,
+        ``/drop/...``.
+        """
+        extra: list[Route | Mount] = []
+        if parking_api is not None:
+            extra = [
+                Route("/replay/{ns}/{agent}", _GuardedReplay(self, parking_api), methods=["POST"]),
+                Mount("", app=parking_api),
+            ]
         return Starlette(
             routes=[
                 Route("/", self._post_event, methods=["POST"]),
@@ -337,6 +393,7 @@ class Broker:
                 Route("/chains/{chain}", self._chain, methods=["GET"]),
                 Route("/deadletters", self._dead_letters, methods=["GET"]),
                 Route("/deadletters/{letter:int}/replay", self._replay, methods=["POST"]),
+                *extra,
             ]
         )
 
@@ -352,7 +409,17 @@ class Broker:
         except GenericException as exc:
             self.metrics.events.labels(agent=self.agent_name, outcome="rejected").inc()
             return JSONResponse({"error": f"not a CloudEvent: {exc}"}, status_code=400)
-        record = self.publish(event, via="send")
+        record, parked = await self.accept(event, via="send")
+        if parked:
+            return JSONResponse(
+                {
+                    "id": record.id,
+                    "chain": record.chain,
+                    "routedTo": record.routed_to,
+                    "parked": True,
+                },
+                status_code=202,
+            )
         if not record.routed_to:
             filters = [{"skill": r.skill, "filter": dict(r.filter)} for r in self.routes]
             self.log(
@@ -378,19 +445,27 @@ class Broker:
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     async def _skills(self, request: Request) -> Response:
+        parked: dict[str, int] = {}
+        budget: dict[str, Any] = {"phase": "Running", "parked": 0}
+        if self.parking is not None:
+            parked = await self.parking.refresh_counts()
+            budget = self.parking.as_json()
         skills = []
         for name, pool in self.pools.items():
             stats = self.stats[name]
             skills.append(
                 {
                     **pool.snapshot(),
+                    "parked": parked.get(name, 0),
                     "delivered": stats.delivered,
                     "failed": stats.failed,
                     "retries": stats.retries,
                     "deadLetters": stats.dead_letters,
                 }
             )
-        return JSONResponse({"agent": self.agent_name, "skills": skills})
+        return JSONResponse(
+            {"agent": self.agent_name, "phase": budget["phase"], "budget": budget, "skills": skills}
+        )
 
     async def _events(self, request: Request) -> Response:
         limit = int(request.query_params.get("limit", "50"))
@@ -415,6 +490,45 @@ class Broker:
         return JSONResponse(
             {"id": record.id, "chain": record.chain, "skill": record.routed_to[0]}, status_code=202
         )
+
+
+class _GuardedReplay:
+    """``POST /replay/<ns>/<agent>`` of the parking API, refused while the agent is suspended.
+
+    Replaying then would park each event again, and a replay removes what it
+    sent: the events would be lost. The lock keeps a replay and the start of a
+    suspension apart.
+    """
+
+    def __init__(self, broker: Broker, parking_api: ASGIApp) -> None:
+        self.broker = broker
+        self.parking_api = parking_api
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        parking = self.broker.parking
+        if parking is None:
+            await self.parking_api(scope, receive, send)
+            return
+        async with parking.lock:
+            if parking.parking:
+                decision = parking.decision
+                assert decision is not None
+                response = JSONResponse(
+                    {
+                        "error": "agent suspended",
+                        "detail": (
+                            f"agent {self.broker.agent_name} is suspended ({decision.message}): "
+                            "replaying now would park the events again; they replay by "
+                            "themselves at the reset"
+                        ),
+                    },
+                    status_code=409,
+                )
+                await response(scope, receive, send)
+                return
+            await self.parking_api(scope, receive, send)
+        with contextlib.suppress(Exception):
+            await parking.refresh_counts()
 
 
 async def _ok(request: Request) -> Response:

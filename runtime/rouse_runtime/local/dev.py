@@ -1,4 +1,10 @@
-"""``rouse dev``: wire the broker, the process pools, the schedules and the view together."""
+"""``rouse dev``: wire the broker, the process pools, the schedules, the policies and the view.
+
+The policies are the operator's own (``LocalPolicyLoop`` reads the ledger the
+skill processes write): every ``eval_interval`` seconds the warm pool sets each
+skill's warm floor in its pool, and the budget parks events (``park``) or
+closes the runtime's 429 gate (``reject``) until the daily reset.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +14,19 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import uvicorn
 
 from rouse_runtime.agentspec import Agent, load_agent_file
+from rouse_runtime.ledger import open_ledger
 from rouse_runtime.local.broker import Broker
 from rouse_runtime.local.deadletters import DeadLetterStore
 from rouse_runtime.local.metrics import LocalMetrics
+from rouse_runtime.local.parking import LOCAL_NAMESPACE, LocalParking
 from rouse_runtime.local.scheduler import run_schedule, schedules
 from rouse_runtime.local.supervisor import (
     DEFAULT_IDLE_SECONDS,
@@ -27,11 +36,20 @@ from rouse_runtime.local.supervisor import (
     process_env,
 )
 from rouse_runtime.local.view import View
+from rouse_runtime.parking.app import ParkingSettings, create_app
+from rouse_runtime.policies.warm_pool import Tuning
+from rouse_runtime.policy_loop import LocalPolicyLoop
+from rouse_runtime.store import StoreError
 
 REAP_INTERVAL = 0.2
 SCRAPE_INTERVAL = 2.0
 DEFAULT_PORT = 8080
 DEFAULT_STATE_DIR = ".rouse"
+DEFAULT_EVAL_INTERVAL = 5.0  # the operator's default is 60 s; locally a demo reacts sooner
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -45,6 +63,10 @@ class DevOptions:
     default_idle: float = DEFAULT_IDLE_SECONDS
     command: tuple[str, ...] = RUNTIME_COMMAND
     clock: Callable[[], float] = time.time
+    eval_interval: float = DEFAULT_EVAL_INTERVAL
+    # The policies' clock (tests move it to the next day to see the budget reset).
+    now: Callable[[], datetime] = utc_now
+    tuning: Tuning = field(default_factory=Tuning)
 
 
 class LocalMode:
@@ -59,6 +81,7 @@ class LocalMode:
         state_dir = options.state_dir.resolve()
         state_dir.mkdir(parents=True, exist_ok=True)
         state_url = f"sqlite:///{state_dir / 'state.db'}"
+        self.state_url = state_url
         agent_dir = options.agent_file.resolve().parent
         base_env = dict(os.environ)
         self.pools: dict[str, SkillPool] = {}
@@ -74,6 +97,7 @@ class LocalMode:
                     agent_dir=agent_dir,
                     base=base_env,
                     log=view.log,
+                    namespace=LOCAL_NAMESPACE,
                 )
 
             self.pools[str(skill["name"])] = SkillPool(
@@ -92,10 +116,29 @@ class LocalMode:
             metrics=self.metrics,
             log=view.log,
         )
+        self.parking = LocalParking(
+            str(agent["metadata"]["name"]),
+            state_url,
+            broker_url=lambda: self.broker_url,
+            log=view.log,
+        )
+        self.broker.parking = self.parking
+        self.ledger = open_ledger(state_url)
+        self.policies = LocalPolicyLoop(
+            dict(agent),
+            self.ledger,
+            on_min_scale=self._set_warm_floor,
+            on_budget=self.parking.on_budget,
+            namespace=LOCAL_NAMESPACE,
+            interval=options.eval_interval,
+            tuning=options.tuning,
+        )
+        self._floors: dict[str, int] = {}
         self.schedules = schedules(agent)
         self.socket: socket.socket | None = None
         self._server: _Server | None = None
         self._exit_requested = False
+        self._exit_stack = contextlib.AsyncExitStack()
         view.broker = self.broker
 
     @classmethod
@@ -129,6 +172,8 @@ class LocalMode:
             await asyncio.gather(*(pool.reap() for pool in self.pools.values()))
             if time.monotonic() - last_scrape >= SCRAPE_INTERVAL:
                 last_scrape = time.monotonic()
+                with contextlib.suppress(StoreError):
+                    await self.parking.refresh_counts()  # for the live view
                 await asyncio.gather(
                     *(
                         pool.scrape(p)
@@ -139,6 +184,27 @@ class LocalMode:
                 )
             await asyncio.sleep(REAP_INTERVAL)
 
+    def _set_warm_floor(self, skill: str, count: int) -> None:
+        self._floors[skill] = count  # applied by evaluate(), which knows the reason
+
+    async def evaluate(self) -> None:
+        """One round of the policies; a state-store failure holds every decision."""
+        try:
+            decisions, _ = await self.policies.evaluate_once(self.options.now())
+        except StoreError as exc:
+            self.view.log(f"policies: cannot read the ledger, holding the last decisions: {exc}")
+            return
+        for skill, made in decisions.items():
+            reason = f"{made.reason}: {made.message}"
+            if skill in self._floors:
+                await self.pools[skill].set_warm_floor(self._floors.pop(skill), reason)
+            self.pools[skill].warm_reason = reason
+
+    async def _policy_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.eval_interval)
+            await self.evaluate()
+
     def request_exit(self) -> None:
         """Ask the server to stop (serve() then stops every skill process and returns)."""
         self._exit_requested = True
@@ -148,8 +214,11 @@ class LocalMode:
     async def serve(self, started: Callable[[], None] | None = None) -> None:
         """Run until the server is asked to exit (Ctrl-C / SIGTERM), then stop every process."""
         sock = self.bind()
+        parking_api = create_app(
+            ParkingSettings(state_url=self.state_url, broker_url=self.broker_url)
+        )
         config = uvicorn.Config(
-            self.broker.app(),
+            self.broker.app(parking_api),
             host=self.options.host,
             port=self.options.port,
             log_level="warning",
@@ -158,7 +227,15 @@ class LocalMode:
         server = _Server(config)
         server.should_exit = self._exit_requested
         self._server = server
+        # Decide before the first event: a budget spent in an earlier run parks from the start.
+        await self.evaluate()
+        if self.policies.budget is None:
+            self.parking.replay_soon()  # no daily limits (now): owed events go out
+        await self._exit_stack.enter_async_context(
+            parking_api.router.lifespan_context(parking_api)  # its queue, ledger and client
+        )
         tasks = [
+            asyncio.create_task(self._policy_loop()),
             asyncio.create_task(self._housekeeping()),
             asyncio.create_task(self.view.run()),
             *(
@@ -180,6 +257,9 @@ class LocalMode:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await self.broker.close()
+            await self.parking.close()
+            await self.ledger.close()
+            await self._exit_stack.aclose()
             await asyncio.gather(*(pool.shutdown() for pool in self.pools.values()))
             with contextlib.suppress(Exception):
                 self.view.log("all skill processes stopped")

@@ -10,7 +10,9 @@ idle period is stopped, down to ``scaling.min``: the period is
 ``scaling.retention`` when it is above zero, else ``DEFAULT_IDLE_SECONDS``
 (Knative's own scale-to-zero takes its 60 s stable window plus a grace period;
 locally 30 s keeps a demo lively without restarting a skill between every
-event).
+event). The warm pool policy raises that floor (``set_warm_floor``, the local
+min-scale) within ``[scaling.min, scaling.max]``; the policy itself keeps it
+within ``warmPool.max``.
 """
 
 from __future__ import annotations
@@ -93,6 +95,7 @@ def process_env(
     agent_dir: Path,
     base: dict[str, str],
     log: Log,
+    namespace: str = "default",
 ) -> dict[str, str]:
     """The env of a skill process: inherited env, the agent's env, then the runtime contract."""
     env = dict(base)
@@ -107,6 +110,7 @@ def process_env(
     env["PORT"] = str(port)
     env["ROUSE_HOST"] = "127.0.0.1"  # loopback only: local mode serves nobody else
     env["ROUSE_STATE_URL"] = state_url
+    env["ROUSE_NAMESPACE"] = namespace  # ledger lines and the budget gate carry it
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(agent_dir), base.get("PYTHONPATH", "")) if p
     )
@@ -181,6 +185,9 @@ class SkillPool:
         self.starts = 0
         self.queued = 0
         self.retired_usage: dict[str, float] = {}
+        # The warm pool's floor (local min-scale): kept alive past the idle period.
+        self.warm_floor = 0
+        self.warm_reason = ""
         self._labels = {"agent": self.agent_name, "skill": self.name}
 
     # -- what the view and the API read ------------------------------------------------------
@@ -210,6 +217,8 @@ class SkillPool:
             "limit": self.config.limit,
             "min": self.config.min,
             "max": self.config.max,
+            "warmFloor": self.warm_floor,
+            "warmReason": self.warm_reason,
             "idleSeconds": self.config.idle_seconds,
             "coldStarts": self.cold_starts,
             "starts": self.starts,
@@ -301,11 +310,28 @@ class SkillPool:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def keep(self) -> int:
+        """Processes kept alive when idle: ``scaling.min`` or the warm pool's floor."""
+        wanted = max(self.config.min, self.warm_floor)
+        return min(wanted, self.config.max) if self.config.max > 0 else wanted
+
     async def ensure_min(self) -> None:
-        """Start the processes ``scaling.min`` asks for (warm from the beginning)."""
+        """Start the processes ``scaling.min`` and the warm floor ask for (warm in advance)."""
         async with self._cond:
-            while len(self.live()) < self.config.min:
+            while len(self.live()) < self.keep():
                 self._spawn()
+
+    async def set_warm_floor(self, count: int, reason: str = "") -> None:
+        """The warm pool's decision (min-scale): keep ``count`` processes alive, starting them now."""
+        if count != self.warm_floor:
+            why = f": {reason}" if reason else ""
+            self.log(
+                f"{self.service} warm pool: keep {count} process(es) alive "
+                f"(was {self.warm_floor}){why}"
+            )
+        self.warm_floor = max(count, 0)
+        self.warm_reason = reason
+        await self.ensure_min()
 
     async def _start(self, process: SkillProcess) -> None:
         env = self._env_for_port(process.port)
@@ -435,7 +461,7 @@ class SkillPool:
         await self._terminate(process)
 
     async def reap(self) -> None:
-        """Stop processes idle for the idle period, keeping ``scaling.min``."""
+        """Stop processes idle for the idle period, keeping ``scaling.min`` and the warm floor."""
         now = time.monotonic()
         async with self._cond:
             live = self.live()
@@ -449,7 +475,7 @@ class SkillPool:
                 ),
                 key=lambda p: p.idle_since,
             )
-            keep = max(self.config.min - (len(live) - len(idle)), 0)
+            keep = max(self.keep() - (len(live) - len(idle)), 0)
             victims = idle[keep:] if keep < len(idle) else []
         for process in victims:
             await self.stop(process, f"idle for {self.config.idle_seconds:g}s")

@@ -2,8 +2,9 @@
 
 On a TTY the screen is redrawn twice a second with plain ANSI codes: one row
 per skill (processes ready/starting, in-flight events, cold starts,
-deliveries, retries, dead letters, tokens and cost) and the budget, above the
-most recent log lines. When stdout is not a TTY (CI, a pipe, a file) every
+deliveries, retries, dead letters, tokens and cost, warm floor, parked
+events) and the budget (today's figures from the ledger, and SUSPENDED while
+it is spent), above the most recent log lines. When stdout is not a TTY (CI, a pipe, a file) every
 log line is printed once with a timestamp and nothing is redrawn.
 """
 
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
     from rouse_runtime.local.broker import Broker
+    from rouse_runtime.policies.budget import BudgetDecision
 
 CLEAR = "\x1b[H\x1b[2J"
 BOLD = "\x1b[1m"
@@ -35,6 +37,8 @@ COLUMNS = (
     "DEAD",
     "TOKENS",
     "COST $",
+    "WARM",
+    "PARKED",
 )
 
 
@@ -97,22 +101,40 @@ def skill_rows(broker: Broker) -> list[tuple[str, ...]]:
                 str(stats.dead_letters),
                 f"{usage.get('tokens', 0):.0f}",
                 f"{usage.get('costUSD', 0):.4f}",
+                str(pool.warm_floor),
+                str(broker.parking.counts.get(name, 0) if broker.parking else 0),
             )
         )
     return rows
 
 
-def budget_line(agent: dict[str, Any], tokens: float, cost: float) -> str:
-    """Spent since ``rouse dev`` started against the agent's daily budget."""
+def budget_line(
+    agent: dict[str, Any],
+    tokens: float,
+    cost: float,
+    decision: BudgetDecision | None = None,
+    parked: int = 0,
+) -> str:
+    """The agent's daily budget: today's ledger figures once the policy has judged them.
+
+    Without a decision (no daily limits) it shows what the skills spent since
+    ``rouse dev`` started.
+    """
     daily = ((agent["spec"].get("budget") or {}).get("daily")) or {}
     token_cap = f"/{daily['tokens']}" if daily.get("tokens") is not None else ""
     cost_cap = f"/${float(daily['costUSD']):.2f}" if daily.get("costUSD") is not None else ""
-    line = f"budget (since start): {tokens:.0f}{token_cap} tokens, ${cost:.4f}{cost_cap}"
-    spent = (daily.get("tokens") is not None and tokens >= float(daily["tokens"])) or (
-        daily.get("costUSD") is not None and cost >= float(daily["costUSD"])
+    if decision is None:
+        return f"budget (since start): {tokens:.0f}{token_cap} tokens, ${cost:.4f}{cost_cap}"
+    line = (
+        f"budget today: {decision.tokens_today:.0f}{token_cap} tokens, "
+        f"${decision.cost_today_usd:.4f}{cost_cap}"
     )
-    if spent:
-        line += " - daily budget spent (a cluster would suspend the agent; local mode keeps going)"
+    if decision.suspended:
+        until = decision.resets_at.strftime("%Y-%m-%d %H:%M UTC")
+        held = f"{parked} event(s) parked" if decision.action == "park" else "skills answer 429"
+        line += f" - SUSPENDED ({decision.reason}): {held} until {until}"
+    elif decision.nearly_spent:
+        line += " - nearly spent: not kept warm"
     return line
 
 
@@ -128,5 +150,8 @@ def render_table(broker: Broker) -> list[str]:
         lines.append(GREEN + text + RESET if row[1] != "0" else text)
     tokens = sum(float(r[8]) for r in rows)
     cost = sum(float(r[9]) for r in rows)
-    lines.append(budget_line(broker.agent, tokens, cost))
+    parking = broker.parking
+    decision = parking.decision if parking is not None else None
+    parked = sum(parking.counts.values()) if parking is not None else 0
+    lines.append(budget_line(broker.agent, tokens, cost, decision, parked))
     return lines

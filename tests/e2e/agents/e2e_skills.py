@@ -63,3 +63,17 @@ def crashy(event: Any, ctx: Any) -> dict[str, Any]:
         marker.touch()
         os._exit(3)
     return {"pid": os.getpid()}
+
+
+async def spend(event: Any, ctx: Any) -> dict[str, Any]:
+    """One call to the test's OpenAI-compatible server: its tokens go to the ledger."""
+    answer = await ctx.llm.chat([{"role": "user", "content": "spend some tokens"}])
+    return {"spent": True, "content": getattr(answer, "content", None)}
+
+
+def record(event: Any, ctx: Any) -> dict[str, Any]:
+    """Append the event's `n` and id to records.jsonl: what ran, in which order, how often."""
+    line = {"n": event.data["n"], "id": event["id"], "pid": os.getpid()}
+    with (_work() / "records.jsonl").open("a") as stream:
+        stream.write(json.dumps(line) + "\n")
+    return {"n": event.data["n"]}

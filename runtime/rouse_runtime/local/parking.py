@@ -1,0 +1,174 @@
+"""Local mode's side of the budget decision: park events, close the 429 gate, replay at reset.
+
+The cluster re-points a suspended agent's Triggers at the parking service; here
+the broker asks ``LocalParking.parking`` before delivering and, while it is set,
+stores each routed event in the same parking queue (``rouse_runtime.parking``,
+in the same state store) instead. When the agent may spend again (the daily
+reset, or a restart with a raised budget) the parked events are sent back into
+the broker in order by the parking service's own ``replay``. ``onExhausted:
+reject`` writes the runtime's budget gate (``budget_gate.sync_gate``), so the
+skill processes answer 429 as they would in a cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+from cloudevents.http import CloudEvent
+
+from rouse_runtime.budget_gate import sync_gate
+from rouse_runtime.events import dump_event
+from rouse_runtime.parking.queue import Filter, open_queue
+from rouse_runtime.parking.replay import ReplayResult, replay
+from rouse_runtime.policies.budget import BudgetDecision
+from rouse_runtime.store import StoreError, open_store
+
+# Local mode's namespace: skill processes get it as ROUSE_NAMESPACE, so the
+# ledger lines, the budget gate and the parked events all carry it, and
+# `rouse parked replay default <agent>` reads as it would in a cluster.
+LOCAL_NAMESPACE = "default"
+REPLAY_TIMEOUT_SECONDS = 30.0
+
+Log = Callable[[str], None]
+
+
+class LocalParking:
+    """Whether the agent's events are parked now, and the queue that holds them."""
+
+    def __init__(
+        self,
+        agent: str,
+        state_url: str,
+        *,
+        broker_url: Callable[[], str],
+        log: Log,
+        namespace: str = LOCAL_NAMESPACE,
+    ) -> None:
+        self.agent = agent
+        self.namespace = namespace
+        self.queue = open_queue(state_url)
+        self.store = open_store(state_url)
+        self.decision: BudgetDecision | None = None
+        self.counts: dict[str, int] = {}
+        # Held while the budget state changes or a replay runs: a replay never
+        # overlaps the start of a suspension (it would park its own events again).
+        self.lock = asyncio.Lock()
+        self._broker_url = broker_url
+        self._log = log
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    @property
+    def parking(self) -> bool:
+        """Events are stored instead of delivered (budget spent, onExhausted: park)."""
+        return (
+            self.decision is not None and self.decision.suspended and self.decision.action == "park"
+        )
+
+    @property
+    def phase(self) -> str:
+        """The agent's phase as the cluster's status would show it."""
+        return "Suspended" if self.decision is not None and self.decision.suspended else "Running"
+
+    def where(self) -> Filter:
+        return Filter(namespace=self.namespace, agent=self.agent, kind="park")
+
+    async def park(self, event: CloudEvent, skills: list[str]) -> int:
+        """Store the event once per skill it was routed to; how many copies are new."""
+        text = dump_event(event)
+        stored = 0
+        for skill in skills:
+            stored += await self.queue.append(
+                "park",
+                self.namespace,
+                self.agent,
+                skill,
+                str(event["source"]),
+                str(event["id"]),
+                text,
+            )
+            self.counts[skill] = self.counts.get(skill, 0) + 1
+        return stored
+
+    async def refresh_counts(self) -> dict[str, int]:
+        """Parked events per skill, read from the queue (``rouse parked drop`` changes it too)."""
+        counts: dict[str, int] = {}
+        for item in await self.queue.items(self.where()):
+            counts[item.skill] = counts.get(item.skill, 0) + 1
+        self.counts = counts
+        return counts
+
+    async def on_budget(self, decision: BudgetDecision) -> None:
+        """The policy loop's callback: called with the first decision and on every change."""
+        async with self.lock:
+            was_suspended = self.decision is not None and self.decision.suspended
+            self.decision = decision
+            try:
+                await sync_gate(self.store, self.namespace, self.agent, decision)
+            except StoreError as exc:
+                self._log(f"budget: cannot write the 429 gate: {exc}")
+            if decision.suspended:
+                verb = "parking its events" if self.parking else "skills answer 429"
+                self._log(f"budget: agent {self.agent} SUSPENDED ({decision.message}); {verb}")
+                return
+            if was_suspended:
+                self._log(
+                    f"budget: agent {self.agent} resumed ({decision.reason}: {decision.message})"
+                )
+        self.replay_soon()
+
+    def replay_soon(self) -> None:
+        """Replay in the background (the broker may not be serving yet when this is called)."""
+        task = asyncio.create_task(self.replay())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def replay(self) -> ReplayResult:
+        """Send every parked event of the agent back into the broker, oldest first."""
+        async with self.lock:
+            return await self._replay_locked()
+
+    async def _replay_locked(self) -> ReplayResult:
+        try:
+            if not await self.queue.items(self.where()):
+                self.counts = {}
+                return ReplayResult(replayed=0, removed=0, remaining=0)
+            async with httpx.AsyncClient(timeout=REPLAY_TIMEOUT_SECONDS) as client:
+                result = await replay(self.queue, self.where(), self._broker_url(), client)
+        except StoreError as exc:
+            self._log(f"cannot replay parked events: {exc}")
+            return ReplayResult(replayed=0, removed=0, remaining=-1, error=str(exc))
+        self._log(
+            f"replayed {result.replayed} parked event(s) in order, {result.remaining} left"
+            + (f": {result.error}" if result.error else "")
+        )
+        with contextlib.suppress(StoreError):
+            await self.refresh_counts()
+        return result
+
+    def as_json(self) -> dict[str, Any]:
+        """The budget part of GET /skills."""
+        decision = self.decision
+        if decision is None:
+            return {"phase": self.phase, "parked": sum(self.counts.values())}
+        return {
+            "phase": self.phase,
+            "parked": sum(self.counts.values()),
+            "withinBudget": decision.within_budget,
+            "action": decision.action,
+            "tokensToday": decision.tokens_today,
+            "costTodayUSD": decision.cost_today_usd,
+            "resetsAt": decision.resets_at.isoformat(),
+            "reason": decision.reason,
+            "message": decision.message,
+        }
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.queue.close()
+        await self.store.close()
