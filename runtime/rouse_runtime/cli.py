@@ -70,6 +70,7 @@ def _dev(args: argparse.Namespace) -> int:
     from rouse_runtime.local.dev import DEFAULT_EVAL_INTERVAL, DevOptions, LocalMode, banner
     from rouse_runtime.local.supervisor import DEFAULT_IDLE_SECONDS
     from rouse_runtime.local.view import View
+    from rouse_runtime.policies.warm_pool import Tuning
 
     options = DevOptions(
         agent_file=args.agent_file,
@@ -78,6 +79,8 @@ def _dev(args: argparse.Namespace) -> int:
         state_dir=args.state_dir,
         default_idle=DEFAULT_IDLE_SECONDS if args.idle is None else args.idle,
         eval_interval=DEFAULT_EVAL_INTERVAL if args.eval_interval is None else args.eval_interval,
+        # The operator's own knob (seconds a warm-pool value stays at least; default 300).
+        tuning=Tuning(min_dwell_seconds=float(os.environ.get("ROUSE_WARM_POOL_MIN_DWELL", "300"))),
     )
     if options.eval_interval <= 0:
         print("rouse dev: --eval-interval must be above 0 seconds", file=sys.stderr)

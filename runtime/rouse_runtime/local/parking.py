@@ -81,7 +81,7 @@ class LocalParking:
         text = dump_event(event)
         stored = 0
         for skill in skills:
-            stored += await self.queue.append(
+            new = await self.queue.append(
                 "park",
                 self.namespace,
                 self.agent,
@@ -90,7 +90,9 @@ class LocalParking:
                 str(event["id"]),
                 text,
             )
-            self.counts[skill] = self.counts.get(skill, 0) + 1
+            if new:  # a redelivery of a parked event is held once
+                stored += 1
+                self.counts[skill] = self.counts.get(skill, 0) + 1
         return stored
 
     async def refresh_counts(self) -> dict[str, int]:

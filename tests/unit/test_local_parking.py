@@ -1,0 +1,100 @@
+"""Local mode's budget side over a real SQLite state store: parking, and the runtime's 429 gate."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cloudevents.http import CloudEvent
+from rouse_runtime.budget_gate import BudgetGate, gate_key, gate_record
+from rouse_runtime.local.metrics import LocalMetrics
+from rouse_runtime.local.parking import LocalParking
+from rouse_runtime.local.supervisor import PoolConfig, SkillPool
+from rouse_runtime.parking.queue import Filter
+from rouse_runtime.policies import budget
+from rouse_runtime.policies.budget import BudgetSpec, Usage
+
+NOW = datetime.now(UTC)
+
+
+def decide(tokens: float, on_exhausted: str = "park") -> budget.BudgetDecision:
+    spec = BudgetSpec.from_agent(
+        {"budget": {"daily": {"tokens": 100}, "onExhausted": on_exhausted}}
+    )
+    return budget.decide(spec, Usage(tokens=tokens, cost_usd=0.0), None, NOW)
+
+
+def event(n: int) -> CloudEvent:
+    return CloudEvent({"type": "t", "source": "/s", "id": f"e{n}"}, {"n": n})
+
+
+def parking(tmp_path: Path, logged: list[str]) -> LocalParking:
+    return LocalParking(
+        "shop",
+        f"sqlite:///{tmp_path}/state.db",
+        broker_url=lambda: "http://127.0.0.1:9/",
+        log=logged.append,
+    )
+
+
+async def test_parks_each_routed_skill_in_order_once(tmp_path: Path) -> None:
+    logged: list[str] = []
+    local = parking(tmp_path, logged)
+    assert (local.parking, local.phase) == (False, "Running")
+    await local.on_budget(decide(120))
+    assert (local.parking, local.phase) == (True, "Suspended")
+    assert await local.park(event(1), ["a", "b"]) == 2
+    assert await local.park(event(2), ["a"]) == 1
+    assert await local.park(event(1), ["a", "b"]) == 0  # a redelivery is held once
+    items = await local.queue.items(Filter(agent="shop"))
+    assert [(i.kind, i.namespace, i.skill, i.event_id) for i in items] == [
+        ("park", "default", "a", "e1"),
+        ("park", "default", "b", "e1"),
+        ("park", "default", "a", "e2"),
+    ]
+    assert local.counts == {"a": 2, "b": 1}
+    assert await local.refresh_counts() == {"a": 2, "b": 1}
+    assert local.as_json()["parked"] == 3
+    # park never closes the 429 gate
+    assert await local.store.get(gate_key("default", "shop")) is None
+    await local.close()
+
+
+async def test_reject_closes_the_runtimes_gate_and_the_reset_opens_it(tmp_path: Path) -> None:
+    logged: list[str] = []
+    local = parking(tmp_path, logged)
+    spent = decide(100, "reject")
+    await local.on_budget(spent)
+    assert (local.parking, local.phase) == (False, "Suspended")
+    assert await local.store.get(gate_key("default", "shop")) == gate_record(spent)
+    # The runtime's own gate, reading the same store, refuses with 429.
+    gate = BudgetGate(lambda: local.store, "default", "shop")
+    refused = await gate(event(1))
+    assert refused is not None and refused.status_code == 429
+
+    await local.on_budget(decide(0, "reject"))
+    await asyncio.gather(*local._tasks)  # the (empty) replay
+    assert await local.store.get(gate_key("default", "shop")) is None
+    assert await BudgetGate(lambda: local.store, "default", "shop")(event(1)) is None
+    assert local.phase == "Running"
+    assert any("SUSPENDED" in line for line in logged)
+    await local.close()
+
+
+async def test_the_warm_floor_is_kept_within_scaling_max() -> None:
+    pool = SkillPool(
+        {"metadata": {"name": "shop"}},
+        {"name": "work"},
+        env_for_port=lambda port: {},
+        config=PoolConfig(limit=1, min=1, max=2, idle_seconds=1.0),
+        metrics=LocalMetrics(),
+        log=lambda line: None,
+    )
+    assert pool.keep() == 1
+    pool.warm_floor = 2
+    assert pool.keep() == 2
+    pool.warm_floor = 5
+    assert pool.keep() == 2  # never above scaling.max
+    pool.warm_floor = 0
+    assert pool.keep() == 1  # never below scaling.min
