@@ -217,8 +217,9 @@ def _send(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(answer))
         else:
+            parked = " (parked: daily budget spent)" if answer.get("parked") else ""
             print(
-                f"sent {args.type} id={answer['id']} chain={answer['chain']} -> {', '.join(answer['routedTo'])}"
+                f"sent {args.type} id={answer['id']} chain={answer['chain']} -> {', '.join(answer['routedTo'])}{parked}"
             )
         return 0
     chain = wait_for_chain(broker, answer["chain"], args.timeout)
@@ -266,6 +267,9 @@ def format_chain(chain: dict[str, Any]) -> str:
         lines.append(f"   data: {json.dumps(event['data'], ensure_ascii=False)}")
         if not event["routedTo"]:
             lines.append("   -> no skill subscribes (end of chain)")
+        elif event.get("parked"):
+            skills = ", ".join(event["routedTo"])
+            lines.append(f"   -> parked for {skills}: daily budget spent (replayed at the reset)")
         for delivery in event["deliveries"]:
             detail = [f"{delivery['attempts']} attempt(s)", f"{delivery['seconds']:.2f}s"]
             if delivery["cold"]:

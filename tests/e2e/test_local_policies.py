@@ -212,8 +212,9 @@ def test_spent_budget_parks_events_and_the_reset_replays_them_in_order(
     assert (state["budget"]["reason"], state["budget"]["parked"]) == ("BudgetReset", 0)
     # Replayed through the broker, in the order they were parked.
     events = httpx.get(f"{url}/events", params={"limit": "100"}, timeout=10).json()["events"]
-    intake = [e["id"] for e in events if e["type"] == "e2e.record"]
-    assert intake == sent + sent  # parked on arrival, then replayed once each, in order
+    intake = [(e["id"], e["parked"]) for e in events if e["type"] == "e2e.record"]
+    # parked on arrival, then replayed once each, in order
+    assert intake == [(i, True) for i in sent] + [(i, False) for i in sent]
     assert len(llm.requests) == 1
     assert "SUSPENDED" in out.getvalue() and "replayed 5 parked event(s) in order" in out.getvalue()
 
@@ -276,6 +277,12 @@ def test_parked_cli_and_a_raised_budget_replays_after_a_restart(
         assert wait_until(
             lambda: running.skill("record")["parked"] == 2, timeout=10, what="2 parked"
         )
+        sent = rouse(
+            "send", "e2e.record", "--data", '{"n": 3}', "--broker", running.url, "--wait"
+        )  # fmt: skip
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        assert "-> parked for record: daily budget spent (replayed at the reset)" in sent.stdout
+        assert running.skill("record")["parked"] == 3
         assert records(work) == []
     finally:
         assert running.stop() == 0
@@ -286,18 +293,19 @@ def test_parked_cli_and_a_raised_budget_replays_after_a_restart(
     running = dev_with(tmp_path, raised)
     try:
         done = wait_until(
-            lambda: records(work) if len(records(work)) >= 2 else None,
+            lambda: records(work) if len(records(work)) >= 3 else None,
             timeout=60,
             what=f"the parked events after the restart\n{running.logs()[-3000:]}",
         )
-        assert [(r["n"], r["id"]) for r in done] == [(1, "cli-1"), (2, "cli-2")]
+        assert [(r["n"], r["id"]) for r in done[:2]] == [(1, "cli-1"), (2, "cli-2")]
+        assert done[2]["n"] == 3
         assert wait_until(
             lambda: running.skill("record")["parked"] == 0, timeout=10, what="queue empty"
         )
         listed = rouse("parked", "--url", running.url, "list")
         assert (listed.returncode, listed.stdout.strip()) == (0, "no parked events")
         assert running.get("/skills")["phase"] == "Running"
-        assert len(records(work)) == 2
+        assert len(records(work)) == 3
     finally:
         assert running.stop() == 0
 

@@ -193,6 +193,7 @@ class Broker:
         outcome = "parked" if record.routed_to else "unroutable"
         self.metrics.events.labels(agent=self.agent_name, outcome=outcome).inc()
         if record.routed_to:
+            record.parked = True
             await parking.park(event, record.routed_to)
             self.log(
                 f"parked {record.type} {record.id} for {', '.join(record.routed_to)}: "

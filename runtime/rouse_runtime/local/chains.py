@@ -77,6 +77,7 @@ class EventRecord:
     time: float = field(default_factory=time.time)
     routed_to: list[str] = field(default_factory=list)
     deliveries: list[Delivery] = field(default_factory=list)
+    parked: bool = False  # stored in the parking queue: the daily budget is spent
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -90,6 +91,7 @@ class EventRecord:
             "data": self.data,
             "routedTo": self.routed_to,
             "deliveries": [d.as_json() for d in self.deliveries],
+            "parked": self.parked,
         }
 
 
