@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from datetime import UTC, datetime
 from pathlib import Path
 
+import uvicorn
 from cloudevents.http import CloudEvent
 from rouse_runtime.budget_gate import BudgetGate, gate_key, gate_record
+from rouse_runtime.events import parse_event
 from rouse_runtime.local.metrics import LocalMetrics
 from rouse_runtime.local.parking import LocalParking
 from rouse_runtime.local.supervisor import PoolConfig, SkillPool
 from rouse_runtime.parking.queue import Filter
 from rouse_runtime.policies import budget
 from rouse_runtime.policies.budget import BudgetSpec, Usage
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 NOW = datetime.now(UTC)
 
@@ -98,3 +105,56 @@ async def test_the_warm_floor_is_kept_within_scaling_max() -> None:
     assert pool.keep() == 2  # never above scaling.max
     pool.warm_floor = 0
     assert pool.keep() == 1  # never below scaling.min
+
+
+async def test_a_newcomer_during_the_replay_waits_behind_the_parked_events(
+    tmp_path: Path,
+) -> None:
+    """A real HTTP broker stand-in: it parks or delivers as the local broker does."""
+    logged: list[str] = []
+    local = parking(tmp_path, logged)
+    await local.on_budget(decide(120))
+    for n in range(3):
+        await local.park(event(n), ["a"])
+    delivered: list[str] = []
+
+    async def broker(request: Request) -> Response:
+        received, _ = parse_event(request.headers, await request.body())
+        if received["id"] == "e0":  # something arrives while the replay runs
+            newcomer = event(9)
+            if local.holds(newcomer):
+                await local.park(newcomer, ["a"])
+            else:
+                delivered.append("e9")
+        if local.holds(received):
+            await local.park(received, ["a"])
+        else:
+            delivered.append(str(received["id"]))
+        return JSONResponse({}, status_code=202)
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)  # connections wait in the backlog until uvicorn serves
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(
+            Starlette(routes=[Route("/", broker, methods=["POST"])]),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            lifespan="off",
+        )
+    )
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        local._broker_url = lambda: f"http://127.0.0.1:{port}/"
+        await local.on_budget(decide(0))  # the reset
+        await asyncio.gather(*local._tasks)
+    finally:
+        server.should_exit = True
+        await serving
+    assert delivered == ["e0", "e1", "e2", "e9"]
+    assert await local.queue.items() == []
+    assert local.holds(event(10)) is False  # drained: deliver again
+    assert any("replayed 4 parked event(s) in order, 0 left" in line for line in logged)
+    await local.close()

@@ -177,7 +177,7 @@ class Broker:
     ) -> tuple[EventRecord, bool]:
         """Publish an event, or park it while the agent's budget is spent; (record, parked)."""
         parking = self.parking
-        if parking is None or not parking.parking:
+        if parking is None or not parking.holds(event):
             return self.publish(event, via=via, parent=parent), False
         record = EventRecord(
             id=str(event["id"]),
@@ -195,10 +195,8 @@ class Broker:
         if record.routed_to:
             record.parked = True
             await parking.park(event, record.routed_to)
-            self.log(
-                f"parked {record.type} {record.id} for {', '.join(record.routed_to)}: "
-                "daily budget spent (replayed at reset)"
-            )
+            why = "daily budget spent (replayed at reset)" if parking.parking else "behind a replay"
+            self.log(f"parked {record.type} {record.id} for {', '.join(record.routed_to)}: {why}")
         return record, bool(record.routed_to)
 
     # -- delivery ----------------------------------------------------------------------------

@@ -60,6 +60,8 @@ class LocalParking:
         self._broker_url = broker_url
         self._log = log
         self._tasks: set[asyncio.Task[Any]] = set()
+        # While a replay drains the queue: the (source, id) of the events it is sending.
+        self._replaying: set[tuple[str, str]] | None = None
 
     @property
     def parking(self) -> bool:
@@ -72,6 +74,21 @@ class LocalParking:
     def phase(self) -> str:
         """The agent's phase as the cluster's status would show it."""
         return "Suspended" if self.decision is not None and self.decision.suspended else "Running"
+
+    def holds(self, event: CloudEvent) -> bool:
+        """Whether the broker must park this event instead of delivering it.
+
+        While the budget is spent, every event. While a replay drains the queue,
+        every event but the ones it is sending: a newcomer goes to the back of
+        the queue, so nothing overtakes an older parked event.
+        """
+        if self._replaying is not None:
+            key = (str(event["source"]), str(event["id"]))
+            if key in self._replaying:
+                self._replaying.discard(key)
+                return False
+            return True
+        return self.parking
 
     def where(self) -> Filter:
         return Filter(namespace=self.namespace, agent=self.agent, kind="park")
@@ -134,19 +151,33 @@ class LocalParking:
             return await self._replay_locked()
 
     async def _replay_locked(self) -> ReplayResult:
+        """Drain the queue in rounds: what arrives during a round is parked for the next."""
+        replayed = removed = 0
+        result = ReplayResult(replayed=0, removed=0, remaining=0)
+        self._replaying = set()
         try:
-            if not await self.queue.items(self.where()):
-                self.counts = {}
-                return ReplayResult(replayed=0, removed=0, remaining=0)
             async with httpx.AsyncClient(timeout=REPLAY_TIMEOUT_SECONDS) as client:
-                result = await replay(self.queue, self.where(), self._broker_url(), client)
+                while not self.parking:
+                    items = await self.queue.items(self.where())
+                    if not items:
+                        break
+                    self._replaying = {(item.source, item.event_id) for item in items}
+                    result = await replay(self.queue, self.where(), self._broker_url(), client)
+                    replayed += result.replayed
+                    removed += result.removed
+                    if result.error is not None:
+                        break
         except StoreError as exc:
             self._log(f"cannot replay parked events: {exc}")
-            return ReplayResult(replayed=0, removed=0, remaining=-1, error=str(exc))
-        self._log(
-            f"replayed {result.replayed} parked event(s) in order, {result.remaining} left"
-            + (f": {result.error}" if result.error else "")
-        )
+            return ReplayResult(replayed, removed, remaining=-1, error=str(exc))
+        finally:
+            self._replaying = None
+        result = ReplayResult(replayed, removed, result.remaining, result.error)
+        if replayed or result.error:
+            self._log(
+                f"replayed {replayed} parked event(s) in order, {result.remaining} left"
+                + (f": {result.error}" if result.error else "")
+            )
         with contextlib.suppress(StoreError):
             await self.refresh_counts()
         return result
