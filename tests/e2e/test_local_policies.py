@@ -9,6 +9,7 @@ the rest drives a real `rouse dev` process with a short `--eval-interval`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import threading
@@ -145,17 +146,26 @@ def in_process(
         eval_interval=EVAL,
         now=clock.now,
     )
+    with serving(options) as (mode, out):
+        yield mode, out, clock, work
+
+
+@contextlib.contextmanager
+def serving(options: DevOptions) -> Iterator[tuple[LocalMode, io.StringIO]]:
+    """`rouse dev`'s LocalMode in a thread of this process (its skills are real processes)."""
     out = io.StringIO()
     mode = LocalMode.create(options, View(stream=out, tty=False))
     mode.bind()
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_until_complete, args=(mode.serve(),), daemon=True)
     thread.start()
-    yield mode, out, clock, work
-    loop.call_soon_threadsafe(mode.request_exit)
-    thread.join(timeout=30)
-    assert not thread.is_alive(), "LocalMode did not stop"
-    loop.close()
+    try:
+        yield mode, out
+    finally:
+        loop.call_soon_threadsafe(mode.request_exit)
+        thread.join(timeout=30)
+        assert not thread.is_alive(), "LocalMode did not stop"
+        loop.close()
 
 
 def test_spent_budget_parks_events_and_the_reset_replays_them_in_order(
@@ -377,3 +387,37 @@ def test_warm_pool_keeps_a_process_alive_after_measured_cold_starts(tmp_path: Pa
         assert "warm pool: keep 1 process(es) alive" in running.logs()
     finally:
         assert running.stop() == 0
+
+
+REPO = Path(__file__).resolve().parents[2]
+MONDAY_9 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)  # inside the example's office hours
+
+
+def test_a_warm_pool_schedule_starts_processes_before_any_event(tmp_path: Path) -> None:
+    """support-triage keeps one process per skill warm on weekdays 08:00-18:00 UTC."""
+    options = DevOptions(
+        agent_file=REPO / "examples/support-triage/agent.yaml",
+        port=0,
+        state_dir=tmp_path / "state",
+        eval_interval=EVAL,
+        now=lambda: MONDAY_9,
+    )
+    with serving(options) as (mode, out):
+        url = mode.broker_url.rstrip("/")
+
+        def warm() -> list[dict[str, Any]] | None:
+            found: list[dict[str, Any]] = skills(url)["skills"]
+            ready = all(
+                [p["state"] for p in s["processes"]] == ["ready"] and s["warmFloor"] == 1
+                for s in found
+            )
+            return found if ready else None
+
+        found = wait_until(warm, timeout=60, what=f"one warm process per skill\n{out.getvalue()}")
+        assert {s["skill"]: s["warmReason"].split(":")[0] for s in found} == {
+            "triage": "Schedule",
+            "draft": "Schedule",
+            "escalate": "Schedule",
+            "digest": "Schedule",
+        }
+        assert all(s["coldStarts"] == 0 and s["delivered"] == 0 for s in found)

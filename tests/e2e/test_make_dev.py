@@ -54,10 +54,13 @@ def test_make_dev_serves_the_example_and_the_printed_command_works(tmp_path: Pat
         assert sent.returncode == 0, sent.stdout + sent.stderr + log.read_text()[-3000:]
         assert "-> escalate: replied com.example.ticket.escalated" in sent.stdout
         assert '"escalatedTo": "support-oncall@example.com"' in sent.stdout
-        pids = {
-            p["pid"] for s in httpx.get(f"{url}/skills").json()["skills"] for p in s["processes"]
-        }
-        assert len(pids) == 3  # triage, draft, escalate woke; digest still at zero
+        skills = {s["skill"]: s for s in httpx.get(f"{url}/skills").json()["skills"]}
+        pids = {p["pid"] for s in skills.values() for p in s["processes"]}
+        served = {name: sum(p["served"] for p in s["processes"]) for name, s in skills.items()}
+        assert served == {"triage": 1, "draft": 1, "escalate": 1, "digest": 0}
+        # digest has no process, unless the example's office-hours warm-pool schedule
+        # (weekdays 08:00-18:00 UTC) keeps one warm
+        assert len(skills["digest"]["processes"]) == skills["digest"]["warmFloor"]
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)
