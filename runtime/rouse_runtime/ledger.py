@@ -17,19 +17,23 @@ are exact.
 from __future__ import annotations
 
 import abc
+import asyncio
 import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from rouse_runtime.store import StoreError, sqlite_path
+from rouse_runtime.store import Store, StoreError, sqlite_path
+
+if TYPE_CHECKING:
+    from rouse_runtime.store.sqlite import SqliteStore
 
 ENV_NAMESPACE = "ROUSE_NAMESPACE"
 SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
@@ -52,6 +56,13 @@ class Entry:
     input_tokens: int = 0
     output_tokens: int = 0
     cost_nano_usd: int = 0
+
+    @staticmethod
+    def invocation(
+        *, cold_start: bool, input_tokens: int = 0, output_tokens: int = 0, cost_usd: float = 0.0
+    ) -> Entry:
+        """One invocation's line."""
+        return Entry(1, 1 if cold_start else 0, input_tokens, output_tokens, nano_usd(cost_usd))
 
 
 @dataclass(frozen=True)
@@ -108,6 +119,17 @@ class Ledger(abc.ABC):
     ) -> None:
         """Add an invocation's figures atomically (safe across processes)."""
 
+    def stage(
+        self, namespace: str, agent: str, skill: str, entry: Entry, *, day: str | None = None
+    ) -> Awaitable[None]:
+        """Start adding entry; await the result for it to be durable.
+
+        A backend sharing the state store's group commit queues it at once, so it
+        commits in one transaction with the store writes queued next (the
+        runtime's idempotency result); others add when awaited.
+        """
+        return self.add(namespace, agent, skill, entry, day=day)
+
     @abc.abstractmethod
     async def lines(self, *, day: str | None = None) -> list[Line]:
         """Every skill's totals, with `day`'s (default today UTC) figures."""
@@ -128,12 +150,11 @@ class Ledger(abc.ABC):
         namespace: str | None = None,
     ) -> None:
         """The runtime's one call per invocation (namespace from ROUSE_NAMESPACE)."""
-        entry = Entry(
-            invocations=1,
-            cold_starts=1 if cold_start else 0,
+        entry = Entry.invocation(
+            cold_start=cold_start,
             input_tokens=input_tokens,
             output_tokens=output_tokens,
-            cost_nano_usd=nano_usd(cost_usd),
+            cost_usd=cost_usd,
         )
         ns = namespace if namespace is not None else own_namespace()
         await self.add(ns, agent, skill, entry)
@@ -146,6 +167,19 @@ def open_ledger(url: str) -> Ledger:
     if url.startswith(("redis://", "rediss://", "unix://")):
         return RedisLedger(url)
     raise StoreError(f"unsupported state URL {url!r}: expected sqlite:///path or redis://...")
+
+
+def ledger_on(store: Store, url: str) -> Ledger:
+    """The ledger beside an open state store; on SQLite it joins the store's group commit.
+
+    One connection and one transaction per loop turn for the idempotency records
+    and the ledger lines, instead of a second connection writing the same file.
+    """
+    from rouse_runtime.store.sqlite import SqliteStore
+
+    if isinstance(store, SqliteStore):
+        return SqliteLedger(store.path, store=store)
+    return ledger_for(url)
 
 
 _opened: dict[str, Ledger] = {}
@@ -217,13 +251,36 @@ FROM ledger GROUP BY ns, agent, skill ORDER BY ns, agent, skill
 """
 
 
-class SqliteLedger(Ledger):
-    """The ledger as a table in the SQLite state file (one upsert per invocation)."""
+def _values(
+    namespace: str, agent: str, skill: str, entry: Entry, day: str | None
+) -> tuple[str | int, ...]:
+    return (
+        namespace, agent, skill, day or utc_day(),
+        entry.invocations, entry.cold_starts, entry.input_tokens, entry.output_tokens,
+        entry.cost_nano_usd,
+    )  # fmt: skip
 
-    def __init__(self, path: str) -> None:
+
+def _create_table(db: sqlite3.Connection) -> None:
+    db.execute(_SQL_SCHEMA)
+
+
+class SqliteLedger(Ledger):
+    """The ledger as a table in the SQLite state file (one upsert per invocation).
+
+    Given the runtime's `SqliteStore`, adds go through the store's group commit
+    (its connection, its transaction); reads keep their own connection.
+    """
+
+    def __init__(self, path: str, *, store: SqliteStore | None = None) -> None:
         self.path = path
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
+        self._store = store
+        self._schema_queued = False
+        # Lines staged for the store's next group commit, and that commit's future.
+        self._batch: dict[tuple[str, str, str, str], list[int]] | None = None
+        self._batch_added: asyncio.Future[None] | None = None
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
@@ -242,16 +299,43 @@ class SqliteLedger(Ledger):
             self._db = db
         return self._db
 
+    def stage(
+        self, namespace: str, agent: str, skill: str, entry: Entry, *, day: str | None = None
+    ) -> Awaitable[None]:
+        store = self._store
+        if store is None:
+            return self.add(namespace, agent, skill, entry, day=day)
+        if not self._schema_queued:
+            self._schema_queued = True  # ops of one batch run in order: the table comes first
+            store.enqueue(_create_table).add_done_callback(self._schema_done)
+        if self._batch is None or self._batch_added is None:
+            # One upsert per line per group commit, however many invocations it holds.
+            self._batch = {}
+            self._batch_added = store.enqueue(self._add_batch)
+        line = (namespace, agent, skill, day or utc_day())
+        counts = self._batch.get(line)
+        if counts is None:
+            self._batch[line] = [getattr(entry, c) for c in _COUNTERS]
+        else:
+            for index, name in enumerate(_COUNTERS):
+                counts[index] += getattr(entry, name)
+        return self._batch_added
+
+    def _add_batch(self, db: sqlite3.Connection) -> None:
+        batch, self._batch, self._batch_added = self._batch or {}, None, None
+        db.executemany(_SQL_ADD, [(*line, *counts) for line, counts in batch.items()])
+
+    def _schema_done(self, future: asyncio.Future[None]) -> None:
+        if future.cancelled() or future.exception() is not None:
+            self._schema_queued = False  # try again with the next add
+
     async def add(
         self, namespace: str, agent: str, skill: str, entry: Entry, *, day: str | None = None
     ) -> None:
-        values = (
-            namespace,
-            agent,
-            skill,
-            day or utc_day(),
-            *(getattr(entry, c) for c in _COUNTERS),
-        )
+        if self._store is not None:
+            await self.stage(namespace, agent, skill, entry, day=day)
+            return
+        values = _values(namespace, agent, skill, entry, day)
         try:
             with self._lock:
                 self._conn().execute(_SQL_ADD, values)

@@ -51,7 +51,7 @@ from rouse_runtime.events import (
     trace_attributes,
 )
 from rouse_runtime.handler import LoadedHandler, load_handler
-from rouse_runtime.ledger import record_invocation
+from rouse_runtime.ledger import Entry, Ledger, ledger_on, own_namespace
 from rouse_runtime.metrics import CONTENT_TYPE, Metrics
 from rouse_runtime.protocol import MAX_HEADER_BYTES
 from rouse_runtime.store import Store, StoreError, open_store
@@ -224,6 +224,9 @@ class Runtime:
         self.admission_checks: list[AdmissionCheck] = []
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._store: Store | None = None
+        self._ledger: Ledger | None = None
+        # Read once: the pod's namespace does not change while it runs.
+        self.namespace = own_namespace()
         self._http: httpx.AsyncClient | None = None
         self._inflight: dict[str, asyncio.Future[Outcome]] = {}
         self._served = 0
@@ -237,6 +240,13 @@ class Runtime:
         if self._store is None:
             self._store = open_store(self.config.state_url)
         return self._store
+
+    @property
+    def ledger(self) -> Ledger:
+        """Exact per-skill counts (see ledger.py), beside the store and in its commits."""
+        if self._ledger is None:
+            self._ledger = ledger_on(self.store, self.config.state_url)
+        return self._ledger
 
     def http(self) -> httpx.AsyncClient:
         """Shared outbound client (emit, llm), built on first use."""
@@ -315,18 +325,46 @@ class Runtime:
             self.metrics.invocations["duplicate"].inc()
             return Outcome.from_record(claim.record)
         try:
-            outcome = await self.run(event)
+            outcome, entry = await self.run(event)
         except BaseException:
             await self.store.release(key, self.owner)
             raise
-        if outcome.status < 300:
-            await self.store.complete(key, self.owner, outcome.record(), IDEMPOTENCY_TTL_SECONDS)
-        else:
-            await self.store.release(key, self.owner)
+        # The ledger line first: on SQLite it is queued into the same group commit as
+        # the result (or release), so a crash keeps both or neither.
+        counted = self._count(entry)
+        try:
+            if outcome.status < 300:
+                await self.store.complete(
+                    key, self.owner, outcome.record(), IDEMPOTENCY_TTL_SECONDS
+                )
+            else:
+                await self.store.release(key, self.owner)
+        finally:
+            if counted is not None:
+                try:
+                    await counted
+                except StoreError as exc:
+                    self._not_counted(exc)
         return outcome
 
-    async def run(self, event: CloudEvent) -> Outcome:
-        """One invocation of the skill under its budget, whatever it does."""
+    def _count(self, entry: Entry) -> Awaitable[None] | None:
+        """Start adding an invocation to the ledger; a failure is logged, never raised.
+
+        The invocation already happened (and spent): failing it now would only make
+        the broker retry and spend again.
+        """
+        try:
+            return self.ledger.stage(self.namespace, self.config.agent, self.config.skill, entry)
+        except StoreError as exc:
+            self._not_counted(exc)
+            return None
+
+    def _not_counted(self, exc: StoreError) -> None:
+        cfg = self.config
+        log.warning("ledger: invocation of %s/%s not recorded: %s", cfg.agent, cfg.skill, exc)
+
+    async def run(self, event: CloudEvent) -> tuple[Outcome, Entry]:
+        """One invocation of the skill under its budget, whatever it does, and its ledger line."""
         assert self.handler.function is not None
         metrics = self.metrics
         self._served += 1
@@ -352,12 +390,11 @@ class Runtime:
             metrics.duration.observe(time.perf_counter() - started)
         metrics.invocations[outcome.kind].inc()
         usage = budget.usage  # exact figures for the policies (see ledger.py)
-        await record_invocation(
-            self.config.state_url, self.config.agent, self.config.skill, cold_start=cold_start,
-            input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
-            cost_usd=usage.cost_usd,
+        entry = Entry.invocation(
+            cold_start=cold_start, input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens, cost_usd=usage.cost_usd,
         )  # fmt: skip
-        return outcome
+        return outcome, entry
 
     async def _call(self, event: CloudEvent, ctx: Context, budget: Budget) -> Outcome:
         function = self.handler.function

@@ -82,3 +82,30 @@ def test_exposition_names_and_values() -> None:
     ]
     samples = [line for line in text.splitlines() if line and not line.startswith("#")]
     assert samples == expected
+
+
+async def test_on_the_store_lines_join_its_group_commit_and_sum_exactly(tmp_path: Path) -> None:
+    from rouse_runtime.ledger import ledger_on
+    from rouse_runtime.store.sqlite import SqliteStore
+
+    store = SqliteStore(f"{tmp_path}/state.db")
+    ledger = ledger_on(store, f"sqlite:///{tmp_path}/state.db")
+    entry = Entry(invocations=1, cold_starts=0, input_tokens=10, output_tokens=5, cost_nano_usd=9)
+
+    async def invocation(n: int) -> bool:
+        key = f"k{n}"
+        assert (await store.claim(key, "me", 30)).state == "claimed"
+        staged = ledger.stage("ns", "a", "s" if n % 3 else "t", entry, day="2026-01-05")
+        done = await store.complete(key, "me", {"n": n}, 600)  # the same commit as the line
+        await staged
+        return done
+
+    # Many invocations per loop turn: their lines are summed into one upsert per commit.
+    assert await asyncio.gather(*(invocation(n) for n in range(60))) == [True] * 60
+    await ledger.stage("ns", "a", "s", Entry(cold_starts=1), day="2026-01-06")
+    assert await ledger.lines(day="2026-01-05") == [
+        Line("ns", "a", "s", 41, 1, 400, 200, 360, "2026-01-05", 600, 360),
+        Line("ns", "a", "t", 20, 0, 200, 100, 180, "2026-01-05", 300, 180),
+    ]
+    await ledger.close()
+    await store.close()

@@ -7,6 +7,12 @@ the statement, is what costs). A writer awaits its batch's commit, so nothing
 is reported done before it is durable. Reads run inline: short local queries
 are cheaper than a thread hop. A claim is one upsert statement, atomic across
 processes sharing the file.
+
+Durability: WAL with synchronous=NORMAL. A commit is in the WAL file (the OS
+page cache) before its writer hears "done", so it survives the process being
+killed or crashing, which is what a pod's runtime faces; only a kernel crash or
+power loss can drop the last commits (never corrupt the file). FULL would fsync
+every group commit, several times the cost of the commit itself, for that case.
 """
 
 from __future__ import annotations
@@ -65,15 +71,22 @@ class SqliteStore(Store):
             self._db = db
         return self._db
 
-    async def _write(self, op: Callable[[sqlite3.Connection], T]) -> T:
-        """Run op in the next group commit; return its result once committed."""
+    def enqueue(self, op: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        """Queue op for the next group commit now; the future resolves once it is committed.
+
+        Ops queued before the caller next yields to the loop commit in one
+        transaction, so a crash keeps all of them or none (e.g. an idempotency
+        result and its ledger line).
+        """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._pending.append((op, future))
         if not self._flush_scheduled:
             self._flush_scheduled = True
             loop.call_soon(self._flush)
-        return await future
+        return future
+
+    _write = enqueue  # awaited by each write below
 
     def _flush(self) -> None:
         batch, self._pending = self._pending, []

@@ -1,0 +1,71 @@
+"""The runtime's binary-mode reader builds exactly the event the SDK's `from_http` builds."""
+
+from __future__ import annotations
+
+import pytest
+from cloudevents.http import CloudEvent, from_http
+from rouse_runtime.events import EventError, _binary_data, _read_binary, parse_event
+
+BASE = {"ce-specversion": "1.0", "ce-id": "e-1", "ce-source": "/s", "ce-type": "t.x"}
+CASES = [
+    ({**BASE, "content-type": "application/json"}, b'{"a": [1, "b"]}'),
+    ({**BASE, "content-type": "application/json; charset=utf-8"}, b'"text"'),
+    (BASE, b"\x00\x01raw"),  # no content type: bytes
+    ({**BASE, "content-type": ""}, b"abc"),
+    ({**BASE, "content-type": "text/plain"}, "héllo".encode()),
+    ({**BASE, "content-type": "application/octet-stream"}, b""),
+    ({**BASE, "content-type": "application/json"}, b""),
+    (
+        {
+            **BASE,
+            "content-type": "application/json",
+            "ce-time": "2020-01-02T03:04:05Z",
+            "ce-subject": "",
+            "ce-dataschema": "https://example.com/s",
+            "ce-traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "ce-myext": "v",
+            "host": "127.0.0.1",
+            "user-agent": "test",
+        },
+        b"{}",
+    ),
+]
+
+
+def comparable(event: CloudEvent, sent_time: bool) -> tuple[dict[str, object], object, type]:
+    attributes = dict(event.get_attributes())
+    if not sent_time:  # both default it to "now", microseconds apart
+        assert attributes.pop("time")
+    return attributes, event.data, type(event.data)
+
+
+@pytest.mark.parametrize(("headers", "body"), CASES)
+def test_binary_reader_equals_sdk_from_http(headers: dict[str, str], body: bytes) -> None:
+    unmarshal = _binary_data(headers.get("content-type"))
+    expected = from_http(headers, body, data_unmarshaller=unmarshal)
+    actual = _read_binary(headers, body, unmarshal)
+    sent_time = "ce-time" in headers
+    assert comparable(actual, sent_time) == comparable(expected, sent_time)
+
+
+def test_cloudevents_content_type_with_ce_headers_is_left_to_the_sdk() -> None:
+    with pytest.raises(EventError) as bad:
+        parse_event({**BASE, "content-type": "application/cloudevents+json"}, b"{}")
+    assert (bad.value.status, bad.value.error) == (400, "malformed event")
+
+
+def test_parse_event_binary_1_0_uses_the_reader_with_the_same_checks() -> None:
+    event, mode = parse_event({**BASE, "content-type": "application/json"}, b'{"n": 1}')
+    assert (mode, event["id"], event["source"], event["type"], event.data) == (
+        "binary",
+        "e-1",
+        "/s",
+        "t.x",
+        {"n": 1},
+    )
+    with pytest.raises(EventError) as bad:
+        parse_event({**BASE, "ce-source": ""}, b"")
+    assert bad.value.body() == {
+        "error": "missing attribute",
+        "detail": "binary-mode event lacks source (headers ce-source)",
+    }
