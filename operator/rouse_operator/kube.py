@@ -40,6 +40,7 @@ from rouse_operator.resources.meta import BROKER, ChildKind, Manifest
 
 FIELD_MANAGER = "rouse"
 APPLY = "application/apply-patch+yaml"
+POOL_SIZE = 32  # >= kopf's handler threads (settings.execution.max_workers = 16) plus timers
 AGENTS = ChildKind("rouse.dev", "v1alpha1", "agents", "Agent")
 
 
@@ -76,8 +77,11 @@ class Kube:
 
     @classmethod
     def connect(cls) -> Kube:
+        """A client for the current config, with a connection per handler thread (no churn)."""
         load_config()
-        return cls(client.CustomObjectsApi())
+        configuration = client.Configuration.get_default_copy()
+        configuration.connection_pool_maxsize = POOL_SIZE
+        return cls(client.CustomObjectsApi(client.ApiClient(configuration)))
 
     def get(self, kind: ChildKind, namespace: str, name: str) -> dict[str, Any] | None:
         """The object, or None when it does not exist."""
