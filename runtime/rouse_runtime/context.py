@@ -9,6 +9,7 @@ a plain `def` skill runs in a worker thread and calls them through
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -83,27 +84,39 @@ class Context:
         self.budget = budget
         self.metrics = metrics
         self.partial: Any = None
-        self.state = State(self, store)
-        self.trace = trace_attributes(event)
-        self.log = EventLog(
-            {
-                "event_id": event["id"],
-                "event_source": event["source"],
-                "agent": config.agent,
-                "skill": config.skill,
-                **(
-                    {"traceparent": self.trace["traceparent"]}
-                    if "traceparent" in self.trace
-                    else {}
-                ),
-            }
-        )
-        self.checkpoint_key = f"{config.agent}/{config.skill}/{event['source']}/{event['id']}"
+        self._store = store
         self._http = http
         self._loop = loop
         self._loop_thread = threading.get_ident()
         self._emitted = 0
         self._llm: LLMClient | None = None
+
+    # Built on first use: most invocations never touch them, and every event pays __init__.
+    @functools.cached_property
+    def state(self) -> State:
+        return State(self, self._store)
+
+    @functools.cached_property
+    def trace(self) -> dict[str, str]:
+        return trace_attributes(self.event)
+
+    @functools.cached_property
+    def log(self) -> EventLog:
+        event, config = self.event, self.config
+        fields = {
+            "event_id": event["id"],
+            "event_source": event["source"],
+            "agent": config.agent,
+            "skill": config.skill,
+        }
+        if "traceparent" in self.trace:
+            fields["traceparent"] = self.trace["traceparent"]
+        return EventLog(fields)
+
+    @functools.cached_property
+    def checkpoint_key(self) -> str:
+        config, event = self.config, self.event
+        return f"{config.agent}/{config.skill}/{event['source']}/{event['id']}"
 
     @property
     def usage(self) -> dict[str, float]:

@@ -121,7 +121,7 @@ def _parse_binary(headers: Mapping[str, str], body: bytes) -> CloudEvent:
     if specversion == "1.0" and not media_type(headers.get("content-type")).startswith(
         "application/cloudevents"
     ):
-        return _check_attributes(_read_binary(headers, body, unmarshal), "binary mode")
+        return _read_binary(headers, body, unmarshal)  # id, source, type checked above
     try:
         event = from_http(headers, body, data_unmarshaller=unmarshal)
     except EventError:

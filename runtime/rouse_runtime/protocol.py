@@ -8,6 +8,7 @@ wrong in the same `{"error", "detail"}` shape as every other refusal.
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 import h11
@@ -16,28 +17,17 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 MAX_HEADER_BYTES = 64 * 1024
 
 
-class _Connection(h11.Connection):
-    """An h11 connection that remembers the last protocol error it raised."""
-
-    last_error: h11.RemoteProtocolError | None = None
-
-    def next_event(self) -> Any:
-        try:
-            return super().next_event()
-        except h11.RemoteProtocolError as exc:
-            self.last_error = exc
-            raise
-
-
 class JsonErrorH11Protocol(H11Protocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        size = self.config.h11_max_incomplete_event_size or MAX_HEADER_BYTES
-        self.conn = _Connection(h11.SERVER, size)
-        self._max_header_bytes = size
+        self._max_header_bytes = self.config.h11_max_incomplete_event_size or MAX_HEADER_BYTES
 
     def send_400_response(self, msg: str) -> None:
-        error = self.conn.last_error if isinstance(self.conn, _Connection) else None
+        # uvicorn calls this inside its `except h11.RemoteProtocolError` block: the error
+        # is the one being handled (no wrapper around every next_event call needed).
+        error = sys.exc_info()[1]
+        if not isinstance(error, h11.RemoteProtocolError):
+            error = None
         status = int(getattr(error, "error_status_hint", 400) or 400)
         if status == 431:
             body = {

@@ -400,14 +400,15 @@ class Runtime:
         function = self.handler.function
         assert function is not None
         started = time.monotonic()
+        scope: asyncio.Timeout | None = None
         try:
-            async with asyncio.timeout(self.deadline) as scope:
-                if self.handler.is_async:
-                    result = await function(event, ctx)
-                else:
-                    result = await asyncio.to_thread(function, event, ctx)
+            if self.deadline is None and self.handler.is_async:  # no timer to arm per event
+                result = await function(event, ctx)
+            else:
+                async with asyncio.timeout(self.deadline) as scope:
+                    result = await self._invoke(function, event, ctx)
         except TimeoutError:
-            if scope.expired():
+            if scope is not None and scope.expired():
                 budget.timed_out(time.monotonic() - started)
                 return await self._budget_stop(event, ctx, budget, None)
             return self._failure(ctx, budget)
@@ -444,6 +445,11 @@ class Runtime:
             return Outcome(
                 500, error={"error": "invalid reply", "detail": detail[:500]}, kind="error"
             )
+
+    async def _invoke(self, function: Any, event: CloudEvent, ctx: Context) -> Any:
+        if self.handler.is_async:
+            return await function(event, ctx)
+        return await asyncio.to_thread(function, event, ctx)
 
     def reply(self, event: CloudEvent, data: Any) -> CloudEvent:
         cfg = self.config

@@ -18,6 +18,7 @@ every group commit, several times the cost of the commit itself, for that case.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sqlite3
@@ -107,10 +108,13 @@ class SqliteStore(Store):
                     results.append((future, op(db), None))
                 except sqlite3.Error as exc:  # that statement is undone; the rest commit
                     results.append((future, None, self._error("write", exc)))
+                except Exception as exc:  # a bug must not leave the transaction open
+                    results.append((future, None, exc))
             try:
                 db.execute("COMMIT")
             except sqlite3.Error as exc:
-                db.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
                 failed = self._error("commit", exc)
                 results = [(f, None, failed) for f, _, _ in results]
         for future, value, error in results:
