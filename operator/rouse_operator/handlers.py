@@ -113,7 +113,7 @@ def agent_changed(body: kopf.Body, namespace: str | None, name: str, **_: Any) -
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def agent_event(
+async def agent_event(
     event: kopf.RawEvent, body: kopf.Body, namespace: str | None, name: str, **_: Any
 ) -> None:
     """Track known Agents; reconcile when a policy changed what the children are built from."""
@@ -130,11 +130,16 @@ def agent_event(
     before = STATE.known.get(key)
     STATE.known[key] = inputs
     if before is not None and before != inputs:
-        run(key[0], name, body)
+        await asyncio.to_thread(run, key[0], name, body)
 
 
-def child_event(event: kopf.RawEvent, body: kopf.Body, namespace: str | None, **_: Any) -> None:
-    """Keep the child cache current; reconcile the child's Agent unless this is our own write."""
+async def child_event(
+    event: kopf.RawEvent, body: kopf.Body, namespace: str | None, **_: Any
+) -> None:
+    """Keep the child cache current; reconcile the child's Agent unless this is our own write.
+
+    Async: most events are echoes of our own writes, answered from memory without a thread.
+    """
     meta = body.get("metadata") or {}
     agent = (meta.get("labels") or {}).get(LABEL_AGENT)
     kind = next((k for k in CHILD_KINDS if k.kind == body.get("kind")), None)
@@ -152,7 +157,7 @@ def child_event(event: kopf.RawEvent, body: kopf.Body, namespace: str | None, **
         kind.kind, namespace, meta["name"], meta["resourceVersion"]
     ):
         return
-    run(namespace, agent)
+    await asyncio.to_thread(run, namespace, agent)
 
 
 for _kind in CHILD_KINDS:
