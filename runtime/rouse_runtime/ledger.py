@@ -19,6 +19,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
+import operator
 import os
 import sqlite3
 import threading
@@ -279,7 +280,7 @@ class SqliteLedger(Ledger):
         self._store = store
         self._schema_queued = False
         # Lines staged for the store's next group commit, and that commit's future.
-        self._batch: dict[tuple[str, str, str, str], list[int]] | None = None
+        self._batch: dict[tuple[str, str, str, str], tuple[int, ...]] | None = None
         self._batch_added: asyncio.Future[None] | None = None
 
     def _conn(self) -> sqlite3.Connection:
@@ -313,12 +314,15 @@ class SqliteLedger(Ledger):
             self._batch = {}
             self._batch_added = store.enqueue(self._add_batch)
         line = (namespace, agent, skill, day or utc_day())
+        add = (
+            entry.invocations,
+            entry.cold_starts,
+            entry.input_tokens,
+            entry.output_tokens,
+            entry.cost_nano_usd,
+        )  # fmt: skip  (the order of _COUNTERS)
         counts = self._batch.get(line)
-        if counts is None:
-            self._batch[line] = [getattr(entry, c) for c in _COUNTERS]
-        else:
-            for index, name in enumerate(_COUNTERS):
-                counts[index] += getattr(entry, name)
+        self._batch[line] = add if counts is None else tuple(map(operator.add, counts, add))
         return self._batch_added
 
     def _add_batch(self, db: sqlite3.Connection) -> None:

@@ -54,6 +54,7 @@ class SqliteStore(Store):
         self._db: sqlite3.Connection | None = None
         self._pending: list[tuple[Op, asyncio.Future[Any]]] = []
         self._flush_scheduled = False
+        self._last_record: tuple[Any, str] | None = None
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
@@ -193,7 +194,14 @@ class SqliteStore(Store):
         return await self._write(op)
 
     async def complete(self, key: str, owner: str, record: Any, ttl: float) -> bool:
-        text = json.dumps(record)
+        # Runs of a skill often store equal records (e.g. every "202, no reply"):
+        # serialize once for a run of equal ones.
+        last = self._last_record
+        if last is not None and last[0] == record:
+            text = last[1]
+        else:
+            text = json.dumps(record)
+            self._last_record = (record, text)
         return await self._write(
             lambda db: (
                 db.execute(
