@@ -10,7 +10,9 @@ read those: nothing is lost when a pod dies before it is scraped.
 
 It lives beside the key/value store under the same `ROUSE_STATE_URL` (its own
 SQLite table or Redis keys), because it needs atomic increments that the
-key/value interface does not offer. Cost is kept in integer nano-USD, so sums
+key/value interface does not offer. On SQLite the runtime's lines ride the
+store's group commit (`ledger_on`): one connection, and the same transaction as
+the invocation's idempotency result, so a crash keeps both or neither. Cost is kept in integer nano-USD, so sums
 are exact.
 """
 
