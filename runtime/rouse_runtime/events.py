@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
+from urllib.parse import quote
 
 from cloudevents import exceptions as ce_errors
 from cloudevents.conversion import to_binary, to_json, to_structured
@@ -278,12 +279,30 @@ def _marshaller(event: CloudEvent) -> Any:
     return marshal
 
 
+def header_value(value: Any) -> str:
+    """An attribute as a binary-mode header value (CloudEvents HTTP binding, 3.1.3).
+
+    Non-strings take their CloudEvents string form (the SDK passes an int
+    extension through as an int, which no header can carry). A value a header
+    cannot carry as is (a character past U+00FF, a control character) is
+    percent-encoded as UTF-8 as the binding says; others go unchanged, as before.
+    """
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    else:
+        text = value if isinstance(value, str) else str(value)
+    if text.isprintable() and (text.isascii() or max(text) <= "\xff"):
+        return text
+    return "".join(c if "!" <= c <= "~" and c not in '"%' else quote(c, safe="") for c in text)
+
+
 def to_http(event: CloudEvent, mode: Mode) -> tuple[dict[str, str], bytes]:
     """Headers and body of an event in binary or structured mode."""
     if mode == "binary":
         headers, body = to_binary(event, data_marshaller=_marshaller(event))
+        headers = {name: header_value(value) for name, value in headers.items()}
         if event.get("datacontenttype"):
-            headers["content-type"] = str(event["datacontenttype"])
+            headers["content-type"] = header_value(event["datacontenttype"])
         return headers, body
     return to_structured(event)
 

@@ -185,3 +185,47 @@ def test_budget_stop_with_unsendable_partial_still_replies(runtime: RunningRunti
         None,
         "partial result not checkpointed: TypeError: Object of type bytes is not JSON serializable",
     )
+
+
+def test_returned_cloudevent_with_typed_and_non_latin1_attributes_is_sent(
+    runtime: RunningRuntime,
+) -> None:
+    # Binary mode: CloudEvents string forms, and percent-encoding (UTF-8) where a header
+    # cannot carry the value; before, sending failed after the result was stored, so
+    # every retry failed the same way.
+    for _ in range(2):  # the first answer and the stored one
+        response = post(runtime, undeclared("test.typed_extensions", "nd-typed"), b"")
+        ce = {k: v for k, v in response.headers.items() if k.startswith("ce-")}
+        assert ce.pop("ce-time")
+        assert (response.status_code, ce) == (
+            200,
+            {
+                "ce-specversion": "1.0",
+                "ce-id": "typed-1",
+                "ce-source": "/custom",
+                "ce-type": "custom.typed",
+                "ce-priority": "5",
+                "ce-urgent": "true",
+                "ce-subject": "na%C3%AFve%20%E2%9C%93",
+            },
+        )
+    structured = httpx.post(
+        runtime.url,
+        headers={"content-type": "application/cloudevents+json"},
+        content=json.dumps(
+            {
+                "specversion": "1.0",
+                "id": "nd-typed-s",
+                "source": SOURCE,
+                "type": "test.typed_extensions",
+            }
+        ),
+        timeout=TIMEOUT,
+    )
+    body = structured.json()
+    assert (structured.status_code, body["priority"], body["urgent"], body["subject"]) == (
+        200,
+        5,
+        True,
+        "naïve ✓",
+    )

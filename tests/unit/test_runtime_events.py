@@ -69,3 +69,28 @@ def test_parse_event_binary_1_0_uses_the_reader_with_the_same_checks() -> None:
         "error": "missing attribute",
         "detail": "binary-mode event lacks source (headers ce-source)",
     }
+
+
+def test_header_values_take_string_forms_and_percent_encoding_only_where_needed() -> None:
+    from rouse_runtime.events import header_value
+
+    values = [
+        "/agents/shop/triage",
+        "with spaces and 100%",  # a header carries these: unchanged, as before
+        "héllo",  # latin-1: unchanged, as before
+        "tick ✓",
+        "two\nlines",
+        5,
+        True,
+        1.5,
+    ]
+    assert [header_value(v) for v in values] == [
+        "/agents/shop/triage",
+        "with spaces and 100%",
+        "héllo",
+        "tick%20%E2%9C%93",
+        "two%0Alines",
+        "5",
+        "true",
+        "1.5",
+    ]

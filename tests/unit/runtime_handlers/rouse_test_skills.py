@@ -48,6 +48,9 @@ async def skill(event: CloudEvent, ctx: Context) -> Any:
         return {"echo": data}
     if kind == "bytes_event":
         return CloudEvent({"type": "custom.blob", "source": "/custom", "id": "blob-1"}, data)
+    if kind == "typed_extensions":  # attributes no header carries as they are
+        attrs = {"type": "custom.typed", "source": "/custom", "id": "typed-1"}
+        return CloudEvent({**attrs, "priority": 5, "urgent": True, "subject": "naïve ✓"}, data)
     if kind == "bytes_partial":
         ctx.partial = {"raw": data}
         while True:
