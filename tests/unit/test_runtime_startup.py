@@ -45,9 +45,13 @@ def test_startup_seconds_is_within_the_span_the_parent_observed() -> None:
         assert 0 < reported <= observed + TICK + SLACK, (reported, observed)
 
 
-def test_process_age_matches_this_process_lifetime_so_far() -> None:
+def test_process_age_advances_with_the_clock_the_test_reads() -> None:
+    outer_start = time.monotonic()
     before = process_age()
     time.sleep(0.2)  # the quantity under test is elapsed time itself
     after = process_age()
+    outer = time.monotonic() - outer_start
     assert before is not None and after is not None
-    assert 0.2 - TICK <= after - before <= 0.2 + 1.0, (before, after)
+    # The start tick is fixed, so the difference is boot-clock time: within the
+    # span measured around it (1 ms for the two clocks' reading granularity).
+    assert 0.2 - 0.001 <= after - before <= outer + 0.001, (before, after, outer)
