@@ -119,10 +119,6 @@ def _parse_binary(headers: Mapping[str, str], body: bytes) -> CloudEvent:
             f"specversion {specversion!r}; supported: {', '.join(SPECVERSIONS)}",
         )
     unmarshal = _binary_data(headers.get("content-type"))
-    if specversion == "1.0" and not media_type(headers.get("content-type")).startswith(
-        "application/cloudevents"
-    ):
-        return _read_binary(headers, body, unmarshal)  # id, source, type checked above
     try:
         event = from_http(headers, body, data_unmarshaller=unmarshal)
     except EventError:
@@ -135,27 +131,6 @@ def _parse_binary(headers: Mapping[str, str], body: bytes) -> CloudEvent:
     except Exception as exc:  # never let a malformed request become a 500
         raise EventError(400, "malformed event", _short(exc)) from None
     return _check_attributes(event, "binary mode")
-
-
-def _read_binary(headers: Mapping[str, str], body: bytes, unmarshal: Any) -> CloudEvent:
-    """A binary-mode 1.0 event as the SDK's `from_http` builds it, without its detour.
-
-    `from_http` copies the headers, builds a marshaller, a v1 event object and a
-    properties dict per request (a third of the runtime's per-event cost); for
-    1.0 the result is exactly this: every `ce-` header an attribute, the content
-    type `datacontenttype`, the unmarshalled body the data, then the SDK's own
-    `CloudEvent` constructor and its checks. tests/unit/test_runtime_events.py
-    holds it equal to `from_http`. Headers are lower-case (ASGI).
-    """
-    attributes = {name[3:]: value for name, value in headers.items() if name.startswith("ce-")}
-    content_type = headers.get("content-type")
-    if content_type is not None:
-        attributes["datacontenttype"] = content_type
-    data = unmarshal(body)
-    try:
-        return CloudEvent.create(attributes, None if data == "" else data)
-    except Exception as exc:  # never let a malformed request become a 500
-        raise EventError(400, "malformed event", _short(exc)) from None
 
 
 def _parse_structured(headers: Mapping[str, str], body: bytes) -> CloudEvent:
