@@ -9,6 +9,8 @@
 
 kopf keeps its bookkeeping in annotations (the status schema is strict), and no handler
 needs a finalizer: deletion cascades through ownerReferences and the garbage collector.
+Periodic per-Agent work (the policy loop) goes through `every_agent`, not kopf.timer,
+because kopf puts a finalizer on every object a timer runs for.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import asyncio
 import contextvars
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import kopf
@@ -35,6 +37,7 @@ log = logging.getLogger("rouse.operator")
 
 
 PeriodicFn = Callable[..., Awaitable[None]]
+RoundFn = Callable[..., Coroutine[Any, Any, None]]
 
 
 class _State:
@@ -45,7 +48,9 @@ class _State:
     def __init__(self) -> None:
         self.known: dict[tuple[str, str], Any] = {}  # (namespace, name) -> policy inputs
         self.bodies: dict[tuple[str, str], kopf.Body] = {}  # (namespace, name) -> latest body
-        self.periodic: list[tuple[float, PeriodicFn]] = []
+        # kopf's per-object context (where kopf.info/kopf.warn can post Events), per Agent
+        self.contexts: dict[tuple[str, str], contextvars.Context] = {}
+        self.periodic: list[tuple[tuple[float, float], RoundFn]] = []
         self.tasks: list[asyncio.Task[None]] = []
 
 
@@ -93,7 +98,7 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     await asyncio.get_running_loop().run_in_executor(None, reconciler)
     STATE.tasks.append(asyncio.create_task(_resync_forever(SETTINGS.resync_interval)))
     for interval, fn in STATE.periodic:
-        STATE.tasks.append(asyncio.create_task(_every_agent_forever(interval, fn)))
+        STATE.tasks.append(asyncio.create_task(_every_agent_forever(*interval, fn)))
     health.STATE.ready = True
 
 
@@ -121,8 +126,11 @@ async def agent_event(
     if event.get("type") == "DELETED":
         STATE.known.pop(key, None)
         STATE.bodies.pop(key, None)
+        STATE.contexts.pop(key, None)
         return
     STATE.bodies[key] = body
+    if key not in STATE.contexts:
+        STATE.contexts[key] = contextvars.copy_context()
     try:
         inputs = policy_inputs(dict(body))
     except (KeyError, TypeError, ValueError):  # not a valid Agent (yet): spec handlers report
@@ -173,32 +181,68 @@ async def _resync_forever(interval: float) -> None:
         await asyncio.sleep(interval)
         reconciler().cache.expire()
         for namespace, name in list(STATE.known):
-            context = contextvars.copy_context()
+            context = _context_of(namespace, name)
             try:
                 await loop.run_in_executor(None, context.run, run, namespace, name)
             except Exception as exc:  # keep resyncing the others; kopf retries its own causes
                 log.warning("resync of %s/%s failed: %s", namespace, name, exc)
 
 
-def every_agent(interval: float) -> Callable[[PeriodicFn], PeriodicFn]:
+def _context_of(namespace: str, name: str) -> contextvars.Context:
+    """A copy of kopf's context for this Agent, so Events can be posted outside its handlers."""
+    known = STATE.contexts.get((namespace, name))
+    return known.copy() if known is not None else contextvars.copy_context()
+
+
+def every_agent(
+    interval: float, initial_delay: float | None = None, concurrency: int = 16
+) -> Callable[[PeriodicFn], PeriodicFn]:
     """Run `fn(body=, namespace=, name=)` for every known Agent every `interval` seconds.
 
     Like kopf.timer, but without the finalizer kopf puts on every object a timer runs for
-    (an Agent must stay deletable when the operator is gone). Errors are logged, not retried.
+    (an Agent must stay deletable when the operator is gone). The first round runs
+    `initial_delay` seconds after startup (default: `interval`); each round runs the Agents
+    concurrently (at most `concurrency` at once, so one slow Agent does not hold the others
+    back), inside kopf's context for that Agent (kopf.info/kopf.warn work). The next round
+    starts `interval` seconds after the previous one ended. Errors are logged, not retried.
     """
+    delays = (interval if initial_delay is None else initial_delay, interval)
 
     def register(fn: PeriodicFn) -> PeriodicFn:
-        STATE.periodic.append((interval, fn))
+        STATE.periodic.append((delays, _bounded(fn, concurrency)))
         return fn
 
     return register
 
 
-async def _every_agent_forever(interval: float, fn: PeriodicFn) -> None:
-    while True:
-        await asyncio.sleep(interval)
-        for (namespace, name), body in list(STATE.bodies.items()):
+def _bounded(fn: PeriodicFn, concurrency: int) -> RoundFn:
+    gate = asyncio.Semaphore(concurrency)
+
+    async def guarded(*, body: kopf.Body, namespace: str, name: str) -> None:
+        async with gate:
             try:
                 await fn(body=body, namespace=namespace, name=name)
             except Exception as exc:
                 log.warning("%s for %s/%s failed: %s", fn.__name__, namespace, name, exc)
+
+    guarded.__name__ = fn.__name__
+    return guarded
+
+
+async def _every_agent_forever(initial_delay: float, interval: float, fn: RoundFn) -> None:
+    await asyncio.sleep(initial_delay)
+    while True:
+        rounds = [
+            asyncio.create_task(
+                fn(body=body, namespace=namespace, name=name),
+                context=_context_of(namespace, name),
+            )
+            for (namespace, name), body in list(STATE.bodies.items())
+        ]
+        try:
+            if rounds:
+                await asyncio.wait(rounds)
+        finally:  # operator stopping: stop this round too
+            for task in rounds:
+                task.cancel()
+        await asyncio.sleep(interval)

@@ -18,7 +18,8 @@ API resources and verbs the operator uses (the ClusterRole in charts/rouse lists
 - sources.knative.dev/pingsources: get, list, watch, create, patch, delete
   (server-side apply that creates an object needs create as well as patch)
 - eventing.knative.dev/brokers: get            (does the Agent's broker exist?)
-- "" events and events.k8s.io events: create   (kopf.info/kopf.warn post Kubernetes Events)
+- "" events: create                            (kopf.info/kopf.warn post new core v1 Events;
+  kopf never patches them, nor uses events.k8s.io)
 - apiextensions.k8s.io/customresourcedefinitions: list, watch  (optional: kopf notices CRDs
   installed after it started)
 - "" namespaces: list, watch                   (only when namespaces are given as globs)

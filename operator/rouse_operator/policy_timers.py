@@ -1,14 +1,16 @@
-"""kopf timers: evaluate the warm-pool and budget policies for every Agent.
+"""The policy loop: evaluate the warm-pool and budget policies for every Agent.
 
-Every ROUSE_EVAL_INTERVAL seconds per Agent: read the ledger's figures from
-Prometheus (ROUSE_PROMETHEUS_URL), decide, and server-side-apply the
-policy-owned status fields (field manager `rouse-policy`, so the reconciler's
+Every ROUSE_EVAL_INTERVAL seconds per Agent: read the ledger's figures from Prometheus
+(ROUSE_PROMETHEUS_URL), decide, and server-side-apply the policy-owned status fields (field manager `rouse-policy`, so the reconciler's
 own status fields are untouched). The reconciler reacts to a changed
 `status.warmPool` / `status.budget.exhausted` by rebuilding the Services'
 min-scale and re-pointing the Triggers. When a spent budget comes back the
 Triggers are restored first (a replay into a broker whose Triggers still point
 at the parking sink would only park the events again), then the parked events
 are replayed in order through the parking service (ROUSE_PARKING_URL).
+
+The loop runs through `handlers.every_agent`, not kopf.timer: a kopf timer puts a
+finalizer on every Agent, which would leave Agents undeletable once the operator is gone.
 """
 
 from __future__ import annotations
@@ -164,9 +166,7 @@ async def replay_parked(namespace: str, name: str, broker: str) -> str | None:
     return None
 
 
-@kopf.timer(
-    AGENTS.group, AGENTS.version, AGENTS.plural, interval=SETTINGS.eval_interval, initial_delay=1
-)
+@handlers.every_agent(SETTINGS.eval_interval, initial_delay=1)  # not kopf.timer: no finalizer
 async def evaluate_policies(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
     """One evaluation of both policies for one Agent."""
     started = time.perf_counter()

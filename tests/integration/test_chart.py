@@ -407,6 +407,8 @@ def rbac_denials(log_text: str) -> list[str]:
         ("update", "configmaps", False),
         ("patch", "agents.rouse.dev", True),
         ("patch", "agents.rouse.dev/status", True),
+        ("update", "agents.rouse.dev/finalizers", True),
+        ("update", "agents.rouse.dev", False),
         ("create", "services.serving.knative.dev", True),
         ("delete", "triggers.eventing.knative.dev", True),
         ("get", "brokers.eventing.knative.dev", True),
@@ -419,8 +421,9 @@ def test_service_account_permissions(
 ) -> None:
     user = f"system:serviceaccount:{installed['namespace']}:{installed['sa']}"
     for scope in (["-n", "default"], ["--all-namespaces"]):
-        if resource == "agents.rouse.dev/status":
-            args = [verb, "agents.rouse.dev", "--subresource=status", *scope]
+        if "/" in resource:  # agents.rouse.dev/status: a subresource
+            kind, subresource = resource.split("/")
+            args = [verb, kind, f"--subresource={subresource}", *scope]
         else:
             args = [verb, resource, *scope]
         proc = cluster.kubectl("auth", "can-i", *args, f"--as={user}", check=False)

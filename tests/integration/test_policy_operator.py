@@ -146,6 +146,13 @@ def agent_obj(cluster: Any, namespace: str) -> dict[str, Any]:
     return obj
 
 
+def agent_event_reasons(cluster: Any, namespace: str) -> list[str]:
+    events = get_json(
+        cluster, "events", "-n", namespace, "--field-selector", f"involvedObject.name={AGENT}"
+    )
+    return [e["reason"] for e in events["items"]]
+
+
 def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
     conditions = (obj.get("status") or {}).get("conditions") or []
     return next((c for c in conditions if c["type"] == kind), {})
@@ -281,6 +288,14 @@ def run_scenario(
         what="replayPending cleared",
     )
     assert len(ingress.received) == len(parked_ids)  # nothing replayed twice
+    # The policy loop posts its Events on the Agent (it runs in kopf's context for the Agent)
+    # and, unlike a kopf.timer, puts no finalizer on it.
+    wait_until(
+        lambda: "ParkedReplayed" in agent_event_reasons(cluster, namespace),
+        timeout=30,
+        what="Event ParkedReplayed on the Agent",
+    )
+    assert "finalizers" not in agent_obj(cluster, namespace)["metadata"]
 
 
 def test_reject_makes_the_runtime_answer_429(

@@ -210,7 +210,18 @@ def test_make_dry_run_of_the_kind_targets() -> None:
     if make is None:
         pytest.fail("make is not installed")
     proc = run(
-        [make, "-n", "kind-up", "knative", "images", "deploy", "example", "e2e", "kind-down"],
+        [
+            make,
+            "-n",
+            "--no-print-directory",
+            "kind-up",
+            "knative",
+            "images",
+            "deploy",
+            "example",
+            "e2e",
+            "kind-down",
+        ],
         cwd=REPO,
     )
     assert proc.returncode == 0, proc.stderr
@@ -230,7 +241,7 @@ def test_make_dry_run_of_the_kind_targets() -> None:
 
 
 def test_make_dry_run_of_helm_lint() -> None:
-    proc = run(["make", "-n", "helm-lint", "HELM=helm"], cwd=REPO)
+    proc = run(["make", "-n", "--no-print-directory", "helm-lint", "HELM=helm"], cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0] == "cp crds/agent.yaml charts/rouse/files/agent.yaml"
@@ -340,11 +351,12 @@ def test_cluster_role_lists_exactly_what_the_operator_uses() -> None:
             "verbs": ["get", "list", "watch", "patch"],
         },
         {"apiGroups": ["rouse.dev"], "resources": ["agents/status"], "verbs": ["get", "patch"]},
+        {"apiGroups": ["rouse.dev"], "resources": ["agents/finalizers"], "verbs": ["update"]},
         {"apiGroups": ["serving.knative.dev"], "resources": ["services"], "verbs": crud},
         {"apiGroups": ["eventing.knative.dev"], "resources": ["triggers"], "verbs": crud},
         {"apiGroups": ["sources.knative.dev"], "resources": ["pingsources"], "verbs": crud},
         {"apiGroups": ["eventing.knative.dev"], "resources": ["brokers"], "verbs": ["get"]},
-        {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
         {
             "apiGroups": ["apiextensions.k8s.io"],
             "resources": ["customresourcedefinitions"],
