@@ -24,7 +24,6 @@ import logging
 import operator
 import os
 import sqlite3
-import threading
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,6 +33,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from rouse_runtime.store import Store, StoreError, sqlite_path
+from rouse_runtime.store.sqlite_file import SqliteFile
 
 if TYPE_CHECKING:
     from rouse_runtime.store.sqlite import SqliteStore
@@ -277,30 +277,12 @@ class SqliteLedger(Ledger):
 
     def __init__(self, path: str, *, store: SqliteStore | None = None) -> None:
         self.path = path
-        self._lock = threading.Lock()
-        self._db: sqlite3.Connection | None = None
+        self._file = SqliteFile(path, _SQL_SCHEMA, "ledger", synchronous="NORMAL")
         self._store = store
         self._schema_queued = False
         # Lines staged for the store's next group commit, and that commit's future.
         self._batch: dict[tuple[str, str, str, str], tuple[int, ...]] | None = None
         self._batch_added: asyncio.Future[None] | None = None
-
-    def _conn(self) -> sqlite3.Connection:
-        if self._db is None:
-            try:
-                directory = os.path.dirname(self.path)
-                if directory:
-                    os.makedirs(directory, exist_ok=True)
-                db = sqlite3.connect(
-                    self.path, isolation_level=None, check_same_thread=False, timeout=10.0
-                )
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=NORMAL")
-                db.executescript(_SQL_SCHEMA)
-            except (OSError, sqlite3.Error) as exc:
-                raise StoreError(f"cannot open SQLite ledger {self.path!r}: {exc}") from exc
-            self._db = db
-        return self._db
 
     def stage(
         self, namespace: str, agent: str, skill: str, entry: Entry, *, day: str | None = None
@@ -342,29 +324,18 @@ class SqliteLedger(Ledger):
             await self.stage(namespace, agent, skill, entry, day=day)
             return
         values = _values(namespace, agent, skill, entry, day)
-        try:
-            with self._lock:
-                self._conn().execute(_SQL_ADD, values)
-        except sqlite3.Error as exc:
-            raise StoreError(f"SQLite ledger {self.path!r}: add failed: {exc}") from exc
+        self._file.run("add", lambda db: db.execute(_SQL_ADD, values))
 
     async def lines(self, *, day: str | None = None) -> list[Line]:
         today = day or utc_day()
-        try:
-            with self._lock:
-                rows = self._conn().execute(_SQL_LINES, (today,)).fetchall()
-        except sqlite3.Error as exc:
-            raise StoreError(f"SQLite ledger {self.path!r}: read failed: {exc}") from exc
+        rows = self._file.run("read", lambda db: db.execute(_SQL_LINES, (today,)).fetchall())
         return [
             _line(row[0], row[1], row[2], [int(v) for v in row[3:8]], today, [row[8], row[9]])
             for row in rows
         ]
 
     async def close(self) -> None:
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+        self._file.close()
 
 
 _R_INDEX = "rouse:ledger:index"

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import abc
 import json
-import os
 import sqlite3
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from rouse_runtime.store import StoreError, sqlite_path
+from rouse_runtime.store.sqlite_file import SqliteFile
 
 Kind = Literal["park", "dead-letter"]
 KINDS: tuple[Kind, ...] = ("park", "dead-letter")
@@ -119,31 +118,10 @@ CREATE TABLE IF NOT EXISTS parked (
 class SqliteQueue(ParkingQueue):
     def __init__(self, path: str) -> None:
         self.path = path
-        self._lock = threading.Lock()
-        self._db: sqlite3.Connection | None = None
-
-    def _conn(self) -> sqlite3.Connection:
-        if self._db is None:
-            try:
-                directory = os.path.dirname(self.path)
-                if directory:
-                    os.makedirs(directory, exist_ok=True)
-                db = sqlite3.connect(
-                    self.path, isolation_level=None, check_same_thread=False, timeout=10.0
-                )
-                db.execute("PRAGMA journal_mode=WAL")
-                db.executescript(_SQL_SCHEMA)
-            except (OSError, sqlite3.Error) as exc:
-                raise StoreError(f"cannot open SQLite parking queue {self.path!r}: {exc}") from exc
-            self._db = db
-        return self._db
+        self._file = SqliteFile(path, _SQL_SCHEMA, "parking queue")
 
     def _run(self, what: str, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Cursor:
-        try:
-            with self._lock:
-                return self._conn().execute(sql, args)
-        except sqlite3.Error as exc:
-            raise StoreError(f"SQLite parking queue {self.path!r}: {what} failed: {exc}") from exc
+        return self._file.run(what, lambda db: db.execute(sql, args))
 
     async def append(
         self,
@@ -178,10 +156,7 @@ class SqliteQueue(ParkingQueue):
         return removed
 
     async def close(self) -> None:
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+        self._file.close()
 
 
 _R_SEQ = "rouse:parked:seq"

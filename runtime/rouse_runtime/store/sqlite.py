@@ -20,14 +20,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import sqlite3
-import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from rouse_runtime.store.base import Claim, Store, StoreError
+from rouse_runtime.store.sqlite_file import SqliteFile
 
 T = TypeVar("T")
 
@@ -50,28 +49,10 @@ Op = Callable[[sqlite3.Connection], Any]
 class SqliteStore(Store):
     def __init__(self, path: str) -> None:
         self.path = path
-        self._lock = threading.Lock()
-        self._db: sqlite3.Connection | None = None
+        self._file = SqliteFile(path, _SCHEMA, "state file", synchronous="NORMAL")
         self._pending: list[tuple[Op, asyncio.Future[Any]]] = []
         self._flush_scheduled = False
         self._last_record: tuple[Any, str] | None = None
-
-    def _conn(self) -> sqlite3.Connection:
-        if self._db is None:
-            directory = os.path.dirname(self.path)
-            try:
-                if directory:
-                    os.makedirs(directory, exist_ok=True)
-                db = sqlite3.connect(
-                    self.path, isolation_level=None, check_same_thread=False, timeout=10.0
-                )
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=NORMAL")
-                db.executescript(_SCHEMA)
-            except (OSError, sqlite3.Error) as exc:
-                raise StoreError(f"cannot open SQLite state file {self.path!r}: {exc}") from exc
-            self._db = db
-        return self._db
 
     def enqueue(self, op: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
         """Queue op for the next group commit now; the future resolves once it is committed.
@@ -94,12 +75,12 @@ class SqliteStore(Store):
         batch, self._pending = self._pending, []
         self._flush_scheduled = False
         results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
-        with self._lock:
+        with self._file.lock:
             try:
-                db = self._conn()
+                db = self._file.conn()
                 db.execute("BEGIN IMMEDIATE")
             except (StoreError, sqlite3.Error) as exc:
-                begin_error = exc if isinstance(exc, StoreError) else self._error("begin", exc)
+                begin_error = exc if isinstance(exc, StoreError) else self._file.error("begin", exc)
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(begin_error)
@@ -108,7 +89,7 @@ class SqliteStore(Store):
                 try:
                     results.append((future, op(db), None))
                 except sqlite3.Error as exc:  # that statement is undone; the rest commit
-                    results.append((future, None, self._error("write", exc)))
+                    results.append((future, None, self._file.error("write", exc)))
                 except Exception as exc:  # a bug must not leave the transaction open
                     results.append((future, None, exc))
             try:
@@ -116,7 +97,7 @@ class SqliteStore(Store):
             except sqlite3.Error as exc:
                 with contextlib.suppress(sqlite3.Error):
                     db.execute("ROLLBACK")
-                failed = self._error("commit", exc)
+                failed = self._file.error("commit", exc)
                 results = [(f, None, failed) for f, _, _ in results]
         for future, value, error in results:
             if future.done():
@@ -126,15 +107,8 @@ class SqliteStore(Store):
             else:
                 future.set_exception(error)
 
-    def _error(self, what: str, exc: sqlite3.Error) -> StoreError:
-        return StoreError(f"SQLite state file {self.path!r}: {what} failed: {exc}")
-
     def _read(self, sql: str, args: tuple[Any, ...]) -> Any:
-        with self._lock:
-            try:
-                return self._conn().execute(sql, args).fetchone()
-            except sqlite3.Error as exc:
-                raise self._error("read", exc) from exc
+        return self._file.run("read", lambda db: db.execute(sql, args).fetchone())
 
     def _get(self, ns: str, key: str) -> Any:
         row = self._read("SELECT value, expires FROM kv WHERE ns = ? AND key = ?", (ns, key))
@@ -227,7 +201,4 @@ class SqliteStore(Store):
     async def close(self) -> None:
         if self._pending:
             self._flush()
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+        self._file.close()
