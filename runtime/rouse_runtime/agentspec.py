@@ -21,23 +21,24 @@ import yaml
 
 from rouse_runtime import structural
 
+# Env contract between the launcher (Knative Service or local mode) and the runtime
+# (re-exported: agentspec.ENV_* is what launchers use).
+from rouse_runtime.envnames import ENV_AGENT as ENV_AGENT
+from rouse_runtime.envnames import ENV_BROKER_URL as ENV_BROKER_URL
+from rouse_runtime.envnames import ENV_HANDLER as ENV_HANDLER
+from rouse_runtime.envnames import ENV_MAX_STEPS as ENV_MAX_STEPS
+from rouse_runtime.envnames import ENV_MAX_TOKENS as ENV_MAX_TOKENS
+from rouse_runtime.envnames import ENV_MAX_TOOL_CALLS as ENV_MAX_TOOL_CALLS
+from rouse_runtime.envnames import ENV_REPLY_TYPE as ENV_REPLY_TYPE
+from rouse_runtime.envnames import ENV_SKILL as ENV_SKILL
+from rouse_runtime.envnames import ENV_STATE_URL as ENV_STATE_URL
+from rouse_runtime.envnames import ENV_TIMEOUT_SECONDS as ENV_TIMEOUT_SECONDS
+
 Agent = dict[str, Any]
 Skill = dict[str, Any]
 
 API_VERSION = "rouse.dev/v1alpha1"
 KIND = "Agent"
-
-# Env contract between the launcher (Knative Service or local mode) and the runtime.
-ENV_HANDLER = "ROUSE_HANDLER"
-ENV_AGENT = "ROUSE_AGENT"
-ENV_SKILL = "ROUSE_SKILL"
-ENV_REPLY_TYPE = "ROUSE_REPLY_TYPE"
-ENV_BROKER_URL = "ROUSE_BROKER_URL"
-ENV_STATE_URL = "ROUSE_STATE_URL"
-ENV_MAX_STEPS = "ROUSE_MAX_STEPS"
-ENV_MAX_TOOL_CALLS = "ROUSE_MAX_TOOL_CALLS"
-ENV_MAX_TOKENS = "ROUSE_MAX_TOKENS"
-ENV_TIMEOUT_SECONDS = "ROUSE_TIMEOUT_SECONDS"
 
 
 # Child names: "<agent>-<skill>" is at most 58 characters (a CEL rule in the CRD),

@@ -1,4 +1,4 @@
-"""The runtime's settings, read once from the env contract (see agentspec's ENV_* names).
+"""The runtime's settings, read once from the env contract (names in envnames.py).
 
 Pure: `load_config(env)` turns a mapping into a frozen `Config` or raises
 `ConfigError` naming the variable and what is wrong with it, so a typo in a
@@ -11,26 +11,25 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-# The env contract is agentspec's (ENV_* there, checked equal in the tests); the
-# names are repeated here so starting a skill does not import agentspec, which
-# loads the CRD validator (jsonschema, CEL) that only launchers need.
-ENV_HANDLER = "ROUSE_HANDLER"
-ENV_AGENT = "ROUSE_AGENT"
-ENV_SKILL = "ROUSE_SKILL"
-ENV_REPLY_TYPE = "ROUSE_REPLY_TYPE"
-ENV_BROKER_URL = "ROUSE_BROKER_URL"
-ENV_STATE_URL = "ROUSE_STATE_URL"
-ENV_MAX_STEPS = "ROUSE_MAX_STEPS"
-ENV_MAX_TOOL_CALLS = "ROUSE_MAX_TOOL_CALLS"
-ENV_MAX_TOKENS = "ROUSE_MAX_TOKENS"
-ENV_TIMEOUT_SECONDS = "ROUSE_TIMEOUT_SECONDS"
-ENV_PORT = "PORT"
-ENV_MAX_BODY_BYTES = "ROUSE_MAX_BODY_BYTES"
-ENV_LLM_BASE_URL = "ROUSE_LLM_BASE_URL"
-ENV_LLM_API_KEY = "ROUSE_LLM_API_KEY"
-ENV_LLM_MODEL = "ROUSE_LLM_MODEL"
-ENV_LLM_PRICES = "ROUSE_LLM_PRICES"
-ENV_LOG_LEVEL = "ROUSE_LOG_LEVEL"
+from rouse_runtime.envnames import (
+    ENV_AGENT,
+    ENV_BROKER_URL,
+    ENV_HANDLER,
+    ENV_LLM_API_KEY,
+    ENV_LLM_BASE_URL,
+    ENV_LLM_MODEL,
+    ENV_LLM_PRICES,
+    ENV_LOG_LEVEL,
+    ENV_MAX_BODY_BYTES,
+    ENV_MAX_STEPS,
+    ENV_MAX_TOKENS,
+    ENV_MAX_TOOL_CALLS,
+    ENV_PORT,
+    ENV_REPLY_TYPE,
+    ENV_SKILL,
+    ENV_STATE_URL,
+    ENV_TIMEOUT_SECONDS,
+)
 
 DEFAULT_PORT = 8080
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024

@@ -128,11 +128,33 @@ def test_package_import_is_light() -> None:
     assert result.stdout.decode().strip() == "[]"
 
 
-def test_env_names_and_reply_naming_agree_with_agentspec() -> None:
+def test_the_runtime_reads_the_env_agentspec_writes() -> None:
+    """The env contract end to end: a launcher's skill_env, read by load_config."""
+    agent = {
+        "metadata": {"name": "shop"},
+        "spec": {"budget": {"perInvocation": {"maxSteps": 5, "maxToolCalls": 3, "maxTokens": 900}}},
+    }
+    skill = {
+        "name": "triage",
+        "handler": "support:triage",
+        "timeoutSeconds": 30,
+        "reply": {"type": "dev.shop.triaged"},
+    }
+    env = agentspec.skill_env(agent, skill, "http://broker.test/ns/default")
+    assert load_config(env) == Config(
+        handler="support:triage",
+        agent="shop",
+        skill="triage",
+        reply_type="dev.shop.triaged",
+        reply_source="/agents/shop/triage",
+        broker_url="http://broker.test/ns/default",
+        limits=Limits(max_steps=5, max_tool_calls=3, max_tokens=900, timeout_seconds=30.0),
+    )
+
+
+def test_reply_naming_agrees_with_agentspec() -> None:
     from rouse_runtime import config
 
-    names = [n for n in dir(agentspec) if n.startswith("ENV_")]
-    assert {n: getattr(config, n) for n in names} == {n: getattr(agentspec, n) for n in names}
     assert config.default_reply_type("triage") == agentspec.reply_type({"name": "triage"})
     assert config.reply_source("shop", "triage") == agentspec.reply_source("shop", "triage")
 

@@ -1,0 +1,30 @@
+"""The env contract's variable names, written once.
+
+Both sides import them: launchers (agentspec.skill_env, for the operator's
+Knative Service and local mode) and the runtime (config.load_config). A module
+of constants only, so starting a skill does not import agentspec's CRD
+validator (yaml, jsonschema, CEL) to learn them.
+"""
+
+from __future__ import annotations
+
+# Set by the launcher from the Agent (agentspec.skill_env).
+ENV_HANDLER = "ROUSE_HANDLER"
+ENV_AGENT = "ROUSE_AGENT"
+ENV_SKILL = "ROUSE_SKILL"
+ENV_REPLY_TYPE = "ROUSE_REPLY_TYPE"
+ENV_BROKER_URL = "ROUSE_BROKER_URL"
+ENV_STATE_URL = "ROUSE_STATE_URL"
+ENV_MAX_STEPS = "ROUSE_MAX_STEPS"
+ENV_MAX_TOOL_CALLS = "ROUSE_MAX_TOOL_CALLS"
+ENV_MAX_TOKENS = "ROUSE_MAX_TOKENS"
+ENV_TIMEOUT_SECONDS = "ROUSE_TIMEOUT_SECONDS"
+
+# The runtime's own settings (the platform or the user sets them).
+ENV_PORT = "PORT"
+ENV_MAX_BODY_BYTES = "ROUSE_MAX_BODY_BYTES"
+ENV_LLM_BASE_URL = "ROUSE_LLM_BASE_URL"
+ENV_LLM_API_KEY = "ROUSE_LLM_API_KEY"
+ENV_LLM_MODEL = "ROUSE_LLM_MODEL"
+ENV_LLM_PRICES = "ROUSE_LLM_PRICES"
+ENV_LOG_LEVEL = "ROUSE_LOG_LEVEL"
