@@ -11,7 +11,7 @@ children (Service min-scale, Trigger subscribers) from `status.warmPool` and
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -20,6 +20,8 @@ from rouse_runtime.policies import budget as budget_policy
 from rouse_runtime.policies import warm_pool
 from rouse_runtime.policies.budget import Action, BudgetDecision, BudgetSpec, Usage
 from rouse_runtime.policies.warm_pool import SkillWindow, Tuning, WarmPoolDecision, WarmPoolSpec
+
+from rouse_operator.conditions import condition, stamp
 
 Obj = dict[str, Any]
 WITHIN_BUDGET = "WithinBudget"
@@ -125,20 +127,6 @@ def budget_status(spec: BudgetSpec, decision: BudgetDecision, replay_pending: bo
     }
 
 
-def _condition(kind: str, state: str, reason: str, message: str) -> Obj:
-    return {"type": kind, "status": state, "reason": reason, "message": message}
-
-
-def stamp(conditions: Sequence[Obj], previous: Sequence[Obj], generation: int, now: str) -> None:
-    """lastTransitionTime kept while a condition's status does not change."""
-    before = {c.get("type"): c for c in previous}
-    for cond in conditions:
-        old = before.get(cond["type"])
-        same = old is not None and old.get("status") == cond["status"]
-        cond["lastTransitionTime"] = old.get("lastTransitionTime", now) if same and old else now
-        cond["observedGeneration"] = generation
-
-
 def evaluate(
     agent: Obj,
     *,
@@ -172,7 +160,7 @@ def evaluate(
         replay_due = pending
         result["budget"] = budget_status(bspec, decision, pending)
         conditions.append(
-            _condition(
+            condition(
                 WITHIN_BUDGET,
                 "True" if decision.within_budget else "False",
                 decision.reason,
@@ -184,7 +172,7 @@ def evaluate(
         elif resumed:
             events.append(Event("Normal", decision.reason, decision.message))
     else:
-        conditions.append(_condition(WITHIN_BUDGET, "True", "NoDailyBudget", "no daily limits"))
+        conditions.append(condition(WITHIN_BUDGET, "True", "NoDailyBudget", "no daily limits"))
         if saved_budget.get("replayPending"):  # limits removed while events were parked
             replay_due = True
             result["budget"] = {"exhausted": False, "replayPending": True}
@@ -228,7 +216,7 @@ def evaluate(
         summary = "; ".join(f"{n}: {d.min_scale} ({d.reason})" for n, d in decisions.items())
         if gap is not None or any(d.reason == "MetricsUnavailable" for d in decisions.values()):
             conditions.append(
-                _condition(
+                condition(
                     WARM_POOL_APPLIED,
                     "Unknown",
                     "MetricsUnavailable",
@@ -236,7 +224,7 @@ def evaluate(
                 )
             )
         else:
-            conditions.append(_condition(WARM_POOL_APPLIED, "True", "Applied", summary))
+            conditions.append(condition(WARM_POOL_APPLIED, "True", "Applied", summary))
 
     before = [c for c in status.get("conditions") or [] if c.get("type") in POLICY_CONDITIONS]
     if gap and not any(c.get("reason") == "MetricsUnavailable" for c in before):

@@ -13,6 +13,7 @@ from typing import Any
 
 from rouse_runtime import agentspec
 
+from rouse_operator.conditions import condition, stamp
 from rouse_operator.resources.meta import PINGSOURCE, SERVICE, TRIGGER, ChildKind
 from rouse_operator.resources.service import MIN_SCALE
 
@@ -68,28 +69,14 @@ def _combine(name: str, parts: Sequence[Readiness], problems: Sequence[Problem])
     """One condition from the parts: False wins, then Unknown; problems are False."""
     own = [p for p in problems if p.condition == name]
     if own:
-        return _cond(name, "False", own[0].reason, "; ".join(p.message for p in own))
+        return condition(name, "False", own[0].reason, "; ".join(p.message for p in own))
     failed = [p for p in parts if p.status == "False"]
     if failed:
-        return _cond(name, "False", failed[0].reason, "; ".join(p.message for p in failed))
+        return condition(name, "False", failed[0].reason, "; ".join(p.message for p in failed))
     waiting = [p for p in parts if p.status != "True"]
     if waiting:
-        return _cond(name, "Unknown", waiting[0].reason, "; ".join(p.message for p in waiting))
-    return _cond(name, "True", "Ready", f"{len(parts)} ready")
-
-
-def _cond(kind: str, status: str, reason: str, message: str) -> Obj:
-    return {"type": kind, "status": status, "reason": reason, "message": message}
-
-
-def _stamp(conditions: list[Obj], previous: Sequence[Obj], generation: int, now: str) -> None:
-    """observedGeneration and lastTransitionTime (kept while the status does not change)."""
-    before = {c.get("type"): c for c in previous}
-    for cond in conditions:
-        old = before.get(cond["type"])
-        same = old is not None and old.get("status") == cond["status"]
-        cond["lastTransitionTime"] = old.get("lastTransitionTime", now) if same and old else now
-        cond["observedGeneration"] = generation
+        return condition(name, "Unknown", waiting[0].reason, "; ".join(p.message for p in waiting))
+    return condition(name, "True", "Ready", f"{len(parts)} ready")
 
 
 def compute(
@@ -136,16 +123,18 @@ def compute(
     parts = [skills_ready, triggers_ready]
     general = [p for p in problems if p.condition == READY]
     if general:
-        ready_cond = _cond(READY, "False", general[0].reason, "; ".join(p.message for p in general))
+        ready_cond = condition(
+            READY, "False", general[0].reason, "; ".join(p.message for p in general)
+        )
     elif all(c["status"] == "True" for c in parts):
-        ready_cond = _cond(READY, "True", "Ready", "all skills and triggers are ready")
+        ready_cond = condition(READY, "True", "Ready", "all skills and triggers are ready")
     else:
         worst = next((c for c in parts if c["status"] == "False"), None)
         worst = worst or next(c for c in parts if c["status"] != "True")
-        ready_cond = _cond(READY, worst["status"], worst["reason"], worst["message"])
+        ready_cond = condition(READY, worst["status"], worst["reason"], worst["message"])
     conditions = [ready_cond, skills_ready, triggers_ready]
     generation = int(meta.get("generation") or 0)
-    _stamp(conditions, previous.get("conditions") or [], generation, now)
+    stamp(conditions, previous.get("conditions") or [], generation, now)
     exhausted = bool((previous.get("budget") or {}).get("exhausted"))
     if exhausted:
         phase = "Suspended"

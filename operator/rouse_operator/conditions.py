@@ -1,0 +1,24 @@
+"""Kubernetes-style status conditions, built and stamped one way for every writer
+of an Agent's status (the reconciler's Ready conditions, the policy timers' ones)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+Obj = dict[str, Any]
+
+
+def condition(kind: str, status: str, reason: str, message: str) -> Obj:
+    """A condition without its times (see `stamp`)."""
+    return {"type": kind, "status": status, "reason": reason, "message": message}
+
+
+def stamp(conditions: Sequence[Obj], previous: Sequence[Obj], generation: int, now: str) -> None:
+    """observedGeneration and lastTransitionTime (kept while the status does not change)."""
+    before = {c.get("type"): c for c in previous}
+    for cond in conditions:
+        old = before.get(cond["type"])
+        same = old is not None and old.get("status") == cond["status"]
+        cond["lastTransitionTime"] = old.get("lastTransitionTime", now) if same and old else now
+        cond["observedGeneration"] = generation
