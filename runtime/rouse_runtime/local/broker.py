@@ -129,6 +129,15 @@ class Broker:
 
     def publish(self, event: CloudEvent, *, via: str, parent: str | None = None) -> EventRecord:
         """Accept an event: give it a chain, record it, start a delivery per matching Trigger."""
+        record = self._record(event, via=via, parent=parent)
+        outcome = "routed" if record.routed_to else "unroutable"
+        self.metrics.events.labels(agent=self.agent_name, outcome=outcome).inc()
+        for skill in record.routed_to:
+            self.start_delivery(event, skill, record)
+        return record
+
+    def _record(self, event: CloudEvent, *, via: str, parent: str | None) -> EventRecord:
+        """The event's record, routed and added to its chain (delivered or parked next)."""
         record = EventRecord(
             id=str(event["id"]),
             type=str(event["type"]),
@@ -140,10 +149,6 @@ class Broker:
         )
         record.routed_to = routing.targets(self.routes, event.get_attributes())
         self.chains.chain(record.chain).events.append(record)
-        outcome = "routed" if record.routed_to else "unroutable"
-        self.metrics.events.labels(agent=self.agent_name, outcome=outcome).inc()
-        for skill in record.routed_to:
-            self.start_delivery(event, skill, record)
         return record
 
     def start_delivery(
@@ -179,17 +184,7 @@ class Broker:
         parking = self.parking
         if parking is None or not parking.holds(event):
             return self.publish(event, via=via, parent=parent), False
-        record = EventRecord(
-            id=str(event["id"]),
-            type=str(event["type"]),
-            source=str(event["source"]),
-            chain=ensure_chain(event),
-            via=via,
-            parent=parent,
-            data=_jsonable(event.data),
-        )
-        record.routed_to = routing.targets(self.routes, event.get_attributes())
-        self.chains.chain(record.chain).events.append(record)
+        record = self._record(event, via=via, parent=parent)
         outcome = "parked" if record.routed_to else "unroutable"
         self.metrics.events.labels(agent=self.agent_name, outcome=outcome).inc()
         if record.routed_to:
