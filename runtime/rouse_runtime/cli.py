@@ -15,7 +15,10 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import httpx
 
 DEFAULT_BROKER = "http://127.0.0.1:8080"
 ENV_BROKER = "ROUSE_BROKER"
@@ -172,7 +175,6 @@ def read_data(raw: str | None) -> Any:
 
 
 def _send(args: argparse.Namespace) -> int:
-    import httpx
     from cloudevents.conversion import to_binary
 
     from rouse_runtime.local.broker import new_event
@@ -194,13 +196,10 @@ def _send(args: argparse.Namespace) -> int:
     event = new_event(args.type, args.source, data, extensions)
     headers, body = to_binary(event)
     broker = args.broker.rstrip("/")
-    try:
-        response = httpx.post(f"{broker}/", headers=headers, content=body, timeout=30)
-    except httpx.HTTPError as exc:
-        print(
-            f"rouse send: cannot reach the broker at {broker} ({exc}); is `rouse dev` running?",
-            file=sys.stderr,
-        )
+    response = _post_to_broker(
+        "rouse send", broker, "/", "; is `rouse dev` running?", headers=headers, content=body
+    )
+    if response is None:
         return 1
     answer = _json(response)
     if response.status_code == 404:
@@ -283,6 +282,19 @@ def format_chain(chain: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _post_to_broker(
+    command: str, broker: str, path: str, hint: str = "", **request: Any
+) -> httpx.Response | None:
+    """POST to the local broker; None, once stderr says so, when it cannot be reached."""
+    import httpx
+
+    try:
+        return httpx.post(f"{broker}{path}", timeout=30, **request)
+    except httpx.HTTPError as exc:
+        print(f"{command}: cannot reach the broker at {broker} ({exc}){hint}", file=sys.stderr)
+        return None
+
+
 def _json(response: Any) -> dict[str, Any]:
     try:
         value = response.json()
@@ -341,16 +353,9 @@ def _deadletters_list(args: argparse.Namespace) -> int:
 
 
 def _deadletters_replay(args: argparse.Namespace) -> int:
-    import httpx
-
     broker = args.broker.rstrip("/")
-    try:
-        response = httpx.post(f"{broker}/deadletters/{args.id}/replay", timeout=30)
-    except httpx.HTTPError as exc:
-        print(
-            f"rouse deadletters replay: cannot reach the broker at {broker} ({exc})",
-            file=sys.stderr,
-        )
+    response = _post_to_broker("rouse deadletters replay", broker, f"/deadletters/{args.id}/replay")
+    if response is None:
         return 1
     answer = _json(response)
     if response.status_code != 202:
