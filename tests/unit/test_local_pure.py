@@ -17,7 +17,7 @@ from rouse_runtime.local.delivery import (
     retryable,
     schedule_of_waits,
 )
-from rouse_runtime.local.durations import go_duration_seconds, iso8601_seconds
+from rouse_runtime.local.durations import iso8601_seconds
 from rouse_runtime.local.scheduler import Schedule, next_fire, ping_event, schedules
 from rouse_runtime.local.supervisor import (
     PoolConfig,
@@ -26,6 +26,7 @@ from rouse_runtime.local.supervisor import (
     readable_log_line,
     usage_from_metrics,
 )
+from rouse_runtime.policies.durations import go_duration_seconds
 
 
 @pytest.mark.parametrize(

@@ -36,8 +36,8 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from rouse_runtime.agentspec import Agent, Skill, service_name, skill_env
-from rouse_runtime.local.durations import go_duration_seconds
 from rouse_runtime.local.metrics import LocalMetrics
+from rouse_runtime.policies.durations import go_duration_seconds
 
 DEFAULT_IDLE_SECONDS = 30.0
 DEFAULT_STARTUP_TIMEOUT = 60.0
