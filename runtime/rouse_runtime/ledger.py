@@ -356,11 +356,12 @@ class RedisLedger(Ledger):
     async def add(
         self, namespace: str, agent: str, skill: str, entry: Entry, *, day: str | None = None
     ) -> None:
-        from redis.exceptions import RedisError
+        from rouse_runtime.store.redis import redis_call
 
         line = f"{namespace}|{agent}|{skill}"
         day_key = f"{_R_DAY}{day or utc_day()}:{line}"
-        try:
+
+        async def add() -> None:
             async with self._redis.pipeline(transaction=True) as pipe:
                 for counter in _COUNTERS:
                     amount = getattr(entry, counter)
@@ -369,22 +370,23 @@ class RedisLedger(Ledger):
                 pipe.expire(day_key, _DAY_TTL_SECONDS)
                 pipe.sadd(_R_INDEX, line)
                 await pipe.execute()
-        except RedisError as exc:
-            raise StoreError(f"redis ledger {self.url!r}: add failed: {exc}") from exc
+
+        await redis_call("ledger", self.url, "add", add())
 
     async def lines(self, *, day: str | None = None) -> list[Line]:
-        from redis.exceptions import RedisError
+        from rouse_runtime.store.redis import redis_call
 
         today = day or utc_day()
-        try:
+
+        async def read() -> tuple[list[str], list[Any]]:
             names = sorted(await self._redis.smembers(_R_INDEX))
             async with self._redis.pipeline(transaction=False) as pipe:
                 for line in names:
                     pipe.hgetall(_R_TOTAL + line)
                     pipe.hgetall(f"{_R_DAY}{today}:{line}")
-                replies = await pipe.execute()
-        except RedisError as exc:
-            raise StoreError(f"redis ledger {self.url!r}: read failed: {exc}") from exc
+                return names, await pipe.execute()
+
+        names, replies = await redis_call("ledger", self.url, "read", read())
         result = []
         for index, line in enumerate(names):
             total, daily = replies[2 * index], replies[2 * index + 1]

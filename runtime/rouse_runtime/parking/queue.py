@@ -192,12 +192,9 @@ class RedisQueue(ParkingQueue):
         self._remove = self._redis.register_script(_R_REMOVE)
 
     async def _call(self, what: str, coro: Any) -> Any:
-        from redis.exceptions import RedisError
+        from rouse_runtime.store.redis import redis_call
 
-        try:
-            return await coro
-        except RedisError as exc:
-            raise StoreError(f"redis parking queue {self.url!r}: {what} failed: {exc}") from exc
+        return await redis_call("parking queue", self.url, what, coro)
 
     async def append(
         self,

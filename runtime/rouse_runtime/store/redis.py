@@ -8,12 +8,15 @@ atomically.
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from rouse_runtime.store.base import Claim, Store, StoreError
+
+T = TypeVar("T")
 
 _PREFIX = "rouse:"
 _RUNNING = "running:"
@@ -38,6 +41,17 @@ return 0
 """
 
 
+async def redis_call(user: str, url: str, what: str, awaitable: Awaitable[T]) -> T:
+    """Await a Redis call; a RedisError becomes StoreError naming the user, the URL and what failed.
+
+    Shared by every Redis user of the state URL (state store, ledger, parking queue).
+    """
+    try:
+        return await awaitable
+    except RedisError as exc:
+        raise StoreError(f"redis {user} {url!r}: {what} failed: {exc}") from exc
+
+
 def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
 
@@ -51,10 +65,7 @@ class RedisStore(Store):
         self._release = self._redis.register_script(_RELEASE)
 
     async def _call(self, what: str, coro: Any) -> Any:
-        try:
-            return await coro
-        except RedisError as exc:
-            raise StoreError(f"redis state store {self.url!r}: {what} failed: {exc}") from exc
+        return await redis_call("state store", self.url, what, coro)
 
     async def get(self, key: str) -> Any:
         raw = await self._call("get", self._redis.get(_PREFIX + "kv:" + key))
