@@ -185,7 +185,9 @@ async def _resync_forever(interval: float) -> None:
             try:
                 await loop.run_in_executor(None, context.run, run, namespace, name)
             except Exception as exc:  # keep resyncing the others; kopf retries its own causes
-                log.warning("resync of %s/%s failed: %s", namespace, name, exc)
+                log.warning(
+                    "resync of %s/%s failed: %s: %s", namespace, name, type(exc).__name__, exc
+                )
 
 
 def _context_of(namespace: str, name: str) -> contextvars.Context:
@@ -223,7 +225,10 @@ def _bounded(fn: PeriodicFn, concurrency: int) -> RoundFn:
             try:
                 await fn(body=body, namespace=namespace, name=name)
             except Exception as exc:
-                log.warning("%s for %s/%s failed: %s", fn.__name__, namespace, name, exc)
+                log.warning(
+                    "%s for %s/%s failed: %s: %s",
+                    fn.__name__, namespace, name, type(exc).__name__, exc,
+                )  # fmt: skip
 
     guarded.__name__ = fn.__name__
     return guarded
