@@ -60,36 +60,33 @@ def is_json(content_type: str | None) -> bool:
 def _binary_data(content_type: str | None) -> Any:
     """The unmarshaller for a binary-mode body of this content type."""
     mt = media_type(content_type)
+    json_body = is_json(mt)
+    text_body = json_body or mt.startswith("text/")
 
     def unmarshal(body: bytes | str) -> Any:
         raw = body.encode("latin-1") if isinstance(body, str) else body
         if not raw:
             return None  # an event without data, whatever content type it names
-        if is_json(mt):
-            try:
-                return json.loads(raw.decode("utf-8"))
-            except UnicodeDecodeError as exc:
-                raise EventError(
-                    400,
-                    "invalid data",
-                    f"body declared {mt} is not valid UTF-8: {exc.reason} at byte {exc.start}",
-                ) from None
-            except json.JSONDecodeError as exc:
-                raise EventError(
-                    400,
-                    "invalid data",
-                    f"body declared {mt} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
-                ) from None
-        if mt.startswith("text/"):
-            try:
-                return raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise EventError(
-                    400,
-                    "invalid data",
-                    f"body declared {mt} is not valid UTF-8: {exc.reason} at byte {exc.start}",
-                ) from None
-        return bytes(raw)
+        if not text_body:
+            return bytes(raw)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise EventError(
+                400,
+                "invalid data",
+                f"body declared {mt} is not valid UTF-8: {exc.reason} at byte {exc.start}",
+            ) from None
+        if not json_body:
+            return text
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise EventError(
+                400,
+                "invalid data",
+                f"body declared {mt} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+            ) from None
 
     return unmarshal
 
