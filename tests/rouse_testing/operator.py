@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rouse_testing.process import stop_process
 from rouse_testing.wait import free_port, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -57,13 +58,7 @@ class OperatorProcess:
         return self.proc.poll() is None
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        stop_process(self.proc, grace=20)
 
 
 def start_operator(

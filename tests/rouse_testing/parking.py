@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 
+from rouse_testing.process import stop_process
 from rouse_testing.wait import free_port, wait_until
 
 
@@ -32,13 +33,7 @@ class Parking:
         )
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
 
 def start_parking(

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 
+from rouse_testing.process import stop_process
 from rouse_testing.wait import free_port, require_tool, wait_until
 
 INSTALL_HINT = (
@@ -95,13 +96,8 @@ class PrometheusServer:
 
     def stop(self) -> None:
         """Stop the server (tests use this to simulate Prometheus going away)."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            stop_process(self.process)
         self.process = None
 
     def active_targets(self) -> list[dict[str, object]]:

@@ -7,6 +7,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from rouse_testing.process import stop_process
 from rouse_testing.wait import free_port, require_tool, wait_until
 
 
@@ -17,9 +18,7 @@ class RedisServer:
     proc: subprocess.Popen[bytes]
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
+        stop_process(self.proc, grace=10)
 
 
 def _pong(port: int) -> bool:

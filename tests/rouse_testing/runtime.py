@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from rouse_testing.process import stop_process
 from rouse_testing.wait import free_port, wait_until
 
 
@@ -36,13 +37,7 @@ class RunningRuntime:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        stop_process(self.proc)
 
 
 def start_runtime(
