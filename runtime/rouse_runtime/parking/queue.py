@@ -21,6 +21,8 @@ from rouse_runtime.store.sqlite_file import SqliteFile
 
 Kind = Literal["park", "dead-letter"]
 KINDS: tuple[Kind, ...] = ("park", "dead-letter")
+# What makes a stored event unique: (kind, namespace, agent, skill, source, event id).
+Identity = tuple[Kind, str, str, str, str, str]
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,6 @@ class Filter:
 
 
 class ParkingQueue(abc.ABC):
-    @abc.abstractmethod
     async def append(
         self,
         kind: Kind,
@@ -82,6 +83,12 @@ class ParkingQueue(abc.ABC):
         event: str,
     ) -> bool:
         """Store an event at the end; False when this sink already holds it."""
+        identity = (kind, namespace, agent, skill, source, event_id)
+        return await self._append(identity, time.time(), event)
+
+    @abc.abstractmethod
+    async def _append(self, identity: Identity, parked_at: float, event: str) -> bool:
+        """Store `event` under `identity` unless it is held already (atomically)."""
 
     @abc.abstractmethod
     async def items(self, where: Filter = Filter()) -> list[Parked]:
@@ -123,21 +130,12 @@ class SqliteQueue(ParkingQueue):
     def _run(self, what: str, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Cursor:
         return self._file.run(what, lambda db: db.execute(sql, args))
 
-    async def append(
-        self,
-        kind: Kind,
-        namespace: str,
-        agent: str,
-        skill: str,
-        source: str,
-        event_id: str,
-        event: str,
-    ) -> bool:
+    async def _append(self, identity: Identity, parked_at: float, event: str) -> bool:
         cur = self._run(
             "append",
             "INSERT OR IGNORE INTO parked (kind, ns, agent, skill, source, event_id, parked_at,"
             " event) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (kind, namespace, agent, skill, source, event_id, time.time(), event),
+            (*identity, parked_at, event),
         )
         return cur.rowcount > 0
 
@@ -188,40 +186,32 @@ class RedisQueue(ParkingQueue):
 
         self.url = url
         self._redis: Any = aioredis.from_url(url, decode_responses=True)
-        self._append = self._redis.register_script(_R_APPEND)
-        self._remove = self._redis.register_script(_R_REMOVE)
+        self._append_script = self._redis.register_script(_R_APPEND)
+        self._remove_script = self._redis.register_script(_R_REMOVE)
 
     async def _call(self, what: str, coro: Any) -> Any:
         from rouse_runtime.store.redis import redis_call
 
         return await redis_call("parking queue", self.url, what, coro)
 
-    async def append(
-        self,
-        kind: Kind,
-        namespace: str,
-        agent: str,
-        skill: str,
-        source: str,
-        event_id: str,
-        event: str,
-    ) -> bool:
-        identity = json.dumps([kind, namespace, agent, skill, source, event_id])
+    async def _append(self, identity: Identity, parked_at: float, event: str) -> bool:
+        kind, namespace, agent, skill, source, event_id = identity
+        key = json.dumps([kind, namespace, agent, skill, source, event_id])
         record = {
-            "identity": identity,
+            "identity": key,
             "kind": kind,
             "namespace": namespace,
             "agent": agent,
             "skill": skill,
             "source": source,
             "eventId": event_id,
-            "parkedAt": time.time(),
+            "parkedAt": parked_at,
             "event": event,
         }
         stored = await self._call(
             "append",
-            self._append(
-                keys=[_R_SEEN, _R_SEQ, _R_ORDER], args=[identity, json.dumps(record), _R_ITEM]
+            self._append_script(
+                keys=[_R_SEEN, _R_SEQ, _R_ORDER], args=[key, json.dumps(record), _R_ITEM]
             ),
         )
         return bool(stored)
@@ -257,7 +247,7 @@ class RedisQueue(ParkingQueue):
             removed += int(
                 await self._call(
                     "remove",
-                    self._remove(keys=[_R_SEEN, _R_ORDER], args=[str(item_id), _R_ITEM]),
+                    self._remove_script(keys=[_R_SEEN, _R_ORDER], args=[str(item_id), _R_ITEM]),
                 )
             )
         return removed
