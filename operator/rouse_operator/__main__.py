@@ -2,6 +2,10 @@
 
     python -m rouse_operator --namespace team-a      # one namespace (repeatable)
     python -m rouse_operator --all-namespaces        # cluster-wide (the Helm chart's default)
+    python -m rouse_operator -A --leader-elect       # one of many replicas (the chart does this)
+
+With --leader-elect (or ROUSE_LEADER_ELECT=true) the operator first acquires a Lease
+(rouse_operator.leader) and only then starts kopf; without it, it starts at once.
 
 /healthz and /metrics listen on ROUSE_METRICS_PORT (default 8080).
 """
@@ -10,11 +14,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 import kopf
+from kubernetes import client
 
-from rouse_operator import health
+from rouse_operator import health, leader
+from rouse_operator.kube import load_config
 from rouse_operator.settings import SettingsError, from_env
 
 
@@ -29,6 +36,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every handler run")
+    parser.add_argument(
+        "--leader-elect",
+        action="store_true",
+        default=os.environ.get("ROUSE_LEADER_ELECT", "").strip().lower() in {"1", "true", "yes"},
+        help="hold a coordination.k8s.io Lease before reconciling, so replicas never fight "
+        "(default: ROUSE_LEADER_ELECT)",
+    )
     return parser.parse_args(argv)
 
 
@@ -39,6 +53,15 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"rouse-operator: {exc}", file=sys.stderr)
         return 2
+    elector = None
+    if args.leader_elect:
+        try:
+            leader_cfg = leader.config_from_env(os.environ)
+        except leader.LeaderConfigError as exc:
+            print(f"rouse-operator: {exc}", file=sys.stderr)
+            return 2
+        load_config()
+        elector = leader.LeaderElector(leader_cfg, client.CoordinationV1Api())
     kopf.configure(verbose=args.verbose)
     server = health.serve(settings.metrics_port)
     logging.getLogger("rouse.operator").info(
@@ -49,11 +72,20 @@ def main(argv: list[str] | None = None) -> int:
         policy_timers,  # noqa: F401  (warm-pool and budget timers)
     )
 
-    kopf.run(
-        standalone=True,  # one replica, no peering objects needed
-        clusterwide=args.all_namespaces,
-        namespaces=args.namespace,
-    )
+    if elector is not None:
+        health.STATE.standby = True  # a waiting follower is healthy, not stuck
+        elector.acquire()
+        health.STATE.standby = False
+        elector.start_renewing()
+    try:
+        kopf.run(
+            standalone=True,  # no kopf peering: the Lease (or a single replica) excludes others
+            clusterwide=args.all_namespaces,
+            namespaces=args.namespace,
+        )
+    finally:
+        if elector is not None:
+            elector.release()
     server.shutdown()
     return 0
 

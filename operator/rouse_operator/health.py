@@ -11,9 +11,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 @dataclass
 class Health:
-    """Ready once kopf has started and configured the reconciler; not after cleanup."""
+    """Ready once kopf has started and configured the reconciler; not after cleanup.
+
+    standby: a leader-election follower waiting for the Lease, alive and healthy.
+    """
 
     ready: bool = False
+    standby: bool = False
 
 
 STATE = Health()
@@ -23,8 +27,12 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
         if path == "/healthz":
-            ok = STATE.ready
-            self._send(200 if ok else 503, b"ok\n" if ok else b"starting\n", "text/plain")
+            if STATE.ready:
+                self._send(200, b"ok\n", "text/plain")
+            elif STATE.standby:
+                self._send(200, b"standby: waiting for the leader Lease\n", "text/plain")
+            else:
+                self._send(503, b"starting\n", "text/plain")
         elif path == "/metrics":
             self._send(200, generate_latest(), CONTENT_TYPE_LATEST)
         else:

@@ -1,0 +1,99 @@
+"""The pure parts of leader election: may I take this Lease now? and the settings."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from rouse_operator.leader import (
+    LeaderConfig,
+    LeaderConfigError,
+    LeaseSpec,
+    config_from_env,
+    may_acquire,
+)
+
+NOW = datetime(2026, 11, 22, 1, 0, 0, tzinfo=UTC)
+ME = "rouse-operator-abc_7"
+
+
+def ago(seconds: float) -> datetime:
+    return NOW - timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize(
+    ("lease", "expected"),
+    [
+        (None, True),  # no Lease yet: create it
+        (LeaseSpec("", ago(1), 15), True),  # released (empty holder)
+        (LeaseSpec(ME, ago(1), 15), True),  # ours: renew
+        (LeaseSpec(ME, ago(60), 15), True),  # ours even when expired
+        (LeaseSpec("other_1", ago(1), 15), False),  # held and fresh
+        (LeaseSpec("other_1", ago(14.9), 15), False),  # not yet expired
+        (LeaseSpec("other_1", ago(15), 15), False),  # exactly at expiry: not strictly before now
+        (LeaseSpec("other_1", ago(15.001), 15), True),  # expired
+        (LeaseSpec("other_1", ago(2), 1), True),  # released the client-go way: 1s duration
+        (LeaseSpec("other_1", None, 15), True),  # never renewed
+        (LeaseSpec("other_1", NOW + timedelta(seconds=5), 15), False),  # holder clock ahead
+    ],
+)
+def test_may_acquire(lease: LeaseSpec | None, expected: bool) -> None:
+    assert may_acquire(lease, ME, NOW) is expected
+
+
+def test_config_from_env_defaults(tmp_path: Path) -> None:
+    cfg = config_from_env(
+        {"ROUSE_LEADER_NAMESPACE": "rouse-system", "POD_NAME": "rouse-operator-abc"},
+        tmp_path / "missing",
+    )
+    assert cfg == LeaderConfig(
+        namespace="rouse-system",
+        name="rouse-operator",
+        identity=cfg.identity,
+        lease_seconds=15,
+        renew_deadline=10.0,
+        retry=2.0,
+    )
+    name, pid = cfg.identity.rsplit("_", 1)
+    assert name == "rouse-operator-abc" and int(pid) > 0
+
+
+def test_config_from_env_service_account_namespace_and_overrides(tmp_path: Path) -> None:
+    sa_file = tmp_path / "namespace"
+    sa_file.write_text("team-ops\n")
+    cfg = config_from_env(
+        {
+            "POD_NAME": "p",
+            "ROUSE_LEADER_LEASE_NAME": "my-lease",
+            "ROUSE_LEADER_LEASE_SECONDS": "4",
+            "ROUSE_LEADER_RENEW_DEADLINE_SECONDS": "3",
+            "ROUSE_LEADER_RETRY_SECONDS": "0.5",
+        },
+        sa_file,
+    )
+    assert (cfg.namespace, cfg.name, cfg.lease_seconds, cfg.renew_deadline, cfg.retry) == (
+        "team-ops",
+        "my-lease",
+        4,
+        3.0,
+        0.5,
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({}, "ROUSE_LEADER_NAMESPACE"),
+        ({"ROUSE_LEADER_LEASE_SECONDS": "soon"}, "ROUSE_LEADER_LEASE_SECONDS='soon'"),
+        ({"ROUSE_LEADER_RETRY_SECONDS": "0"}, "greater than 0"),
+        ({"ROUSE_LEADER_LEASE_SECONDS": "2.5"}, "whole seconds"),
+        ({"ROUSE_LEADER_RENEW_DEADLINE_SECONDS": "20"}, "< ROUSE_LEADER_LEASE_SECONDS (15"),
+        ({"ROUSE_LEADER_RETRY_SECONDS": "10"}, "ROUSE_LEADER_RETRY_SECONDS (10.0) <"),
+    ],
+)
+def test_config_from_env_refuses(tmp_path: Path, env: dict[str, str], message: str) -> None:
+    full = ({"ROUSE_LEADER_NAMESPACE": "ns"} if env else {}) | env
+    with pytest.raises(LeaderConfigError) as info:
+        config_from_env(full, tmp_path / "missing")
+    assert message in str(info.value)
