@@ -255,7 +255,7 @@ def sa_kubeconfig(cluster: Cluster, namespace: str, sa: str, path: Path) -> Path
 def chart_operator_command(
     cluster: Cluster, installed: dict[str, str]
 ) -> tuple[list[str], dict[str, str]]:
-    """The operator container's command line and ConfigMap env, from the installed release."""
+    """The operator container's command line and env (ConfigMap + its own), from the release."""
     deployment = kubectl_json(
         cluster,
         "get",
@@ -268,7 +268,12 @@ def chart_operator_command(
     config = kubectl_json(
         cluster, "get", "configmap", f"{installed['release']}-config", "-n", installed["namespace"]
     )
-    return list(container["command"]) + list(container.get("args", [])), dict(config["data"])
+    env = dict(config["data"])
+    fields = {"metadata.namespace": installed["namespace"], "metadata.name": "operator-0"}
+    for var in container.get("env", []):  # literal values and the downward API, as kubelet would
+        ref = var.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+        env[var["name"]] = fields[ref] if ref else var["value"]
+    return list(container["command"]) + list(container.get("args", [])), env
 
 
 def test_operator_with_the_chart_identity_reconciles_without_rbac_denial(
@@ -328,6 +333,16 @@ def test_operator_with_the_chart_identity_reconciles_without_rbac_denial(
             )  # fmt: skip
         made = kubectl_json(cluster, "get", "ksvc", f"{name}-greet", "-n", namespace)
         assert made["metadata"]["ownerReferences"][0]["kind"] == "Agent"
+        # it leads through the chart's leader Lease, in the release namespace (the Role's)
+        lease_args = (
+            "get",
+            "lease",
+            f"{installed['release']}-operator",
+            "-n",
+            installed["namespace"],
+        )
+        lease = kubectl_json(cluster, *lease_args)
+        assert lease["spec"]["holderIdentity"] == f"operator-0_{proc.pid}"
 
         def status_written() -> dict[str, Any] | None:
             got = kubectl_json(cluster, "get", "agent", name, "-n", namespace)
@@ -376,6 +391,8 @@ def test_operator_with_the_chart_identity_reconciles_without_rbac_denial(
         denials = rbac_denials(log_path.read_text())
         if denials:
             pytest.fail("RBAC denials in the operator log:\n" + "\n".join(denials))
+    # stopped cleanly, it released the Lease (update, as the ServiceAccount)
+    assert kubectl_json(cluster, *lease_args)["spec"].get("holderIdentity", "") == ""
 
 
 def rbac_denials(log_text: str) -> list[str]:
@@ -414,6 +431,8 @@ def rbac_denials(log_text: str) -> list[str]:
         ("get", "brokers.eventing.knative.dev", True),
         ("create", "pingsources.sources.knative.dev", True),
         ("create", "events", True),
+        ("create", "leases.coordination.k8s.io", False),  # only in the release namespace
+        ("update", "leases.coordination.k8s.io", False),
     ],
 )
 def test_service_account_permissions(
@@ -430,6 +449,34 @@ def test_service_account_permissions(
         answer = proc.stdout.strip()
         assert answer == ("yes" if allowed else "no"), (
             f"can-i {verb} {resource} {scope}: {answer!r} {proc.stderr}"
+        )
+
+
+@pytest.mark.parametrize(
+    ("verb", "lease", "allowed"),
+    [
+        ("create", "", True),
+        ("get", "{release}-operator", True),
+        ("update", "{release}-operator", True),
+        ("update", "someone-elses-lease", False),
+        ("delete", "{release}-operator", False),
+        ("list", "", False),
+    ],
+)
+def test_service_account_leader_lease_permissions(
+    cluster: Cluster, installed: dict[str, str], verb: str, lease: str, allowed: bool
+) -> None:
+    """Leases only in the release namespace, and get/update only of the chart's own Lease."""
+    user = f"system:serviceaccount:{installed['namespace']}:{installed['sa']}"
+    resource = "leases.coordination.k8s.io"
+    target = f"{resource}/{lease.format(release=installed['release'])}" if lease else resource
+    for namespace, expected in ((installed["namespace"], allowed), ("default", False)):
+        proc = cluster.kubectl(
+            "auth", "can-i", verb, target, "-n", namespace, f"--as={user}", check=False
+        )
+        answer = proc.stdout.strip()
+        assert answer == ("yes" if expected else "no"), (
+            f"can-i {verb} {target} -n {namespace}: {answer!r} {proc.stderr}"
         )
 
 

@@ -280,6 +280,8 @@ def test_default_render_objects() -> None:
         ("ServiceAccount", "rouse"),
         ("ClusterRole", "rouse-operator"),
         ("ClusterRoleBinding", "rouse-operator"),
+        ("Role", "rouse-operator-leader-election"),
+        ("RoleBinding", "rouse-operator-leader-election"),
         ("ConfigMap", "rouse-config"),
         ("Deployment", "rouse-operator"),
         ("Deployment", "rouse-parking"),
@@ -320,7 +322,7 @@ def test_all_optional_render_objects() -> None:
     (operator,) = objects[("Deployment", "rouse-operator")]["spec"]["template"]["spec"][
         "containers"
     ]
-    assert operator["args"] == ["--all-namespaces", "--verbose"]
+    assert operator["args"] == ["--all-namespaces", "--leader-elect", "--verbose"]
     redis = objects[("Deployment", "rouse-redis")]["spec"]["template"]["spec"]
     assert redis["volumes"] == [
         {"name": "data", "persistentVolumeClaim": {"claimName": "rouse-redis"}}
@@ -429,13 +431,72 @@ def test_operator_deployment() -> None:
     assert len(annotations["checksum/config"]) == 64
 
 
-def test_operator_runs_one_standalone_replica() -> None:
-    deployment = by_kind_name(helm_template())[("Deployment", "rouse-operator")]
+def test_operator_elects_a_leader_and_rolls_out_without_a_gap() -> None:
+    objects = by_kind_name(helm_template("operator.replicas=3"))
+    deployment = objects[("Deployment", "rouse-operator")]
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     assert container["command"] == ["python", "-m", "rouse_operator"]
+    assert container["args"] == ["--all-namespaces", "--leader-elect"]
+    assert deployment["spec"]["replicas"] == 3
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    field = {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    assert container["env"] == [
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "POD_NAMESPACE", "valueFrom": field},
+        {"name": "ROUSE_LEADER_NAMESPACE", "valueFrom": field},
+        {"name": "ROUSE_LEADER_LEASE_NAME", "value": "rouse-operator"},
+        {"name": "ROUSE_LEADER_LEASE_SECONDS", "value": "15"},
+        {"name": "ROUSE_LEADER_RENEW_DEADLINE_SECONDS", "value": "10"},
+        {"name": "ROUSE_LEADER_RETRY_SECONDS", "value": "2"},
+    ]
+    labels = objects[("Role", "rouse-operator-leader-election")]["metadata"]["labels"]
+    assert objects[("Role", "rouse-operator-leader-election")] == {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {
+            "name": "rouse-operator-leader-election",
+            "namespace": NAMESPACE,
+            "labels": labels,
+        },
+        "rules": [
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+            {
+                "apiGroups": ["coordination.k8s.io"],
+                "resources": ["leases"],
+                "resourceNames": ["rouse-operator"],
+                "verbs": ["get", "update"],
+            },
+        ],
+    }
+    assert objects[("RoleBinding", "rouse-operator-leader-election")] == {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {
+            "name": "rouse-operator-leader-election",
+            "namespace": NAMESPACE,
+            "labels": labels,
+        },
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "Role",
+            "name": "rouse-operator-leader-election",
+        },
+        "subjects": [{"kind": "ServiceAccount", "name": "rouse", "namespace": NAMESPACE}],
+    }
+
+
+def test_operator_without_leader_election_runs_one_replica_with_recreate() -> None:
+    objects = by_kind_name(helm_template("operator.leaderElection.enabled=false"))
+    deployment = objects[("Deployment", "rouse-operator")]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
     assert container["args"] == ["--all-namespaces"]
+    assert not any(e["name"].startswith("ROUSE_LEADER_") for e in container["env"])
     assert deployment["spec"]["replicas"] == 1
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert ("Role", "rouse-operator-leader-election") not in objects
 
 
 @pytest.mark.parametrize(
@@ -443,7 +504,10 @@ def test_operator_runs_one_standalone_replica() -> None:
     [
         (["redis.enabled=false"], "stateUrl"),
         (["parking.enabled=false"], "parkingUrl"),
-        (["operator.replicas=2"], "replicas"),
+        (["operator.replicas=2", "operator.leaderElection.enabled=false"], "leaderElection"),
+        (["operator.replicas=-1"], "replicas"),
+        (["operator.leaderElection.renewDeadlineSeconds=15"], "renewDeadlineSeconds <"),
+        (["operator.leaderElection.retryPeriodSeconds=0"], "retryPeriodSeconds"),
         (["operator.verbose=loud"], "verbose"),
         (["settings.stateUrl=postgres://x"], "stateUrl"),
         (["unknownKey=1"], "unknownKey"),
