@@ -230,7 +230,7 @@ class LeaderElector:
         while True:
             try:
                 held, seen = self.try_acquire_or_renew()
-            except (ApiException, OSError) as exc:
+            except Exception as exc:  # API errors, connection errors (urllib3), timeouts
                 LOG.warning("leader election: cannot read or write Lease %s: %s", where, exc)
                 held, seen = False, None
             if held:
@@ -263,7 +263,7 @@ class LeaderElector:
                         "exiting so that only one operator works"
                     )
                     return
-            except (ApiException, OSError) as exc:
+            except Exception as exc:  # any failure counts against the renew deadline
                 LOG.warning("leader election: renewing Lease %s failed: %s", where, exc)
             if time.monotonic() - last_renewed > self.cfg.renew_deadline:
                 self.on_lost(
@@ -291,5 +291,5 @@ class LeaderElector:
             LOG.info("leader election: released Lease %s", where)
         except ApiException as exc:
             LOG.warning("leader election: releasing Lease %s failed: %s", where, api_message(exc))
-        except OSError as exc:
+        except Exception as exc:  # the Lease then expires on its own
             LOG.warning("leader election: releasing Lease %s failed: %s", where, exc)

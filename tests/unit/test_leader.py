@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from kubernetes import client
 from rouse_operator.leader import (
     LeaderConfig,
     LeaderConfigError,
@@ -97,3 +100,32 @@ def test_config_from_env_refuses(tmp_path: Path, env: dict[str, str], message: s
     with pytest.raises(LeaderConfigError) as info:
         config_from_env(full, tmp_path / "missing")
     assert message in str(info.value)
+
+
+def test_leader_that_cannot_renew_gives_up_after_the_renew_deadline() -> None:
+    """A real HTTP client against a closed loopback port: every renewal fails (a urllib3
+    connection error, not an ApiException) and the elector calls on_lost once the deadline
+    has passed, never before."""
+    from rouse_operator.leader import LeaderElector
+    from rouse_testing.wait import free_port
+
+    configuration = client.Configuration()
+    configuration.host = f"http://127.0.0.1:{free_port()}"
+    api = client.CoordinationV1Api(client.ApiClient(configuration))
+    cfg = LeaderConfig("ns", "rouse-operator", ME, lease_seconds=3, renew_deadline=1.0, retry=0.2)
+    lost: list[str] = []
+    gave_up = threading.Event()
+
+    def on_lost(message: str) -> None:
+        lost.append(message)
+        gave_up.set()
+
+    elector = LeaderElector(cfg, api, on_lost=on_lost)
+    started = time.monotonic()
+    elector.start_renewing()
+    assert gave_up.wait(timeout=30), "the elector kept leading without renewing"
+    assert time.monotonic() - started >= 1.0
+    assert lost == [
+        "leader election: could not renew Lease ns/rouse-operator for 1s (renew deadline); "
+        "exiting so that a follower can take over"
+    ]
