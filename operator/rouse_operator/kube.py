@@ -23,8 +23,10 @@ API resources and verbs the operator uses (the ClusterRole in charts/rouse lists
 - apiextensions.k8s.io/customresourcedefinitions: list, watch  (optional: kopf notices CRDs
   installed after it started)
 - "" namespaces: list, watch                   (only when namespaces are given as globs)
-Not needed: coordination.k8s.io leases or kopf peering objects (the operator runs standalone,
-one replica).
+- coordination.k8s.io/leases: create; get, update on the operator's own Lease only, in its
+  own namespace (a namespaced Role; only with --leader-elect, see leader.py)
+Not needed: kopf peering objects (kopf runs standalone; leader election decides which replica
+runs it).
 """
 
 from __future__ import annotations
