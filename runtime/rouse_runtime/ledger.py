@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import logging
 import operator
 import os
 import sqlite3
@@ -41,8 +40,6 @@ if TYPE_CHECKING:
 ENV_NAMESPACE = "ROUSE_NAMESPACE"
 SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 NANO = 1_000_000_000
-
-log = logging.getLogger("rouse.ledger")
 
 
 def nano_usd(cost_usd: float) -> int:
@@ -152,7 +149,7 @@ class Ledger(abc.ABC):
         cost_usd: float = 0.0,
         namespace: str | None = None,
     ) -> None:
-        """The runtime's one call per invocation (namespace from ROUSE_NAMESPACE)."""
+        """Add one invocation now (namespace default: ROUSE_NAMESPACE); the runtime uses `stage`."""
         entry = Entry.invocation(
             cold_start=cold_start,
             input_tokens=input_tokens,
@@ -193,34 +190,6 @@ def ledger_for(url: str) -> Ledger:
     if url not in _opened:
         _opened[url] = open_ledger(url)
     return _opened[url]
-
-
-async def record_invocation(
-    state_url: str,
-    agent: str,
-    skill: str,
-    *,
-    cold_start: bool,
-    input_tokens: int,
-    output_tokens: int,
-    cost_usd: float,
-) -> None:
-    """The runtime's hook after each invocation; a store failure is logged, never raised.
-
-    The invocation already happened (and spent): failing it now would only make
-    the broker retry and spend again.
-    """
-    try:
-        await ledger_for(state_url).record(
-            agent,
-            skill,
-            cold_start=cold_start,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            cost_usd=cost_usd,
-        )
-    except StoreError as exc:
-        log.warning("ledger: invocation of %s/%s not recorded: %s", agent, skill, exc)
 
 
 _COUNTERS = ("invocations", "cold_starts", "input_tokens", "output_tokens", "cost_nano_usd")

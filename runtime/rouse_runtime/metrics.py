@@ -25,7 +25,6 @@ CONTENT_TYPE = prometheus_client.CONTENT_TYPE_LATEST
 
 OUTCOMES = ("ok", "error", "budget_exceeded", "duplicate")
 LIMITS = ("steps", "tool_calls", "tokens", "timeout")
-TOKEN_KINDS = ("input", "output")
 DURATION_BUCKETS = (0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 
 

@@ -11,7 +11,6 @@ callbacks: `on_min_scale(skill, n)` (keep n processes warm) and
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -123,8 +122,3 @@ class LocalPolicyLoop:
             if made.changed:
                 await _call(self.on_min_scale, skill, made.min_scale)
         return decisions, decision
-
-    async def run_forever(self) -> None:
-        while True:
-            await self.evaluate_once()
-            await asyncio.sleep(self.interval)

@@ -152,7 +152,6 @@ class Lease:
 
     process: SkillProcess
     cold: bool
-    waited: float
 
 
 class SkillPool:
@@ -258,7 +257,6 @@ class SkillPool:
 
     async def acquire(self) -> Lease:
         """A slot on a process, starting one if every process is full (the event waits)."""
-        began = time.monotonic()
         async with self._cond:
             while True:
                 process = self._pick()
@@ -283,7 +281,7 @@ class SkillPool:
                 )
             self.cold_starts += 1
             self.metrics.cold_starts.labels(**self._labels).inc()
-        return Lease(process=process, cold=cold, waited=time.monotonic() - began)
+        return Lease(process=process, cold=cold)
 
     async def release(self, process: SkillProcess, *, served: bool = True) -> None:
         """Give the slot back; the process is idle from now if nothing else holds it."""

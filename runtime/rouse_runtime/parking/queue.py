@@ -20,7 +20,6 @@ from rouse_runtime.store import StoreError, sqlite_path
 from rouse_runtime.store.sqlite_file import SqliteFile
 
 Kind = Literal["park", "dead-letter"]
-KINDS: tuple[Kind, ...] = ("park", "dead-letter")
 # What makes a stored event unique: (kind, namespace, agent, skill, source, event id).
 Identity = tuple[Kind, str, str, str, str, str]
 
