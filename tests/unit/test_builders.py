@@ -189,6 +189,7 @@ def test_base_service_whole_object() -> None:
                     },
                 },
                 "spec": {
+                    "automountServiceAccountToken": False,
                     "containerConcurrency": 10,
                     "timeoutSeconds": 310,
                     "containers": [

@@ -84,6 +84,8 @@ def build(agent: Manifest, skill: dict[str, Any], settings: Settings, min_scale:
                 "annotations": revision_annotations(skill, min_scale),
             },
             "spec": {
+                # Skills never call the Kubernetes API: no token in the pod to steal.
+                "automountServiceAccountToken": False,
                 "containerConcurrency": int(skill.get("concurrency", 10)),
                 "timeoutSeconds": min(timeout + TIMEOUT_GRACE_SECONDS, KNATIVE_MAX_TIMEOUT_SECONDS),
                 "containers": [container],
