@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import threading
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -210,9 +211,18 @@ class Context:
         return event
 
     def run(self, awaitable: Awaitable[T]) -> T:
-        """Wait for a ctx coroutine from a plain `def` skill (runs it on the server's loop)."""
+        """Wait for a ctx coroutine from a plain `def` skill (runs it on the server's loop).
+
+        Raises BudgetExceeded once the invocation is over budget: a timed-out `def`
+        skill's thread cannot be killed, so it is stopped here, before it writes
+        state or spends after the server has already answered.
+        """
         if threading.get_ident() == self._loop_thread:
             raise RuntimeError("ctx.run() is for plain def skills; in async def skills use await")
+        if self.budget.breach is not None:
+            if inspect.iscoroutine(awaitable):
+                awaitable.close()  # never run: no "coroutine was never awaited" warning
+            raise self.budget.breach
 
         async def wrapper() -> T:
             return await awaitable

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from rouse_runtime.events import derived_id
 from rouse_runtime.store.sqlite import SqliteStore
 from rouse_testing.openai_server import FakeLLM, start_openai_server
 from rouse_testing.runtime import RunningRuntime, start_runtime
+from rouse_testing.wait import wait_until
 
 HANDLERS = Path(__file__).parent / "runtime_handlers"
 SOURCE = "/tests/budget"
@@ -71,6 +73,14 @@ def checkpoint(rt: RunningRuntime, id_: str) -> Any:
     store = SqliteStore(str(rt.state_dir / "state.db"))
     try:
         return asyncio.run(store.load_checkpoint(f"acme/work/{SOURCE}/{id_}"))
+    finally:
+        asyncio.run(store.close())
+
+
+def state_value(rt: RunningRuntime, key: str) -> Any:
+    store = SqliteStore(str(rt.state_dir / "state.db"))
+    try:
+        return asyncio.run(store.get(f"acme/{key}"))
     finally:
         asyncio.run(store.close())
 
@@ -155,6 +165,19 @@ def test_timeout_limit_sync_skill_stops_at_next_helper(sync_runtime: RunningRunt
     )
     assert (data["limit"], data["max"]) == ("timeout", 1.5)
     assert checkpoint(sync_runtime, "sto-1") == {"stage": "sync before sleep"}
+
+
+def test_timed_out_sync_skill_cannot_write_state_after_the_reply(
+    sync_runtime: RunningRuntime, tmp_path: Path
+) -> None:
+    marker = tmp_path / "late-write"
+    body = json.dumps({"sleep": 2, "marker": str(marker)}).encode()
+    data = expect_budget_reply(send(sync_runtime, "test.slow-state", "sto-2", body), "sto-2",
+                               "test.slow-state")  # fmt: skip
+    assert data["limit"] == "timeout"
+    seen = wait_until(lambda: marker.exists() and marker.read_text(), what="the skill's thread")
+    assert seen == "refused: timeout"
+    assert state_value(sync_runtime, "late") is None
 
 
 def test_sync_skill_steps_limit(sync_runtime: RunningRuntime) -> None:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from pathlib import Path
 from typing import Any
 
-from rouse_runtime import CloudEvent, Context
+from rouse_runtime import BudgetExceeded, CloudEvent, Context
 
 
 def _record_run(event: CloudEvent) -> int:
@@ -117,6 +118,17 @@ def sync_skill(event: CloudEvent, ctx: Context) -> Any:
         time.sleep(float(event.data["sleep"]))
         ctx.step()  # raises: the invocation already timed out
         return {"never": True}
+    if kind == "slow-state":
+        # After the timeout: is the late write refused? The test reads the marker file.
+        ctx.partial = {"stage": "sync before sleep"}
+        time.sleep(float(event.data["sleep"]))
+        try:
+            ctx.run(ctx.state.set("late", True))
+            seen = "written"
+        except BudgetExceeded as exc:
+            seen = f"refused: {exc.limit}"
+        Path(event.data["marker"]).write_text(seen)
+        return None
     if kind == "steps":
         for i in range(100):
             ctx.step()
