@@ -51,9 +51,12 @@ class EventLog:
         self.fields = fields
         self._logger = logger or _SKILL_LOGGER
 
-    def _log(self, level: int, msg: str, fields: dict[str, Any]) -> None:
+    def _log(
+        self, level: int, msg: str, fields: dict[str, Any], exc_info: BaseException | None = None
+    ) -> None:
         if self._logger.isEnabledFor(level):
-            self._logger.log(level, msg, extra={"fields": {**self.fields, **fields}})
+            extra = {"fields": {**self.fields, **fields}}
+            self._logger.log(level, msg, exc_info=exc_info, extra=extra)
 
     def debug(self, msg: str, **fields: Any) -> None:
         self._log(logging.DEBUG, msg, fields)
@@ -64,5 +67,6 @@ class EventLog:
     def warning(self, msg: str, **fields: Any) -> None:
         self._log(logging.WARNING, msg, fields)
 
-    def error(self, msg: str, **fields: Any) -> None:
-        self._log(logging.ERROR, msg, fields)
+    def error(self, msg: str, *, exc_info: BaseException | None = None, **fields: Any) -> None:
+        """An error line; with exc_info, its traceback goes in the line's `exception`."""
+        self._log(logging.ERROR, msg, fields, exc_info)

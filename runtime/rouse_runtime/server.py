@@ -407,17 +407,17 @@ class Runtime:
             else:
                 async with asyncio.timeout(self.deadline) as scope:
                     result = await self._invoke(function, event, ctx)
-        except TimeoutError:
+        except TimeoutError as exc:
             if scope is not None and scope.expired():
                 budget.timed_out(time.monotonic() - started)
                 return await self._budget_stop(event, ctx, budget, None)
-            return self._failure(ctx, budget)
+            return self._failure(ctx, budget, exc)
         except BudgetExceeded:
             return await self._budget_stop(event, ctx, budget, None)
-        except Exception:
+        except Exception as exc:
             if budget.breach is not None:
                 return await self._budget_stop(event, ctx, budget, None)
-            return self._failure(ctx, budget)
+            return self._failure(ctx, budget, exc)
         if budget.breach is not None:
             return await self._budget_stop(event, ctx, budget, result)
         if result is None:
@@ -460,11 +460,8 @@ class Runtime:
         }
         return new_event(attrs, data, cause=event)
 
-    def _failure(self, ctx: Context, budget: Budget) -> Outcome:
-        ctx.log.error("skill failed", exc_info=True, usage=budget.usage.as_dict())
-        import sys
-
-        exc = sys.exc_info()[1]
+    def _failure(self, ctx: Context, budget: Budget, exc: Exception) -> Outcome:
+        ctx.log.error("skill failed", exc_info=exc, usage=budget.usage.as_dict())
         return Outcome(
             500,
             error={"error": "skill failed", "detail": f"{type(exc).__name__}: {exc}"[:500]},

@@ -210,6 +210,10 @@ def test_skill_exception_is_500_json_and_retries_run_again(runtime: RunningRunti
         }
     metrics = httpx.get(f"{runtime.url}/metrics").text
     assert 'rouse_invocations_total{agent="shop",outcome="error",skill="triage"} 2.0' in metrics
+    lines = [json.loads(line) for line in runtime.logs().splitlines() if '"f-1"' in line]
+    failed = [line for line in lines if line["msg"] == "skill failed"]
+    assert len(failed) == 2 and "exc_info" not in failed[0]
+    assert "ValueError: the skill failed on purpose" in failed[0]["exception"]  # the traceback
 
 
 def test_unserializable_reply_is_500_and_not_left_claimed(runtime: RunningRuntime) -> None:
