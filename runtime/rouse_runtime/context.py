@@ -47,13 +47,16 @@ class State:
         return f"{self._ctx.config.agent}/{key}"
 
     async def get(self, key: str, default: Any = None) -> Any:
+        """The value stored under key by any skill of this agent, or default."""
         value = await self._store.get(self._key(key))
         return default if value is None else value
 
     async def set(self, key: str, value: Any, *, ttl: float | None = None) -> None:
+        """Store a JSON-serializable value for the agent's skills (ttl in seconds; None: keep)."""
         await self._store.set(self._key(key), value, ttl=ttl)
 
     async def delete(self, key: str) -> bool:
+        """Remove key; False when it was not there."""
         return await self._store.delete(self._key(key))
 
     async def checkpoint(self, value: Any, *, key: str | None = None) -> None:
@@ -67,7 +70,11 @@ class State:
 
 
 class Context:
-    """Everything a skill may use during one invocation."""
+    """Everything a skill may use during one invocation.
+
+    `event` is the incoming CloudEvent; set `partial` to what should be
+    checkpointed if a budget stops the skill.
+    """
 
     def __init__(
         self,
@@ -95,14 +102,17 @@ class Context:
     # Built on first use: most invocations never touch them, and every event pays __init__.
     @functools.cached_property
     def state(self) -> State:
+        """Durable key/value and checkpoints in ROUSE_STATE_URL (survive scale to zero)."""
         return State(self, self._store)
 
     @functools.cached_property
     def trace(self) -> dict[str, str]:
+        """The event's W3C `traceparent`/`tracestate`, copied onto replies and emitted events."""
         return trace_attributes(self.event)
 
     @functools.cached_property
     def log(self) -> EventLog:
+        """JSON log lines carrying the event id and source, agent, skill and traceparent."""
         event, config = self.event, self.config
         fields = {
             "event_id": event["id"],
@@ -116,6 +126,7 @@ class Context:
 
     @functools.cached_property
     def checkpoint_key(self) -> str:
+        """Where this event's checkpoint lives: a redelivery of the event finds it again."""
         config, event = self.config, self.event
         return f"{config.agent}/{config.skill}/{event['source']}/{event['id']}"
 
