@@ -160,8 +160,15 @@ class Kube:
             raise
         return True
 
-    def apply_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        """Server-side apply of the status fields the reconciler owns (not the policies')."""
+    def apply_status(
+        self,
+        namespace: str,
+        name: str,
+        status: dict[str, Any],
+        field_manager: str = FIELD_MANAGER,
+    ) -> None:
+        """Server-side apply of the status fields `field_manager` owns (the reconciler's by
+        default; the policy loop's as `rouse-policy`); an Agent deleted meanwhile is no error."""
         body = {
             "apiVersion": AGENTS.api_version,
             "kind": AGENTS.kind,
@@ -176,7 +183,7 @@ class Kube:
                 AGENTS.plural,
                 name,
                 body,
-                field_manager=FIELD_MANAGER,
+                field_manager=field_manager,
                 force=True,
                 _content_type=APPLY,
             )

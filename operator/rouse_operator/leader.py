@@ -29,13 +29,14 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from rouse_operator.kube import api_message
+from rouse_operator.settings import SettingsError, seconds
 
 LOG = logging.getLogger("rouse.operator.leader")
 SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 DEFAULT_LEASE_NAME = "rouse-operator"
 
 
-class LeaderConfigError(ValueError):
+class LeaderConfigError(SettingsError):
     """A leader-election setting that cannot be used; the message names the variable."""
 
 
@@ -70,16 +71,7 @@ class LeaderConfig:
 
 
 def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise LeaderConfigError(f"{name}={raw!r}: expected a number of seconds") from None
-    if value <= 0:
-        raise LeaderConfigError(f"{name}={raw!r}: must be greater than 0")
-    return value
+    return seconds(env, name, default, LeaderConfigError)
 
 
 def config_from_env(

@@ -36,7 +36,6 @@ from rouse_runtime.prometheus import PrometheusClient, PrometheusError
 from rouse_runtime.store import Store, StoreError, open_store
 
 from rouse_operator import handlers
-from rouse_operator.kube import AGENTS, APPLY
 from rouse_operator.policy_status import (
     Evaluation,
     evaluate,
@@ -117,23 +116,7 @@ async def _none() -> None:
 
 def apply_policy_status(namespace: str, name: str, status: dict[str, Any]) -> None:
     """Server-side apply of the policy-owned status fields (field manager rouse-policy)."""
-    body = {
-        "apiVersion": AGENTS.api_version,
-        "kind": AGENTS.kind,
-        "metadata": {"name": name, "namespace": namespace},
-        "status": status,
-    }
-    handlers.reconciler().kube.api.patch_namespaced_custom_object_status(
-        AGENTS.group,
-        AGENTS.version,
-        namespace,
-        AGENTS.plural,
-        name,
-        body,
-        field_manager=FIELD_MANAGER,
-        force=True,
-        _content_type=APPLY,
-    )
+    handlers.reconciler().kube.apply_status(namespace, name, status, FIELD_MANAGER)
 
 
 async def sync_reject_gate(agent: dict[str, Any], evaluation: Evaluation) -> None:

@@ -51,16 +51,22 @@ def _url(env: Mapping[str, str], name: str, default: str) -> str:
     return value.rstrip("/")
 
 
-def _number(env: Mapping[str, str], name: str, default: float) -> float:
+def seconds(
+    env: Mapping[str, str],
+    name: str,
+    default: float,
+    error: type[SettingsError] = SettingsError,
+) -> float:
+    """A positive number of seconds from `env[name]` (default when unset); `error` names it."""
     raw = env.get(name, "").strip()
     if not raw:
         return default
     try:
         value = float(raw)
     except ValueError:
-        raise SettingsError(f"{name}={raw!r}: expected a number of seconds") from None
+        raise error(f"{name}={raw!r}: expected a number of seconds") from None
     if value <= 0:
-        raise SettingsError(f"{name}={raw!r}: must be greater than 0")
+        raise error(f"{name}={raw!r}: must be greater than 0")
     return value
 
 
@@ -81,7 +87,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         parking_url=_url(env, "ROUSE_PARKING_URL", DEFAULT_PARKING_URL),
         state_url=env.get("ROUSE_STATE_URL", "").strip(),
         prometheus_url=_url(env, "ROUSE_PROMETHEUS_URL", DEFAULT_PROMETHEUS_URL),
-        eval_interval=_number(env, "ROUSE_EVAL_INTERVAL", 60.0),
+        eval_interval=seconds(env, "ROUSE_EVAL_INTERVAL", 60.0),
         metrics_port=_port(env, "ROUSE_METRICS_PORT", 8080),
-        resync_interval=_number(env, "ROUSE_RESYNC_INTERVAL", 300.0),
+        resync_interval=seconds(env, "ROUSE_RESYNC_INTERVAL", 300.0),
     )

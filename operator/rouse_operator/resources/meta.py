@@ -46,11 +46,6 @@ def labels(agent_name: str, skill_name: str) -> dict[str, str]:
     return {LABEL_MANAGED_BY: MANAGED_BY, LABEL_AGENT: agent_name, LABEL_SKILL: skill_name}
 
 
-def agent_selector(agent_name: str) -> str:
-    """Label selector of one agent's children."""
-    return f"{SELECTOR},{LABEL_AGENT}={agent_name}"
-
-
 def owner_reference(agent: Manifest) -> dict[str, Any]:
     """The Agent as controller owner: deleting it lets the garbage collector remove the child."""
     meta = agent["metadata"]
