@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import cast
 
 import httpx
 import pytest
@@ -178,6 +179,27 @@ def test_refusals_name_the_problem(parking: Parking) -> None:
     nothing = httpx.post(f"{parking.url}/drop/ns-a/support", json={})
     assert nothing.status_code == 400
     assert httpx.get(f"{parking.url}/parked").json() == {"items": []}
+
+
+def test_body_limit_streamed_and_set_by_env(tmp_path: Path, broker: Broker) -> None:
+    """ROUSE_MAX_BODY_BYTES sets the limit (match the skills': a refused dead letter is lost)."""
+    service = start_parking(
+        tmp_path, f"sqlite:///{tmp_path}/state.db", broker.url, {"ROUSE_MAX_BODY_BYTES": "2000"}
+    )
+    try:
+        fits = binary("fits", data={"x": "y" * 1500})
+        assert park(service.url, "/park/ns-a/support/triage", fits).status_code == 202
+        over = json.dumps({"x": "y" * 2100}).encode()
+        chunks = [over[i : i + 500] for i in range(0, len(over), 500)]
+        headers = cast(dict[str, str], binary("over")["headers"])
+        chunked = httpx.post(  # no Content-Length: refused while reading
+            f"{service.url}/park/ns-a/support/triage", headers=headers, content=iter(chunks)
+        )
+        assert (chunked.status_code, chunked.json()["error"]) == (413, "payload too large")
+        items = httpx.get(f"{service.url}/parked").json()["items"]
+        assert [i["eventId"] for i in items] == ["fits"]
+    finally:
+        service.stop()
 
 
 def test_cli_lists_replays_and_drops(parking: Parking, broker: Broker) -> None:

@@ -6,7 +6,12 @@ import os
 
 import uvicorn
 
-from rouse_runtime.parking.app import DEFAULT_BROKER_INGRESS, ParkingSettings, create_app
+from rouse_runtime.parking.app import (
+    DEFAULT_BROKER_INGRESS,
+    DEFAULT_MAX_BODY_BYTES,
+    ParkingSettings,
+    create_app,
+)
 
 DEFAULT_STATE_URL = "sqlite:///tmp/rouse/state.db"
 
@@ -17,6 +22,8 @@ def settings_from_env(env: dict[str, str] | None = None) -> ParkingSettings:
         state_url=env.get("ROUSE_STATE_URL", DEFAULT_STATE_URL),
         broker_ingress=env.get("ROUSE_BROKER_INGRESS", DEFAULT_BROKER_INGRESS),
         broker_url=env.get("ROUSE_BROKER_URL") or None,
+        # Match the skills' ROUSE_MAX_BODY_BYTES: a dead letter refused here is lost.
+        max_body_bytes=int(env.get("ROUSE_MAX_BODY_BYTES") or DEFAULT_MAX_BODY_BYTES),
     )
 
 

@@ -20,6 +20,7 @@ from rouse_runtime.events import EventError, dump_event, parse_event
 from rouse_runtime.ledger import Ledger, ledger_registry, open_ledger, utc_day
 from rouse_runtime.parking.queue import Filter, Kind, ParkingQueue, open_queue
 from rouse_runtime.parking.replay import replay
+from rouse_runtime.server import read_body
 from rouse_runtime.store import StoreError
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -92,10 +93,14 @@ def create_app(settings: ParkingSettings) -> FastAPI:
         bad = _bad_names(namespace=ns, agent=agent, skill=skill)
         if bad is not None:
             return bad
-        body = await request.body()
-        if len(body) > settings.max_body_bytes:
-            return _error(413, "too large", f"body over {settings.max_body_bytes} bytes")
         try:
+            # Streamed with the limit (by Content-Length, then by bytes read), never
+            # buffered whole first.
+            body = await read_body(
+                request.receive, request.headers.get("content-length"), settings.max_body_bytes
+            )
+            if body is None:
+                return Response(status_code=400)  # the client went away; nobody reads this
             event, _ = parse_event(request.headers, body)
         except EventError as exc:
             return JSONResponse(exc.body(), status_code=exc.status)
