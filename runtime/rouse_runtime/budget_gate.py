@@ -76,9 +76,7 @@ class BudgetGate:
     @classmethod
     def for_runtime(cls, runtime: Runtime) -> BudgetGate:
         """The gate of a runtime process's agent, in its state store."""
-        from rouse_runtime.ledger import own_namespace
-
-        return cls(lambda: runtime.store, own_namespace(), runtime.config.agent)
+        return cls(lambda: runtime.store, runtime.namespace, runtime.config.agent)
 
     async def __call__(self, event: CloudEvent) -> Response | None:
         now = self._clock()
