@@ -74,6 +74,14 @@ class ChildCache:
         with self._lock:
             self._objects.get(namespace, {}).get(agent, {}).get(kind, {}).pop(name, None)
 
+    def agent_of(self, kind: ChildKind, namespace: str, name: str) -> str | None:
+        """The Agent (by its label) whose child of this kind and name is cached, if any."""
+        with self._lock:
+            for agent, by_kind in self._objects.get(namespace, {}).items():
+                if name in by_kind.get(kind, {}):
+                    return agent
+        return None
+
     def children(self, namespace: str, agent: str) -> dict[ChildKind, dict[str, Obj]]:
         """A copy of the agent's children by kind and name."""
         with self._lock:

@@ -68,7 +68,7 @@ def report(body: Any, outcome: Outcome | None) -> None:
     if outcome is None:
         return
     for change in outcome.changes:
-        kopf.info(body, reason=change.action, message=f"{change.kind} {change.name}")
+        kopf.info(body, reason=change.action, message=f"{change.kind} {change.name}: {change.why}")
     for problem in outcome.new_problems:
         kopf.warn(body, reason=problem.reason, message=problem.message)
 

@@ -36,6 +36,7 @@ class Change:
     action: str  # Created | Updated | Deleted
     kind: str
     name: str
+    why: str = ""
 
 
 @dataclass
@@ -80,14 +81,36 @@ def contains(current: Any, wanted: Any) -> bool:
     return bool(current == wanted)
 
 
+def same_hash(current: Obj, wanted: Manifest) -> bool:
+    """Applied from this same spec (the hash annotation matches)."""
+    annotations = current.get("metadata", {}).get("annotations") or {}
+    return bool(
+        annotations.get(HASH_ANNOTATION) == wanted["metadata"]["annotations"][HASH_ANNOTATION]
+    )
+
+
 def up_to_date(current: Obj, wanted: Manifest) -> bool:
     """Applied from this same spec, and nobody changed a field Rouse sets since."""
-    annotations = current.get("metadata", {}).get("annotations") or {}
-    if annotations.get(HASH_ANNOTATION) != wanted["metadata"]["annotations"][HASH_ANNOTATION]:
-        return False
-    return contains(current.get("spec"), wanted["spec"]) and contains(
-        current.get("metadata"), wanted["metadata"]
+    return (
+        same_hash(current, wanted)
+        and contains(current.get("spec"), wanted["spec"])
+        and contains(current.get("metadata"), wanted["metadata"])
     )
+
+
+def why_applied(current: Obj | None, wanted: Manifest) -> str:
+    """Why a child is (re)applied, for the Agent's Event."""
+    if current is None:
+        return "it did not exist"
+    if same_hash(current, wanted):
+        return "fields Rouse sets were changed by someone else; put back"
+    return "its desired state changed (the Agent's spec, a policy decision or the operator)"
+
+
+def controlled_by(obj: Obj, uid: str | None) -> bool:
+    """Whether `uid` (the Agent) is `obj`'s controller: only then may the reconciler delete it."""
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return uid is not None and any(r.get("controller") and r.get("uid") == uid for r in refs)
 
 
 def _kind_of(manifest: Manifest) -> ChildKind:
@@ -100,7 +123,7 @@ def _now() -> str:
 
 @dataclass
 class Reconciler:
-    """Reconciles Agents; coalesces requests for the same Agent that arrive while one runs."""
+    """Reconciles Agents; one reconcile of the same Agent at a time (a per-Agent lock)."""
 
     kube: Kube
     settings: Settings
@@ -171,14 +194,21 @@ class Reconciler:
             current = existing[kind].get(child_name)
             if current is not None and up_to_date(current, manifest):
                 continue
+            condition = (
+                agent_status.SKILLS_READY if kind.kind == "Service" else agent_status.TRIGGERS_READY
+            )
+            holder = (
+                None if current is not None else self.cache.agent_of(kind, namespace, child_name)
+            )
+            if holder is not None:
+                # Another Agent's child (e.g. Agent "a-b" skill "c" vs Agent "a" skill "b-c"):
+                # same field manager, so server-side apply would not conflict; refuse here.
+                message = f"{kind.kind} {child_name} belongs to Agent {holder}; rename a skill"
+                problems.append(agent_status.Problem(condition, "NameConflict", message))
+                continue
             try:
                 applied = self.kube.apply(kind, manifest, force=current is not None)
             except (ConflictError, RejectedError) as exc:
-                condition = (
-                    agent_status.SKILLS_READY
-                    if kind.kind == "Service"
-                    else agent_status.TRIGGERS_READY
-                )
                 if isinstance(exc, ConflictError):
                     reason = "NameConflict"
                     message = f"{exc} (the name belongs to an object that is not this Agent's)"
@@ -189,16 +219,24 @@ class Reconciler:
             existing[kind][child_name] = applied
             self.cache.put(kind, applied)
             self._remember(kind, applied)
+            action = "Created" if current is None else "Updated"
             outcome.changes.append(
-                Change("Created" if current is None else "Updated", kind.kind, child_name)
+                Change(action, kind.kind, child_name, why_applied(current, manifest))
             )
         keep = {(_kind_of(m).kind, m["metadata"]["name"]) for m in wanted}
         for kind in CHILD_KINDS:
-            for child_name in [n for n in existing[kind] if (kind.kind, n) not in keep]:
+            stale = [
+                n
+                for n, obj in existing[kind].items()
+                if (kind.kind, n) not in keep and controlled_by(obj, meta.get("uid"))
+            ]
+            for child_name in stale:
                 self.kube.delete(kind, namespace, child_name)
                 self.cache.drop(kind, namespace, name, child_name)
                 del existing[kind][child_name]
-                outcome.changes.append(Change("Deleted", kind.kind, child_name))
+                outcome.changes.append(
+                    Change("Deleted", kind.kind, child_name, "no longer in the Agent's spec")
+                )
         for change in outcome.changes:
             metrics.CHILD_WRITES.labels(change.kind, change.action.lower()).inc()
         children_now = {k: list(v.values()) for k, v in existing.items()}
@@ -206,8 +244,7 @@ class Reconciler:
         previous = agent.get("status") or {}
         if any(previous.get(k) != v for k, v in outcome.status.items()):
             self.kube.apply_status(namespace, name, outcome.status)
-        before = {(c.get("type"), c.get("reason")) for c in previous.get("conditions") or []}
-        outcome.new_problems = [p for p in problems if (p.condition, p.reason) not in before]
+        outcome.new_problems = agent_status.new_problems(problems, previous.get("conditions") or [])
         return outcome
 
     def _broker_exists(self, namespace: str, broker: str) -> bool:

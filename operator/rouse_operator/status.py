@@ -61,6 +61,18 @@ def readiness(obj: Obj | None, what: str) -> Readiness:
     return Readiness(state, reason, f"{what}: {detail}" if detail else what)
 
 
+def new_problems(problems: Sequence[Problem], previous: Sequence[Obj]) -> list[Problem]:
+    """The problems the previous status did not report yet (worth a Warning Event).
+
+    A condition names one reason but carries every problem's message, so a problem is
+    known when its condition was already False with its message in it.
+    """
+    reported = {
+        c.get("type"): str(c.get("message") or "") for c in previous if c.get("status") == "False"
+    }
+    return [p for p in problems if p.message not in reported.get(p.condition, "")]
+
+
 def _by_name(children: Mapping[ChildKind, Sequence[Obj]], kind: ChildKind) -> dict[str, Obj]:
     return {c["metadata"]["name"]: c for c in children.get(kind, ())}
 

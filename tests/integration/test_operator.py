@@ -165,7 +165,7 @@ def test_example_agent_makes_its_children(cluster: Any, ns: str, operator: Opera
         "get", "events", "-n", ns, "--field-selector", "involvedObject.name=support-triage",
         "-o", "jsonpath={range .items[*]}{.reason} {.message}{'\\n'}{end}",
     ).stdout  # fmt: skip
-    assert "Created Service support-triage-triage" in events
+    assert "Created Service support-triage-triage: it did not exist" in events
 
 
 def test_edits_are_followed(cluster: Any, ns: str, operator: OperatorProcess) -> None:
@@ -227,6 +227,21 @@ def test_children_changed_by_hand_are_put_back(
         == 10
     )
     assert live[("PingSource", "handsoff-digest-cron")]["spec"]["schedule"] == "*/15 * * * *"
+    wait_until(
+        lambda: "Updated Service handsoff-triage: fields Rouse sets were changed by someone "
+        "else; put back" in agent_events(cluster, ns, "handsoff"),
+        timeout=30, what="an Event saying the hand edit was put back",
+    )  # fmt: skip
+
+
+def agent_events(cluster: Any, ns: str, agent: str) -> str:
+    """The Agent's Events, one `<reason> <message>` a line."""
+    return str(
+        cluster.kubectl(
+            "get", "events", "-n", ns, "--field-selector", f"involvedObject.name={agent}",
+            "-o", "jsonpath={range .items[*]}{.reason} {.message}{'\\n'}{end}",
+        ).stdout
+    )  # fmt: skip
 
 
 def test_status_and_printer_columns_follow_children(
@@ -330,6 +345,33 @@ def test_a_taken_child_name_is_a_condition_not_a_takeover(
     assert ksvc["spec"]["template"]["spec"]["containers"][0]["image"] == "someone/else:1"
     assert "ownerReferences" not in ksvc["metadata"]
     assert ("Service", "taken-digest") in children_of(cluster, ns, "taken")  # the rest is made
+
+
+def test_a_child_name_of_another_agent_is_a_condition_not_a_takeover(
+    cluster: Any, ns: str, operator: OperatorProcess
+) -> None:
+    """Agent "clash-a" skill "b" and Agent "clash" skill "a-b" both want Service clash-a-b."""
+    first = base_agent("clash-a")
+    first["spec"]["skills"][0]["name"] = "b"
+    apply(cluster, ns, first)
+    wait_children_match(cluster, ns, "clash-a")
+    second = base_agent("clash")
+    second["spec"]["skills"][0]["name"] = "a-b"
+    apply(cluster, ns, second)
+    status = wait_until(
+        lambda: (s := agent_status(cluster, ns, "clash")).get("phase") == "Degraded" and s,
+        timeout=30, what="Agent clash to turn Degraded",
+    )  # fmt: skip
+    skills = condition(status, "SkillsReady")
+    assert (skills["reason"], skills["message"]) == (
+        "NameConflict", "Service clash-a-b belongs to Agent clash-a; rename a skill"
+    )  # fmt: skip
+    owner = get_json(cluster, "agents.rouse.dev", "-n", ns, "clash-a")["metadata"]["uid"]
+    ksvc = get_json(cluster, KINDS["Service"], "-n", ns, "clash-a-b")
+    assert ksvc["metadata"]["labels"]["rouse.dev/agent"] == "clash-a"
+    assert [r["uid"] for r in ksvc["metadata"]["ownerReferences"]] == [owner]
+    assert ("Service", "clash-digest") in children_of(cluster, ns, "clash")  # the rest is made
+    wait_children_match(cluster, ns, "clash-a")  # and the first Agent keeps all of its own
 
 
 def test_policy_decisions_in_status_reach_the_children(

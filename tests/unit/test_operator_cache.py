@@ -54,3 +54,13 @@ def test_prime_replaces_and_expire_forces_a_new_listing() -> None:
     children = cache.children("ns", "bot")
     children[SERVICE].clear()  # a copy: the cache is not changed through it
     assert list(cache.children("ns", "bot")[SERVICE]) == ["bot-a"]
+
+
+def test_agent_of_names_the_agent_holding_a_child_name() -> None:
+    cache = ChildCache()
+    cache.prime("ns", {SERVICE: [obj("a-b-c", "5", agent="a-b")], TRIGGER: []})
+    assert cache.agent_of(SERVICE, "ns", "a-b-c") == "a-b"
+    assert cache.agent_of(TRIGGER, "ns", "a-b-c") is None
+    assert cache.agent_of(SERVICE, "elsewhere", "a-b-c") is None
+    cache.drop(SERVICE, "ns", "a-b", "a-b-c")
+    assert cache.agent_of(SERVICE, "ns", "a-b-c") is None

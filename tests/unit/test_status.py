@@ -10,7 +10,7 @@ from rouse_operator import checks, reconcile
 from rouse_operator.resources import children
 from rouse_operator.resources.meta import PINGSOURCE, SERVICE, TRIGGER, ChildKind
 from rouse_operator.settings import Settings, SettingsError, from_env
-from rouse_operator.status import READY, TRIGGERS_READY, Problem, compute
+from rouse_operator.status import READY, TRIGGERS_READY, Problem, compute, new_problems
 from rouse_runtime import agentspec
 from rouse_testing.agents import base_agent
 
@@ -213,3 +213,47 @@ def test_settings_from_env() -> None:
         from_env({"ROUSE_METRICS_PORT": "x"})
     with pytest.raises(SettingsError, match="ROUSE_PARKING_URL='parking'"):
         from_env({"ROUSE_PARKING_URL": "parking"})
+
+
+def test_only_problems_not_reported_before_are_new() -> None:
+    """Two problems on one condition: the second (not the condition's reason) is not new on
+    every reconcile (it used to be, and posted a Warning Event each time)."""
+    a = agent()
+    a["spec"]["skills"][1]["schedule"]["cron"] = "61 * * * *"
+    broker = Problem(TRIGGERS_READY, "BrokerNotFound", "spec.broker: Broker 'x' does not exist")
+    schedule, _ = checks.schedule_problems(a)
+    problems = [broker, *schedule]
+    assert new_problems(problems, []) == problems
+    kids = live(children.desired(a, Settings()), dict.fromkeys(ALL, "True"))
+    reported = compute(a, kids, problems, now=T0)["conditions"]
+    assert new_problems(problems, reported) == []
+    gone_and_back = compute(a, kids, [broker], now=T0)["conditions"]
+    assert new_problems(problems, gone_and_back) == schedule
+
+
+def test_why_a_child_is_applied() -> None:
+    wanted = reconcile.with_hash(children.desired(agent(), Settings())[0])
+    assert reconcile.why_applied(None, wanted) == "it did not exist"
+    edited = copy.deepcopy(wanted)
+    edited["spec"]["template"]["spec"]["containerConcurrency"] = 99
+    assert not reconcile.up_to_date(edited, wanted)
+    assert reconcile.why_applied(edited, wanted) == (
+        "fields Rouse sets were changed by someone else; put back"
+    )
+    older = copy.deepcopy(wanted)
+    older["metadata"]["annotations"][reconcile.HASH_ANNOTATION] = "0" * 16
+    assert reconcile.why_applied(older, wanted) == (
+        "its desired state changed (the Agent's spec, a policy decision or the operator)"
+    )
+    assert reconcile.up_to_date(copy.deepcopy(wanted), wanted)
+
+
+def test_only_the_controller_may_delete_a_child() -> None:
+    child = children.desired(agent(), Settings())[0]
+    assert reconcile.controlled_by(child, "u-1")
+    assert not reconcile.controlled_by(child, "u-2")  # an earlier Agent of the same name
+    assert not reconcile.controlled_by(child, None)
+    child["metadata"]["ownerReferences"][0]["controller"] = False
+    assert not reconcile.controlled_by(child, "u-1")
+    del child["metadata"]["ownerReferences"]
+    assert not reconcile.controlled_by(child, "u-1")  # labelled by hand, never ours
