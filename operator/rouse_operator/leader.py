@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,17 +45,19 @@ class LeaseSpec:
     """The parts of a Lease's spec the decision needs."""
 
     holder: str  # "" when nobody holds it (never held, or released)
-    renew_time: datetime | None
     duration_seconds: int
 
 
-def may_acquire(lease: LeaseSpec | None, identity: str, now: datetime) -> bool:
-    """May `identity` take (or keep) this Lease at `now`? None means it does not exist yet."""
+def may_acquire(lease: LeaseSpec | None, identity: str, unchanged_for: float) -> bool:
+    """May `identity` take (or keep) this Lease? None means it does not exist yet.
+
+    `unchanged_for`: seconds, on our own monotonic clock, since we first saw this exact
+    record. As client-go does, expiry never compares the holder's renewTime with our
+    clock: with clock skew between nodes that would let a follower take a live Lease.
+    """
     if lease is None or not lease.holder or lease.holder == identity:
         return True
-    if lease.renew_time is None:
-        return True
-    return lease.renew_time + timedelta(seconds=lease.duration_seconds) < now
+    return unchanged_for > lease.duration_seconds
 
 
 @dataclass(frozen=True)
@@ -119,7 +121,6 @@ def spec_of(lease: client.V1Lease) -> LeaseSpec:
     spec = lease.spec or client.V1LeaseSpec()
     return LeaseSpec(
         holder=spec.holder_identity or "",
-        renew_time=spec.renew_time,
         duration_seconds=spec.lease_duration_seconds or 0,
     )
 
@@ -139,12 +140,16 @@ class LeaderElector:
         cfg: LeaderConfig,
         api: client.CoordinationV1Api,
         on_lost: Callable[[str], None] = _exit_now,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.cfg = cfg
         self.api = api
         self.on_lost = on_lost
+        self.monotonic = monotonic  # the clock Lease expiry is measured on (ours, not the holder's)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # The last Lease record seen (holder, renewTime, resourceVersion), and when (monotonic).
+        self._observed: tuple[Any, float] | None = None
 
     def _body(self, lease: client.V1Lease | None, now: datetime) -> Any:
         """The Lease we write: us as holder, renewed now; acquireTime/transitions on a takeover.
@@ -191,14 +196,26 @@ class LeaderElector:
     def _timeout(self) -> float:
         return max(1.0, self.cfg.retry)
 
+    def _unchanged_for(self, lease: client.V1Lease | None) -> float:
+        """Seconds since this Lease record last changed, as we observed it (0 when it just did)."""
+        now = self.monotonic()
+        if lease is None:
+            self._observed = None
+            return 0.0
+        spec = lease.spec or client.V1LeaseSpec()
+        version = (lease.metadata or client.V1ObjectMeta()).resource_version
+        record = (spec.holder_identity, spec.renew_time, version)
+        if self._observed is None or self._observed[0] != record:
+            self._observed = (record, now)
+        return now - self._observed[1]
+
     def try_acquire_or_renew(self) -> tuple[bool, LeaseSpec | None]:
         """One attempt; (True, _) when we hold the Lease now. Conflicts mean someone was first."""
         lease = self._read()
-        now = datetime.now(UTC)
         seen = spec_of(lease) if lease is not None else None
-        if not may_acquire(seen, self.cfg.identity, now):
+        if not may_acquire(seen, self.cfg.identity, self._unchanged_for(lease)):
             return False, seen
-        body = self._body(lease, now)
+        body = self._body(lease, datetime.now(UTC))
         try:
             if lease is None:
                 self.api.create_namespaced_lease(

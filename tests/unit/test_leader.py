@@ -17,32 +17,54 @@ from rouse_operator.leader import (
     may_acquire,
 )
 
-NOW = datetime(2026, 11, 22, 1, 0, 0, tzinfo=UTC)
 ME = "rouse-operator-abc_7"
 
 
-def ago(seconds: float) -> datetime:
-    return NOW - timedelta(seconds=seconds)
-
-
 @pytest.mark.parametrize(
-    ("lease", "expected"),
+    ("lease", "unchanged_for", "expected"),
     [
-        (None, True),  # no Lease yet: create it
-        (LeaseSpec("", ago(1), 15), True),  # released (empty holder)
-        (LeaseSpec(ME, ago(1), 15), True),  # ours: renew
-        (LeaseSpec(ME, ago(60), 15), True),  # ours even when expired
-        (LeaseSpec("other_1", ago(1), 15), False),  # held and fresh
-        (LeaseSpec("other_1", ago(14.9), 15), False),  # not yet expired
-        (LeaseSpec("other_1", ago(15), 15), False),  # exactly at expiry: not strictly before now
-        (LeaseSpec("other_1", ago(15.001), 15), True),  # expired
-        (LeaseSpec("other_1", ago(2), 1), True),  # released the client-go way: 1s duration
-        (LeaseSpec("other_1", None, 15), True),  # never renewed
-        (LeaseSpec("other_1", NOW + timedelta(seconds=5), 15), False),  # holder clock ahead
+        (None, 0, True),  # no Lease yet: create it
+        (LeaseSpec("", 15), 0, True),  # released (empty holder)
+        (LeaseSpec(ME, 15), 0, True),  # ours: renew
+        (LeaseSpec(ME, 15), 60, True),  # ours even when expired
+        (LeaseSpec("other_1", 15), 1, False),  # held and renewed a second ago
+        (LeaseSpec("other_1", 15), 14.9, False),  # not yet expired
+        (LeaseSpec("other_1", 15), 15, False),  # exactly at expiry: not strictly after
+        (LeaseSpec("other_1", 15), 15.001, True),  # unchanged for longer than its duration
+        (LeaseSpec("other_1", 1), 2, True),  # released the client-go way: 1s duration
     ],
 )
-def test_may_acquire(lease: LeaseSpec | None, expected: bool) -> None:
-    assert may_acquire(lease, ME, NOW) is expected
+def test_may_acquire(lease: LeaseSpec | None, unchanged_for: float, expected: bool) -> None:
+    assert may_acquire(lease, ME, unchanged_for) is expected
+
+
+def test_expiry_is_measured_on_our_clock_not_the_holders() -> None:
+    """A holder whose clock is an hour behind still renews: we see the record change, so
+    its Lease never looks expired; once it stops changing, expiry counts from our first
+    sight of it (client-go's observedTime), whatever renewTime says."""
+    from rouse_operator.leader import LeaderElector
+
+    cfg = LeaderConfig("ns", "rouse-operator", ME, lease_seconds=15)
+    clock = [1000.0]
+    elector = LeaderElector(
+        cfg, client.CoordinationV1Api(client.ApiClient()), monotonic=lambda: clock[0]
+    )
+    behind = datetime(2026, 11, 22, 0, 0, tzinfo=UTC)
+
+    def lease(version: str, renewed: datetime) -> client.V1Lease:
+        return client.V1Lease(
+            metadata=client.V1ObjectMeta(resource_version=version),
+            spec=client.V1LeaseSpec(
+                holder_identity="other_1", lease_duration_seconds=15, renew_time=renewed
+            ),
+        )
+
+    assert elector._unchanged_for(lease("1", behind)) == 0
+    clock[0] += 10
+    assert elector._unchanged_for(lease("2", behind + timedelta(seconds=2))) == 0  # renewed
+    clock[0] += 20  # 20 s later on our clock, nothing changed
+    assert elector._unchanged_for(lease("2", behind + timedelta(seconds=2))) == 20
+    assert elector._unchanged_for(None) == 0
 
 
 def test_config_from_env_defaults(tmp_path: Path) -> None:
