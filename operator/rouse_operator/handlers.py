@@ -157,6 +157,7 @@ async def child_event(
     cache = reconciler().cache
     if deleted:
         cache.drop(kind, namespace, agent, meta["name"])
+        reconciler().forget(kind.kind, namespace, meta["name"])
     else:
         cache.put(kind, dict(body))
     if event.get("type") is None:  # the initial listing: the resume handlers reconcile

@@ -142,6 +142,10 @@ class Reconciler:
         """Whether this child event is the echo of our own last write (nothing to do)."""
         return self.written.get((kind, namespace, name)) == resource_version
 
+    def forget(self, kind: str, namespace: str, name: str) -> None:
+        """A child is gone: drop the record of our last write to it (no unbounded growth)."""
+        self.written.pop((kind, namespace, name), None)
+
     def reconcile(self, namespace: str, name: str, body: Obj | None = None) -> Outcome | None:
         """Bring one Agent's children and status in line; None when the Agent is gone.
 

@@ -257,3 +257,16 @@ def test_only_the_controller_may_delete_a_child() -> None:
     assert not reconcile.controlled_by(child, "u-1")
     del child["metadata"]["ownerReferences"]
     assert not reconcile.controlled_by(child, "u-1")  # labelled by hand, never ours
+
+
+def test_a_deleted_child_is_forgotten() -> None:
+    from kubernetes import client
+    from rouse_operator.kube import Kube
+
+    reconciler = reconcile.Reconciler(Kube(client.CustomObjectsApi(client.ApiClient())), Settings())
+    applied = {"metadata": {"namespace": "team-a", "name": "bot-triage", "resourceVersion": "7"}}
+    reconciler._remember(SERVICE, applied)
+    assert reconciler.ours("Service", "team-a", "bot-triage", "7")
+    reconciler.forget("Service", "team-a", "bot-triage")
+    assert not reconciler.ours("Service", "team-a", "bot-triage", "7")
+    assert reconciler.written == {}
