@@ -19,7 +19,6 @@ import asyncio
 import contextvars
 import json
 import logging
-import os
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -44,9 +43,8 @@ from rouse_operator.policy_status import (
 )
 
 FIELD_MANAGER = "rouse-policy"
-ENV_MIN_DWELL = "ROUSE_WARM_POOL_MIN_DWELL"  # seconds a min-scale stays at least (default 300)
 SETTINGS = handlers.SETTINGS
-TUNING = Tuning(min_dwell_seconds=float(os.environ.get(ENV_MIN_DWELL, "300")))
+TUNING = Tuning(min_dwell_seconds=SETTINGS.warm_pool_min_dwell)
 QUERY_TIMEOUT = min(10.0, max(1.0, SETTINGS.eval_interval / 2))
 log = logging.getLogger("rouse.operator.policy")
 POLICY_SECONDS = Histogram(

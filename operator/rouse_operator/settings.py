@@ -30,6 +30,7 @@ class Settings:
     eval_interval: float = 60.0
     metrics_port: int = 8080
     resync_interval: float = 300.0
+    warm_pool_min_dwell: float = 300.0  # seconds a min-scale stays at least
 
     def broker_url(self, namespace: str, broker: str) -> str:
         """Where a skill sends events (ROUSE_BROKER_URL): the broker's ingress path."""
@@ -90,4 +91,5 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         eval_interval=seconds(env, "ROUSE_EVAL_INTERVAL", 60.0),
         metrics_port=_port(env, "ROUSE_METRICS_PORT", 8080),
         resync_interval=seconds(env, "ROUSE_RESYNC_INTERVAL", 300.0),
+        warm_pool_min_dwell=seconds(env, "ROUSE_WARM_POOL_MIN_DWELL", 300.0),
     )

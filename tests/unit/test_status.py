@@ -201,10 +201,12 @@ def test_settings_from_env() -> None:
     settings = from_env({
         "ROUSE_BROKER_INGRESS": "http://ingress.example/", "ROUSE_PARKING_URL": "https://park.example",
         "ROUSE_STATE_URL": "redis://r:6379/0", "ROUSE_EVAL_INTERVAL": "30", "ROUSE_METRICS_PORT": "9102",
+        "ROUSE_WARM_POOL_MIN_DWELL": "1.5",
     })  # fmt: skip
     assert settings == Settings(
         broker_ingress="http://ingress.example", parking_url="https://park.example",
         state_url="redis://r:6379/0", eval_interval=30.0, metrics_port=9102,
+        warm_pool_min_dwell=1.5,
     )  # fmt: skip
     assert settings.broker_url("ns", "default") == "http://ingress.example/ns/default"
     assert settings.dead_letter_url("ns", "a", "s") == "https://park.example/dead-letter/ns/a/s"
@@ -213,6 +215,8 @@ def test_settings_from_env() -> None:
         from_env({"ROUSE_METRICS_PORT": "x"})
     with pytest.raises(SettingsError, match="ROUSE_PARKING_URL='parking'"):
         from_env({"ROUSE_PARKING_URL": "parking"})
+    with pytest.raises(SettingsError, match="ROUSE_WARM_POOL_MIN_DWELL='5m'"):
+        from_env({"ROUSE_WARM_POOL_MIN_DWELL": "5m"})
 
 
 def test_only_problems_not_reported_before_are_new() -> None:
