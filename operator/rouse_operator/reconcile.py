@@ -246,7 +246,7 @@ class Reconciler:
         children_now = {k: list(v.values()) for k, v in existing.items()}
         outcome.status = agent_status.compute(agent, children_now, problems, self.clock())
         previous = agent.get("status") or {}
-        if any(previous.get(k) != v for k, v in outcome.status.items()):
+        if agent_status.changed(previous, outcome.status):
             self.kube.apply_status(namespace, name, outcome.status)
         outcome.new_problems = agent_status.new_problems(problems, previous.get("conditions") or [])
         return outcome

@@ -61,6 +61,22 @@ def readiness(obj: Obj | None, what: str) -> Readiness:
     return Readiness(state, reason, f"{what}: {detail}" if detail else what)
 
 
+def changed(previous: Obj, wanted: Obj) -> bool:
+    """Whether writing `wanted` (the reconciler's fields) would change the Agent's status.
+
+    The policies' conditions (WithinBudget, WarmPoolApplied) share status.conditions but
+    are not ours: comparing the whole list would call every reconcile a change and write.
+    """
+    for key, value in wanted.items():
+        if key == "conditions":
+            ours = [c for c in previous.get(key) or [] if c.get("type") in OWN_CONDITIONS]
+            if ours != value:
+                return True
+        elif previous.get(key) != value:
+            return True
+    return False
+
+
 def new_problems(problems: Sequence[Problem], previous: Sequence[Obj]) -> list[Problem]:
     """The problems the previous status did not report yet (worth a Warning Event).
 

@@ -10,7 +10,7 @@ from rouse_operator import checks, reconcile
 from rouse_operator.resources import children
 from rouse_operator.resources.meta import PINGSOURCE, SERVICE, TRIGGER, ChildKind
 from rouse_operator.settings import Settings, SettingsError, from_env
-from rouse_operator.status import READY, TRIGGERS_READY, Problem, compute, new_problems
+from rouse_operator.status import READY, TRIGGERS_READY, Problem, changed, compute, new_problems
 from rouse_runtime import agentspec
 from rouse_testing.agents import base_agent
 
@@ -274,3 +274,20 @@ def test_a_deleted_child_is_forgotten() -> None:
     reconciler.forget("Service", "team-a", "bot-triage")
     assert not reconciler.ours("Service", "team-a", "bot-triage", "7")
     assert reconciler.written == {}
+
+
+def test_the_policies_conditions_are_no_change_of_ours() -> None:
+    """A settled Agent's status is not rewritten on every reconcile because the policy
+    loop's conditions sit in the same list (it used to be)."""
+    a = agent()
+    kids = live(children.desired(a, Settings()), dict.fromkeys(ALL, "True"))
+    ours = compute(a, kids, now=T0)
+    policy = {"type": "WithinBudget", "status": "True", "reason": "NoDailyBudget",
+              "message": "no daily limits", "lastTransitionTime": T0, "observedGeneration": 3}  # fmt: skip
+    stored = {**ours, "conditions": [*ours["conditions"], policy], "budget": {"used": "0%"}}
+    a["status"] = stored
+    again = compute(a, kids, now=T1)
+    assert not changed(stored, again)
+    kids[SERVICE][0]["status"]["conditions"][0]["status"] = "False"
+    assert changed(stored, compute(a, kids, now=T1))
+    assert changed({**stored, "phase": "Pending"}, again)
