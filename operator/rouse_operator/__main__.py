@@ -63,6 +63,12 @@ def main(argv: list[str] | None = None) -> int:
         load_config()
         elector = leader.LeaderElector(leader_cfg, client.CoordinationV1Api())
     kopf.configure(verbose=args.verbose)
+    if settings.state_url_has_password():
+        logging.getLogger("rouse.operator").warning(
+            "ROUSE_STATE_URL carries a password; it is copied as a plain env value into every "
+            "skill's Knative Service. Prefer a state store reachable without one (limit it "
+            "with a NetworkPolicy), or set ROUSE_STATE_URL per Agent in spec.env from a Secret"
+        )
     server = health.serve(settings.metrics_port)
     logging.getLogger("rouse.operator").info(
         "endpoints /healthz and /metrics on port %d", server.server_address[1]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 DEFAULT_BROKER_INGRESS = "http://broker-ingress.knative-eventing.svc.cluster.local"
 DEFAULT_PARKING_URL = "http://rouse-parking.rouse-system.svc.cluster.local"
@@ -31,6 +32,11 @@ class Settings:
     metrics_port: int = 8080
     resync_interval: float = 300.0
     warm_pool_min_dwell: float = 300.0  # seconds a min-scale stays at least
+
+    def state_url_has_password(self) -> bool:
+        """The state URL carries a password: the builders copy it as a plain env value into
+        every skill's Knative Service (readable by whoever can read Services there)."""
+        return bool(self.state_url) and urlsplit(self.state_url).password is not None
 
     def broker_url(self, namespace: str, broker: str) -> str:
         """Where a skill sends events (ROUSE_BROKER_URL): the broker's ingress path."""

@@ -215,6 +215,8 @@ def test_settings_from_env() -> None:
         from_env({"ROUSE_METRICS_PORT": "x"})
     with pytest.raises(SettingsError, match="ROUSE_PARKING_URL='parking'"):
         from_env({"ROUSE_PARKING_URL": "parking"})
+    assert not settings.state_url_has_password() and not Settings().state_url_has_password()
+    assert Settings(state_url="redis://:s3cret@r:6379/0").state_url_has_password()
     with pytest.raises(SettingsError, match="ROUSE_WARM_POOL_MIN_DWELL='5m'"):
         from_env({"ROUSE_WARM_POOL_MIN_DWELL": "5m"})
 
