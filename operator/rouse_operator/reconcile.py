@@ -46,7 +46,6 @@ class Outcome:
     agent: Obj = field(default_factory=dict)
     changes: list[Change] = field(default_factory=list)
     status: Obj = field(default_factory=dict)
-    problems: list[agent_status.Problem] = field(default_factory=list)
     new_problems: list[agent_status.Problem] = field(default_factory=list)
 
 
@@ -192,7 +191,7 @@ class Reconciler:
             listed = {kind: self.kube.list(kind, namespace, SELECTOR) for kind in CHILD_KINDS}
             self.cache.prime(namespace, listed)
         existing = self.cache.children(namespace, name)
-        outcome = Outcome(agent=agent, problems=problems)
+        outcome = Outcome(agent=agent)
         for manifest in wanted:
             kind, child_name = _kind_of(manifest), manifest["metadata"]["name"]
             current = existing[kind].get(child_name)
