@@ -9,8 +9,13 @@ from typing import Any
 Obj = dict[str, Any]
 
 
+MAX_MESSAGE = 32768  # the CRD's (and metav1.Condition's) bound; a longer one fails the write
+
+
 def condition(kind: str, status: str, reason: str, message: str) -> Obj:
-    """A condition without its times (see `stamp`)."""
+    """A condition without its times (see `stamp`); an over-long message is cut, not refused."""
+    if len(message) > MAX_MESSAGE:
+        message = message[: MAX_MESSAGE - 3] + "..."
     return {"type": kind, "status": status, "reason": reason, "message": message}
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from rouse_operator import checks, reconcile
 from rouse_operator.resources import children
 from rouse_operator.resources.meta import PINGSOURCE, SERVICE, TRIGGER, ChildKind
@@ -293,3 +295,15 @@ def test_the_policies_conditions_are_no_change_of_ours() -> None:
     kids[SERVICE][0]["status"]["conditions"][0]["status"] = "False"
     assert changed(stored, compute(a, kids, now=T1))
     assert changed({**stored, "phase": "Pending"}, again)
+
+
+def test_an_over_long_condition_message_is_cut_to_the_crd_bound() -> None:
+    from rouse_operator.conditions import MAX_MESSAGE, condition
+
+    cut = condition("Ready", "False", "Deploying", "x" * (MAX_MESSAGE + 10))
+    assert len(cut["message"]) == MAX_MESSAGE and cut["message"].endswith("...")
+    assert condition("Ready", "True", "Ready", "ok")["message"] == "ok"
+    crd = yaml.safe_load((Path(__file__).parents[2] / "crds" / "agent.yaml").read_text())
+    status = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+    message = status["properties"]["conditions"]["items"]["properties"]["message"]
+    assert message["maxLength"] == MAX_MESSAGE
