@@ -66,8 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     if settings.state_url_has_password():
         logging.getLogger("rouse.operator").warning(
             "ROUSE_STATE_URL carries a password; it is copied as a plain env value into every "
-            "skill's Knative Service. Prefer a state store reachable without one (limit it "
-            "with a NetworkPolicy), or set ROUSE_STATE_URL per Agent in spec.env from a Secret"
+            "skill's Knative Service. Set ROUSE_STATE_URL_SECRET=<secret>:<key> (chart: "
+            "stateStore.existingSecret) so skills read it from a Secret in their namespace, or "
+            "set ROUSE_STATE_URL per Agent in spec.env from a Secret"
         )
     server = health.serve(settings.metrics_port)
     logging.getLogger("rouse.operator").info(

@@ -7,6 +7,7 @@ policies; see README "The operator".
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -16,8 +17,21 @@ DEFAULT_PARKING_URL = "http://rouse-parking.rouse-system.svc.cluster.local"
 DEFAULT_PROMETHEUS_URL = "http://prometheus-operated.monitoring.svc:9090"
 
 
+# A Secret's name (DNS-1123 subdomain) and a key in its data.
+_SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+
+
 class SettingsError(ValueError):
     """A setting that cannot be used; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """A key of a Secret in the Agent's namespace; the operator names it and never reads it."""
+
+    name: str
+    key: str
 
 
 @dataclass(frozen=True)
@@ -27,6 +41,8 @@ class Settings:
     broker_ingress: str = DEFAULT_BROKER_INGRESS
     parking_url: str = DEFAULT_PARKING_URL
     state_url: str = ""
+    # When set, skills read ROUSE_STATE_URL from this Secret (secretKeyRef), never a plain value.
+    state_url_secret: SecretRef | None = None
     prometheus_url: str = DEFAULT_PROMETHEUS_URL
     eval_interval: float = 60.0
     metrics_port: int = 8080
@@ -34,9 +50,12 @@ class Settings:
     warm_pool_min_dwell: float = 300.0  # seconds a min-scale stays at least
 
     def state_url_has_password(self) -> bool:
-        """The state URL carries a password: the builders copy it as a plain env value into
-        every skill's Knative Service (readable by whoever can read Services there)."""
-        return bool(self.state_url) and urlsplit(self.state_url).password is not None
+        """The state URL carries a password and the builders copy it as a plain env value into
+        every skill's Knative Service (readable by whoever can read Services there): only
+        when no ROUSE_STATE_URL_SECRET sends skills to a Secret instead."""
+        if self.state_url_secret is not None or not self.state_url:
+            return False
+        return urlsplit(self.state_url).password is not None
 
     def broker_url(self, namespace: str, broker: str) -> str:
         """Where a skill sends events (ROUSE_BROKER_URL): the broker's ingress path."""
@@ -56,6 +75,20 @@ def _url(env: Mapping[str, str], name: str, default: str) -> str:
     if not value.startswith(("http://", "https://")):
         raise SettingsError(f"{name}={value!r}: expected an http:// or https:// URL")
     return value.rstrip("/")
+
+
+def _secret_ref(env: Mapping[str, str], name: str) -> SecretRef | None:
+    """`<secret>:<key>` from `env[name]`; None when unset."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    secret, sep, key = raw.partition(":")
+    if not sep or not _SECRET_NAME.match(secret) or len(secret) > 253 or not _SECRET_KEY.match(key):
+        raise SettingsError(
+            f"{name}={raw!r}: expected <secret>:<key>, a Secret name (DNS-1123 subdomain) "
+            "and a key of its data"
+        )
+    return SecretRef(name=secret, key=key)
 
 
 def seconds(
@@ -93,6 +126,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         broker_ingress=_url(env, "ROUSE_BROKER_INGRESS", DEFAULT_BROKER_INGRESS),
         parking_url=_url(env, "ROUSE_PARKING_URL", DEFAULT_PARKING_URL),
         state_url=env.get("ROUSE_STATE_URL", "").strip(),
+        state_url_secret=_secret_ref(env, "ROUSE_STATE_URL_SECRET"),
         prometheus_url=_url(env, "ROUSE_PROMETHEUS_URL", DEFAULT_PROMETHEUS_URL),
         eval_interval=seconds(env, "ROUSE_EVAL_INTERVAL", 60.0),
         metrics_port=_port(env, "ROUSE_METRICS_PORT", 8080),

@@ -1,6 +1,7 @@
 """The Helm chart against the real control plane (kube-apiserver + etcd + controller-manager).
 
-- every object the chart renders (every optional part on) passes `kubectl apply --dry-run=server`;
+- every object the chart renders (every optional part on; the state store URL from a Secret)
+  passes `kubectl apply --dry-run=server`;
 - `helm install` into the control plane, then the operator runs with the chart's own command
   line and the chart's ServiceAccount identity (a token from `kubectl create token`) and
   reconciles an example Agent without one RBAC denial;
@@ -140,10 +141,11 @@ def test_every_rendered_object_is_accepted_by_the_api_server(
     cluster.kubectl("create", "namespace", namespace)
     try:
         ensure_monitoring_crds(cluster, tmp_path)
-        for values in ([], ALL_OPTIONAL):
+        by_secret = ["stateStore.existingSecret=rouse-state", "redis.enabled=false"]
+        for values in ([], ALL_OPTIONAL, by_secret):
             objects = render(cluster, release, namespace, *values)
             kinds = {o["kind"] for o in objects}
-            if values:
+            if values == ALL_OPTIONAL:
                 assert {"PodMonitor", "ServiceMonitor", "PersistentVolumeClaim"} <= kinds
             text = json.dumps({"apiVersion": "v1", "kind": "List", "items": objects})
             proc = cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=text, check=False)

@@ -19,7 +19,7 @@ import yaml
 from rouse_operator.resources import children, service
 from rouse_operator.resources.meta import CHILD_KINDS
 from rouse_operator.resources.policy import PolicyInputs, policy_inputs
-from rouse_operator.settings import Settings
+from rouse_operator.settings import SecretRef, Settings
 from rouse_runtime import agentspec
 from rouse_testing.agents import base_agent
 from rouse_testing.knative import knative_validate, run_knative_validate
@@ -91,6 +91,15 @@ def _parked(a: Agent) -> None:  # budget spent with onExhausted: park
     }
 
 
+def _own_state_url(a: Agent) -> None:  # the Agent's own ROUSE_STATE_URL wins
+    a["spec"]["env"] = [
+        {
+            "name": "ROUSE_STATE_URL",
+            "valueFrom": {"secretKeyRef": {"name": "triage-state", "key": "redis-url"}},
+        }
+    ]
+
+
 CASES: dict[str, Callable[[], Agent]] = {
     "hello": example("hello"),
     "support-triage": example("support-triage"),
@@ -100,6 +109,8 @@ CASES: dict[str, Callable[[], Agent]] = {
     "no-budget-no-warm-pool": _variant(_no_budget),
     "warm-pool-decision": _variant(_warm),
     "parked": _variant(_parked),
+    "state-secret": base_agent,
+    "state-secret-own-env": _variant(_own_state_url),
 }
 STATE_SETTINGS = Settings(
     broker_ingress="http://ingress.example", parking_url="http://parking.example",
@@ -107,8 +118,20 @@ STATE_SETTINGS = Settings(
 )  # fmt: skip
 
 
+# The operator names a Secret (in each Agent's namespace) instead of copying a plain URL.
+SECRET_SETTINGS = Settings(
+    state_url="redis://:s3cret@redis.rouse-system:6379/0",
+    state_url_secret=SecretRef(name="rouse-state", key="url"),
+)
+CASE_SETTINGS = {
+    "tuned": STATE_SETTINGS,
+    "state-secret": SECRET_SETTINGS,
+    "state-secret-own-env": SECRET_SETTINGS,
+}
+
+
 def build(case: str) -> list[dict[str, Any]]:
-    settings = STATE_SETTINGS if case == "tuned" else SETTINGS
+    settings = CASE_SETTINGS.get(case, SETTINGS)
     return children.desired(cluster_agent(CASES[case]()), settings)
 
 
@@ -225,6 +248,35 @@ def test_base_service_whole_object() -> None:
             }
         },
     }
+
+
+def test_state_url_comes_by_reference_never_inline() -> None:
+    """With a Secret named, no manifest carries the URL (nor its password); the Agent's own
+    spec.env entry for ROUSE_STATE_URL replaces the operator's."""
+    agent = cluster_agent(base_agent())
+    skill = agent["spec"]["skills"][0]
+    by_secret = {"secretKeyRef": {"name": "rouse-state", "key": "url"}}
+    assert service.env(agent, skill, SECRET_SETTINGS)[-1] == {
+        "name": "ROUSE_STATE_URL",
+        "valueFrom": by_secret,
+    }
+    for case in ("state-secret", "state-secret-own-env"):
+        assert "s3cret" not in json.dumps(build(case))
+    (ksvc, *_) = build("state-secret-own-env")
+    state = [
+        e
+        for e in ksvc["spec"]["template"]["spec"]["containers"][0]["env"]
+        if e["name"] == "ROUSE_STATE_URL"
+    ]
+    assert state == [
+        {
+            "name": "ROUSE_STATE_URL",
+            "valueFrom": {"secretKeyRef": {"name": "triage-state", "key": "redis-url"}},
+        }
+    ]
+    plain = service.env(agent, skill, Settings(state_url="redis://r:6379/0"))[-1]
+    assert plain == {"name": "ROUSE_STATE_URL", "value": "redis://r:6379/0"}
+    assert all(e["name"] != "ROUSE_STATE_URL" for e in service.env(agent, skill, SETTINGS))
 
 
 def test_every_child_has_labels_and_owner() -> None:

@@ -393,6 +393,34 @@ def test_settings_contract_in_the_config_map() -> None:
     assert ("Deployment", "rouse-redis") not in external
 
 
+def test_state_url_by_reference_from_an_existing_secret() -> None:
+    """stateStore.existingSecret: no URL in the ConfigMap; operator and parking read it with
+    a secretKeyRef; the operator is told which Secret skills read (in the Agent's namespace)."""
+    objects = by_kind_name(
+        helm_template("stateStore.existingSecret=rouse-state", "stateStore.secretKey=redis-url")
+    )
+    data = objects[("ConfigMap", "rouse-config")]["data"]
+    assert "ROUSE_STATE_URL" not in data
+    assert data["ROUSE_STATE_URL_SECRET"] == "rouse-state:redis-url"
+    by_ref = {
+        "name": "ROUSE_STATE_URL",
+        "valueFrom": {"secretKeyRef": {"name": "rouse-state", "key": "redis-url"}},
+    }
+    for name in ("rouse-operator", "rouse-parking"):
+        (container,) = objects[("Deployment", name)]["spec"]["template"]["spec"]["containers"]
+        assert container["envFrom"] == [{"configMapRef": {"name": "rouse-config"}}]
+        assert container["env"][-1] == by_ref, name
+    assert "redis://" not in yaml.safe_dump_all(
+        [o for o in objects.values() if o["kind"] != "CustomResourceDefinition"]
+    )
+    # the default: the chart's own Redis (no password) stays a plain URL, no Secret named
+    default = by_kind_name(helm_template())
+    for name in ("rouse-operator", "rouse-parking"):
+        (container,) = default[("Deployment", name)]["spec"]["template"]["spec"]["containers"]
+        assert all(e["name"] != "ROUSE_STATE_URL" for e in container["env"]), name
+    assert "ROUSE_STATE_URL_SECRET" not in default[("ConfigMap", "rouse-config")]["data"]
+
+
 RESTRICTED_CONTAINER = {
     "allowPrivilegeEscalation": False,
     "readOnlyRootFilesystem": True,
@@ -510,6 +538,11 @@ def test_operator_without_leader_election_runs_one_replica_with_recreate() -> No
         (["operator.leaderElection.retryPeriodSeconds=0"], "retryPeriodSeconds"),
         (["operator.verbose=loud"], "verbose"),
         (["settings.stateUrl=postgres://x"], "stateUrl"),
+        (["settings.stateUrl=redis://:s3cret@r:6379/0"], "stateStore.existingSecret"),
+        (["settings.stateUrl=redis://u:s3cret@r:6379/0"], "carries a password"),
+        (["settings.stateUrl=redis://r:6379/0", "stateStore.existingSecret=s"], "not both"),
+        (["stateStore.existingSecret=Bad_Name"], "existingSecret"),
+        (["stateStore.secretKey=a/b"], "secretKey"),
         (["unknownKey=1"], "unknownKey"),
         (["settings.evalIntervalSeconds=1"], "evalIntervalSeconds"),
     ],

@@ -11,7 +11,7 @@ import yaml
 from rouse_operator import checks, reconcile
 from rouse_operator.resources import children
 from rouse_operator.resources.meta import PINGSOURCE, SERVICE, TRIGGER, ChildKind
-from rouse_operator.settings import Settings, SettingsError, from_env
+from rouse_operator.settings import SecretRef, Settings, SettingsError, from_env
 from rouse_operator.status import READY, TRIGGERS_READY, Problem, changed, compute, new_problems
 from rouse_runtime import agentspec
 from rouse_testing.agents import base_agent
@@ -219,6 +219,14 @@ def test_settings_from_env() -> None:
         from_env({"ROUSE_PARKING_URL": "parking"})
     assert not settings.state_url_has_password() and not Settings().state_url_has_password()
     assert Settings(state_url="redis://:s3cret@r:6379/0").state_url_has_password()
+    by_secret = from_env({
+        "ROUSE_STATE_URL": "redis://:s3cret@r:6379/0", "ROUSE_STATE_URL_SECRET": "rouse-state:url",
+    })  # fmt: skip
+    assert by_secret.state_url_secret == SecretRef(name="rouse-state", key="url")
+    assert not by_secret.state_url_has_password()  # skills get a secretKeyRef, not the URL
+    for bad in ("rouse-state", "Rouse:url", "rouse-state:", "a:b/c"):
+        with pytest.raises(SettingsError, match=f"ROUSE_STATE_URL_SECRET='{bad}'"):
+            from_env({"ROUSE_STATE_URL_SECRET": bad})
     with pytest.raises(SettingsError, match="ROUSE_WARM_POOL_MIN_DWELL='5m'"):
         from_env({"ROUSE_WARM_POOL_MIN_DWELL": "5m"})
 

@@ -79,14 +79,31 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
-{{/* The state store URL: settings.stateUrl, else the chart's Redis. */}}
+{{/* The state store URL kept in the ConfigMap: settings.stateUrl, else the chart's Redis
+(no password); empty when stateStore.existingSecret holds it instead. A URL with a password
+is refused: it would sit in the ConfigMap and in every skill's Service. */}}
 {{- define "rouse.stateUrl" -}}
-{{- if .Values.settings.stateUrl }}
+{{- if .Values.stateStore.existingSecret }}
+{{- else if .Values.settings.stateUrl }}
+{{- if regexMatch "^[a-z]+://[^/@]*:[^/@]*@" .Values.settings.stateUrl }}
+{{- fail "rouse: settings.stateUrl carries a password: put the URL in a Secret and set stateStore.existingSecret (and stateStore.secretKey) instead" }}
+{{- end }}
 {{- .Values.settings.stateUrl }}
 {{- else if .Values.redis.enabled }}
 {{- printf "redis://%s.%s.svc.cluster.local:6379/0" (include "rouse.redisName" .) .Release.Namespace }}
 {{- else }}
-{{- fail "rouse: no state store: set settings.stateUrl (redis://host:port/db) or enable redis.enabled" }}
+{{- fail "rouse: no state store: set settings.stateUrl (redis://host:port/db), stateStore.existingSecret, or enable redis.enabled" }}
+{{- end }}
+{{- end }}
+
+{{/* ROUSE_STATE_URL from stateStore.existingSecret, for the operator and parking containers' env. */}}
+{{- define "rouse.stateUrlFromSecret" -}}
+{{- with .Values.stateStore.existingSecret -}}
+- name: ROUSE_STATE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ . | quote }}
+      key: {{ $.Values.stateStore.secretKey | quote }}
 {{- end }}
 {{- end }}
 

@@ -29,16 +29,35 @@ SECURITY_CONTEXT: dict[str, Any] = {
 }
 
 
+def state_url_env(settings: Settings) -> dict[str, Any] | None:
+    """ROUSE_STATE_URL of a skill: a secretKeyRef when the operator was given a Secret (the
+    Secret lives in the Agent's namespace; ops create it there), else the operator's plain
+    URL, else nothing (the runtime's SQLite default)."""
+    ref = settings.state_url_secret
+    if ref is not None:
+        return {
+            "name": agentspec.ENV_STATE_URL,
+            "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
+        }
+    if settings.state_url:
+        return {"name": agentspec.ENV_STATE_URL, "value": settings.state_url}
+    return None
+
+
 def env(agent: Manifest, skill: dict[str, Any], settings: Settings) -> list[dict[str, Any]]:
-    """The runtime's ROUSE_* env (agentspec.skill_env), the state store, then the agent's env."""
+    """The runtime's ROUSE_* env (agentspec.skill_env), the state store, then the agent's env
+    (an Agent's own entry, ROUSE_STATE_URL included, wins over the operator's)."""
     namespace = agent["metadata"]["namespace"]
     broker_url = settings.broker_url(namespace, agent["spec"].get("broker", "default"))
-    rouse = agentspec.skill_env(agent, skill, broker_url)
-    if settings.state_url:
-        rouse[agentspec.ENV_STATE_URL] = settings.state_url
+    rouse = [
+        {"name": k, "value": v} for k, v in agentspec.skill_env(agent, skill, broker_url).items()
+    ]
+    state = state_url_env(settings)
+    if state is not None:
+        rouse.append(state)
     user: list[dict[str, Any]] = list(agent["spec"].get("env") or [])
     overridden = {e["name"] for e in user}
-    return [{"name": k, "value": v} for k, v in rouse.items() if k not in overridden] + user
+    return [e for e in rouse if e["name"] not in overridden] + user
 
 
 def revision_annotations(skill: dict[str, Any], min_scale: int) -> dict[str, str]:
