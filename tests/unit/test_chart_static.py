@@ -421,6 +421,21 @@ def test_state_url_by_reference_from_an_existing_secret() -> None:
     assert "ROUSE_STATE_URL_SECRET" not in default[("ConfigMap", "rouse-config")]["data"]
 
 
+def test_parking_body_limit_is_configurable() -> None:
+    """parking.maxBodyBytes reaches the parking service as ROUSE_MAX_BODY_BYTES (default the
+    skills' default, 1 MiB); the schema refuses less than that (dead letters would be lost)."""
+
+    def limit(*values: str) -> list[dict[str, Any]]:
+        deployment = by_kind_name(helm_template(*values))[("Deployment", "rouse-parking")]
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        return [e for e in container["env"] if e["name"] == "ROUSE_MAX_BODY_BYTES"]
+
+    assert limit() == [{"name": "ROUSE_MAX_BODY_BYTES", "value": "1048576"}]
+    assert limit("parking.maxBodyBytes=104857600") == [
+        {"name": "ROUSE_MAX_BODY_BYTES", "value": "104857600"}
+    ]
+
+
 RESTRICTED_CONTAINER = {
     "allowPrivilegeEscalation": False,
     "readOnlyRootFilesystem": True,
@@ -543,6 +558,8 @@ def test_operator_without_leader_election_runs_one_replica_with_recreate() -> No
         (["settings.stateUrl=redis://r:6379/0", "stateStore.existingSecret=s"], "not both"),
         (["stateStore.existingSecret=Bad_Name"], "existingSecret"),
         (["stateStore.secretKey=a/b"], "secretKey"),
+        (["parking.maxBodyBytes=65536"], "maxBodyBytes"),
+        (["parking.maxBodyBytes=null"], "maxBodyBytes"),
         (["unknownKey=1"], "unknownKey"),
         (["settings.evalIntervalSeconds=1"], "evalIntervalSeconds"),
     ],
