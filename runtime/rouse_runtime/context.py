@@ -13,7 +13,7 @@ import functools
 import inspect
 import threading
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from cloudevents.http import CloudEvent
 
@@ -23,6 +23,7 @@ from rouse_runtime.events import derived_id, new_event, to_http, trace_attribute
 from rouse_runtime.logs import EventLog
 from rouse_runtime.metrics import Metrics
 from rouse_runtime.store import Store
+from rouse_runtime.suspend import Resumed, suspend
 
 if TYPE_CHECKING:
     import httpx
@@ -73,8 +74,12 @@ class Context:
     """Everything a skill may use during one invocation.
 
     `event` is the incoming CloudEvent; set `partial` to what should be
-    checkpointed if a budget stops the skill.
+    checkpointed if a budget stops the skill. `resumed` is set when this event
+    resumes a skill that suspended with `wait_for` (see suspend.py).
     """
+
+    # A class attribute: invocations that resume nothing pay nothing for it.
+    resumed: Resumed | None = None
 
     def __init__(
         self,
@@ -220,6 +225,20 @@ class Context:
             )
         self.log.info("emitted", emitted_type=type, emitted_id=attrs["id"])
         return event
+
+    async def wait_for(
+        self, type: str, *, key: str, data: Any = None, ttl: float | None = None
+    ) -> NoReturn:
+        """Suspend until an event of `type` with extension attribute `rousekey` = key arrives.
+
+        Checkpoints data (default: `ctx.partial`) and ends this invocation with 202
+        (no reply, no retry). The skill must list `type` among its events; when that
+        event arrives, the handler runs for it with `ctx.resumed.checkpoint` = data.
+        ttl (seconds) forgets the wait; None keeps it until resumed. Never returns.
+        """
+        self.budget.check()
+        checkpoint = self.partial if data is None else data
+        await suspend(self._store, self.config, self.event, type, key, checkpoint, ttl)
 
     def run(self, awaitable: Awaitable[T]) -> T:
         """Wait for a ctx coroutine from a plain `def` skill (runs it on the server's loop).

@@ -23,7 +23,7 @@ prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
 
 CONTENT_TYPE = prometheus_client.CONTENT_TYPE_LATEST
 
-OUTCOMES = ("ok", "error", "budget_exceeded", "duplicate")
+OUTCOMES = ("ok", "error", "budget_exceeded", "duplicate", "suspended")
 LIMITS = ("steps", "tool_calls", "tokens", "timeout")
 DURATION_BUCKETS = (0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 

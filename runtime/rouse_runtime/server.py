@@ -55,6 +55,7 @@ from rouse_runtime.ledger import Entry, Ledger, ledger_on, own_namespace
 from rouse_runtime.metrics import CONTENT_TYPE, Metrics
 from rouse_runtime.protocol import MAX_HEADER_BYTES
 from rouse_runtime.store import Store, StoreError, open_store
+from rouse_runtime.suspend import KEY_ATTRIBUTE, ResumeBusyError, Resumed, Resumer, Suspended
 
 if TYPE_CHECKING:
     import httpx
@@ -225,6 +226,7 @@ class Runtime:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._store: Store | None = None
         self._ledger: Ledger | None = None
+        self._resumer: Resumer | None = None
         # Read once: the pod's namespace does not change while it runs.
         self.namespace = own_namespace()
         self._http: httpx.AsyncClient | None = None
@@ -247,6 +249,13 @@ class Runtime:
         if self._ledger is None:
             self._ledger = ledger_on(self.store, self.config.state_url)
         return self._ledger
+
+    @property
+    def resumer(self) -> Resumer:
+        """Waiting records (suspend.py), used only by events that carry `rousekey`."""
+        if self._resumer is None:
+            self._resumer = Resumer(self.store, self.config, self.owner)
+        return self._resumer
 
     def http(self) -> httpx.AsyncClient:
         """Shared outbound client (emit, llm), built on first use."""
@@ -324,11 +333,28 @@ class Runtime:
         if claim.state == "done":
             self.metrics.invocations["duplicate"].inc()
             return Outcome.from_record(claim.record)
+        resumed: Resumed | None = None
         try:
-            outcome, entry = await self.run(event)
-        except BaseException:
+            wait_key = event.get(KEY_ATTRIBUTE)
+            if wait_key is not None:
+                resumed = await self.resumer.take(event, wait_key)
+            outcome, entry = await self.run(event, resumed)
+        except ResumeBusyError as exc:
             await self.store.release(key, self.owner)
+            error = {"error": "resume in progress", "detail": str(exc)}
+            return Outcome(409, error=error, kind="duplicate")
+        except BaseException:
+            try:
+                if resumed is not None:
+                    await self.resumer.finish(resumed, ok=False)
+            finally:
+                await self.store.release(key, self.owner)
             raise
+        if resumed is not None:
+            try:
+                await self.resumer.finish(resumed, ok=outcome.status < 300)
+            except StoreError as exc:  # the run happened: failing it now would run it again
+                log.warning("resume of %s not settled: %s", resumed.key, exc)
         # The ledger line first: on SQLite it is queued into the same group commit as
         # the result (or release), so a crash keeps both or neither.
         counted = self._count(entry)
@@ -363,7 +389,7 @@ class Runtime:
         cfg = self.config
         log.warning("ledger: invocation of %s/%s not recorded: %s", cfg.agent, cfg.skill, exc)
 
-    async def run(self, event: CloudEvent) -> tuple[Outcome, Entry]:
+    async def run(self, event: CloudEvent, resumed: Resumed | None = None) -> tuple[Outcome, Entry]:
         """One invocation of the skill under its budget, whatever it does, and its ledger line."""
         assert self.handler.function is not None
         metrics = self.metrics
@@ -381,6 +407,9 @@ class Runtime:
             http=self.http,
             loop=asyncio.get_running_loop(),
         )
+        if resumed is not None:
+            ctx.resumed = resumed
+            ctx.log.info("resumed", wait_type=resumed.event_type, wait_key=resumed.key)
         metrics.inflight.inc()
         started = time.perf_counter()
         try:
@@ -414,6 +443,9 @@ class Runtime:
             return self._failure(ctx, budget, exc)
         except BudgetExceeded:
             return await self._budget_stop(event, ctx, budget, None)
+        except Suspended as suspended:
+            ctx.log.info("suspended", wait_type=suspended.event_type, wait_key=suspended.key)
+            return Outcome(202, kind="suspended")
         except Exception as exc:
             if budget.breach is not None:
                 return await self._budget_stop(event, ctx, budget, None)
