@@ -71,8 +71,32 @@ class ChildCache:
                 by_kind[kind][name] = _slim(obj)
 
     def drop(self, kind: ChildKind, namespace: str, agent: str, name: str) -> None:
+        """Forget a deleted child, and the agent's and namespace's entries once they are empty
+        (children of a deleted Agent go one by one through the garbage collector)."""
         with self._lock:
-            self._objects.get(namespace, {}).get(agent, {}).get(kind, {}).pop(name, None)
+            by_agent = self._objects.get(namespace, {})
+            by_kind = by_agent.get(agent, {})
+            by_kind.get(kind, {}).pop(name, None)
+            if not by_kind.get(kind, True):
+                del by_kind[kind]
+            if agent in by_agent and not by_kind:
+                del by_agent[agent]
+            if namespace in self._objects and not by_agent:
+                del self._objects[namespace]
+
+    def forget_agent(self, namespace: str, agent: str) -> None:
+        """The Agent is deleted: drop its children's entries (the garbage collector removes
+        the objects; a late event for one of them is dropped or pruned by `drop`)."""
+        with self._lock:
+            by_agent = self._objects.get(namespace, {})
+            by_agent.pop(agent, None)
+            if namespace in self._objects and not by_agent:
+                del self._objects[namespace]
+
+    def agents(self) -> int:
+        """How many Agents have cached children (the resync and deletions keep it bounded)."""
+        with self._lock:
+            return sum(len(by_agent) for by_agent in self._objects.values())
 
     def agent_of(self, kind: ChildKind, namespace: str, name: str) -> str | None:
         """The Agent (by its label) whose child of this kind and name is cached, if any."""

@@ -24,7 +24,7 @@ from typing import Any
 
 import kopf
 
-from rouse_operator import health
+from rouse_operator import health, metrics
 from rouse_operator import settings as operator_settings
 from rouse_operator.kube import AGENTS, Kube
 from rouse_operator.reconcile import Outcome, Reconciler
@@ -96,10 +96,18 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.execution.max_workers = 16
     settings.watching.server_timeout = 300
     await asyncio.get_running_loop().run_in_executor(None, reconciler)
+    track_agents()
     STATE.tasks.append(asyncio.create_task(_resync_forever(SETTINGS.resync_interval)))
     for interval, fn in STATE.periodic:
         STATE.tasks.append(asyncio.create_task(_every_agent_forever(*interval, fn)))
     health.STATE.ready = True
+
+
+def track_agents() -> None:
+    """rouse_operator_tracked_agents{store}: per-Agent state must shrink when Agents go."""
+    metrics.TRACKED_AGENTS.labels("locks").set_function(lambda: reconciler().locks())
+    metrics.TRACKED_AGENTS.labels("children").set_function(lambda: reconciler().cache.agents())
+    metrics.TRACKED_AGENTS.labels("known").set_function(lambda: len(STATE.known))
 
 
 @kopf.on.cleanup()
@@ -127,6 +135,7 @@ async def agent_event(
         STATE.known.pop(key, None)
         STATE.bodies.pop(key, None)
         STATE.contexts.pop(key, None)
+        reconciler().forget_agent(*key)  # its lock and cached children
         return
     STATE.bodies[key] = body
     if key not in STATE.contexts:

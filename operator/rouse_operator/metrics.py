@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 RECONCILES = Counter(
     "rouse_operator_reconciles_total",
@@ -18,4 +18,10 @@ CHILD_WRITES = Counter(
     "rouse_operator_child_writes_total",
     "Children written, by kind and action (created, updated, deleted).",
     ["kind", "action"],
+)
+TRACKED_AGENTS = Gauge(
+    "rouse_operator_tracked_agents",
+    "Agents the operator keeps per-Agent state for, by store (locks, children, known): "
+    "follows the Agents in the cluster; growth after Agents are deleted is a leak.",
+    ["store"],
 )

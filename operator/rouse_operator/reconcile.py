@@ -10,7 +10,8 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -137,6 +138,23 @@ class Reconciler:
         with self._guard:
             return self._locks.setdefault((namespace, name), threading.Lock())
 
+    @contextmanager
+    def _exclusive(self, namespace: str, name: str) -> Iterator[None]:
+        """Hold the Agent's lock; if forget_agent dropped it while we waited, take the new one
+        (so two reconciles of one Agent never run at once, pruning or not)."""
+        while True:
+            lock = self._lock(namespace, name)
+            lock.acquire()
+            with self._guard:
+                current = self._locks.get((namespace, name)) is lock
+            if current:
+                break
+            lock.release()
+        try:
+            yield
+        finally:
+            lock.release()
+
     def ours(self, kind: str, namespace: str, name: str, resource_version: str) -> bool:
         """Whether this child event is the echo of our own last write (nothing to do)."""
         return self.written.get((kind, namespace, name)) == resource_version
@@ -145,27 +163,48 @@ class Reconciler:
         """A child is gone: drop the record of our last write to it (no unbounded growth)."""
         self.written.pop((kind, namespace, name), None)
 
+    def forget_agent(self, namespace: str, name: str) -> None:
+        """The Agent is deleted: drop its lock and cached children (they grew with every Agent
+        ever seen). A lock held by a reconcile in flight stays; that reconcile finds the Agent
+        gone and calls this again when it has let go."""
+        self.cache.forget_agent(namespace, name)
+        key = (namespace, name)
+        with self._guard:
+            lock = self._locks.get(key)
+            if lock is not None and lock.acquire(blocking=False):
+                del self._locks[key]
+                lock.release()
+
+    def locks(self) -> int:
+        """How many per-Agent locks are held in memory (pruned when an Agent is deleted)."""
+        with self._guard:
+            return len(self._locks)
+
     def reconcile(self, namespace: str, name: str, body: Obj | None = None) -> Outcome | None:
         """Bring one Agent's children and status in line; None when the Agent is gone.
 
         `body`: the Agent as kopf just delivered it (saves a read); fetched when not given.
         """
         started = time.perf_counter()
-        with self._lock(namespace, name):
+        outcome: Outcome | None = None
+        with self._exclusive(namespace, name):
             try:
                 agent = body if body is not None else self.kube.get_agent(namespace, name)
                 if agent is None or agent["metadata"].get("deletionTimestamp"):
                     # Gone, or going: the garbage collector removes the children (in foreground
                     # deletion, before the Agent); re-creating them would fight it.
                     metrics.RECONCILES.labels("gone").inc()
-                    return None
-                outcome = self._reconcile(agent)
+                else:
+                    outcome = self._reconcile(agent)
             except Exception:
                 metrics.RECONCILES.labels("error").inc()
                 raise
             finally:
                 metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
-        metrics.RECONCILES.labels("ok").inc()
+        if agent is None:  # deleted (a late child event): leave no lock behind for it
+            self.forget_agent(namespace, name)
+        if outcome is not None:
+            metrics.RECONCILES.labels("ok").inc()
         return outcome
 
     def _reconcile(self, agent: Obj) -> Outcome:

@@ -416,13 +416,33 @@ def test_policy_decisions_in_status_reach_the_children(
 def test_deleting_the_agent_garbage_collects_children(
     cluster: Any, ns: str, operator: OperatorProcess
 ) -> None:
+    before = tracked(operator)
     apply(cluster, ns, base_agent("doomed"))
     wait_children_match(cluster, ns, "doomed")
+    grown = {store: count + 1 for store, count in before.items()}
+    wait_until(lambda: tracked(operator) == grown, timeout=30, interval=0.2,
+               what=f"per-Agent state {grown} with doomed reconciled")  # fmt: skip
     cluster.kubectl(
         "delete", "agents.rouse.dev", "doomed", "-n", ns, "--wait=true", "--timeout=30s"
     )
     wait_until(lambda: children_of(cluster, ns, "doomed") == {}, timeout=90, interval=0.5,
                what="the garbage collector to remove doomed's children")  # fmt: skip
+    # its lock, cached children and known entry go too (they used to stay forever)
+    wait_until(lambda: tracked(operator) == before, timeout=30, interval=0.2,
+               what=f"per-Agent state back to {before} after the deletion")  # fmt: skip
+
+
+def tracked(operator: OperatorProcess) -> dict[str, float]:
+    """rouse_operator_tracked_agents{store}: Agents the operator keeps state for, per store."""
+    _, body = operator.get("/metrics")
+    prefix = 'rouse_operator_tracked_agents{store="'
+    found = {
+        line[len(prefix) :].split('"', 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in body.splitlines()
+        if line.startswith(prefix)
+    }
+    assert set(found) == {"locks", "children", "known"}, body
+    return found
 
 
 def test_foreground_deletion_is_not_fought(

@@ -64,3 +64,23 @@ def test_agent_of_names_the_agent_holding_a_child_name() -> None:
     assert cache.agent_of(SERVICE, "elsewhere", "a-b-c") is None
     cache.drop(SERVICE, "ns", "a-b", "a-b-c")
     assert cache.agent_of(SERVICE, "ns", "a-b-c") is None
+
+
+def test_a_deleted_agent_leaves_no_entries_behind() -> None:
+    """Per-Agent entries go with the Agent: its children dropped one by one (the garbage
+    collector's path) or all at once (forget_agent, on the Agent's DELETED event)."""
+    cache = ChildCache()
+    cache.prime("ns", {SERVICE: [obj("bot-a", "5"), obj("other-a", "5", agent="other")]})
+    cache.put(TRIGGER, obj("bot-a-0", "6"))
+    assert cache.agents() == 2
+    cache.drop(SERVICE, "ns", "bot", "bot-a")
+    assert cache.agents() == 2  # bot still has its Trigger
+    cache.drop(TRIGGER, "ns", "bot", "bot-a-0")
+    assert cache.agents() == 1 and cache._objects == {
+        "ns": {"other": {SERVICE: {"other-a": slim(obj("other-a", "5", agent="other"))}}}
+    }
+    cache.drop(TRIGGER, "ns", "never-seen", "x")  # a late event of nothing cached: no entry made
+    cache.forget_agent("ns", "other")
+    assert cache.agents() == 0 and cache._objects == {}
+    assert cache.primed("ns") and cache.children("ns", "other")[SERVICE] == {}
+    cache.forget_agent("ns", "other")  # twice (DELETED and a late child event): harmless
