@@ -19,6 +19,7 @@ import sys
 
 import kopf
 from kubernetes import client
+from kubernetes.config import ConfigException
 
 from rouse_operator import health, leader
 from rouse_operator.kube import load_config
@@ -53,6 +54,15 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"rouse-operator: {exc}", file=sys.stderr)
         return 2
+    try:  # fail once, clearly, instead of kopf retrying the startup handler every minute
+        load_config()
+    except ConfigException as exc:
+        print(
+            f"rouse-operator: no Kubernetes cluster configured ({exc}); set KUBECONFIG or "
+            "~/.kube/config, or run in a pod with a service account",
+            file=sys.stderr,
+        )
+        return 2
     elector = None
     if args.leader_elect:
         try:
@@ -60,7 +70,6 @@ def main(argv: list[str] | None = None) -> int:
         except leader.LeaderConfigError as exc:
             print(f"rouse-operator: {exc}", file=sys.stderr)
             return 2
-        load_config()
         elector = leader.LeaderElector(leader_cfg, client.CoordinationV1Api())
     kopf.configure(verbose=args.verbose)
     if settings.state_url_has_password():

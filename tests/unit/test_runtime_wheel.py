@@ -6,18 +6,12 @@ suffice, kopf and the Kubernetes client are absent, and `rouse-runtime` serves.
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
 import httpx
+from rouse_testing.dockerfile import REPO, run
 from rouse_testing.runtime import start_runtime
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def run(cmd: list[str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def test_wheel_in_a_fresh_venv_serves_without_kopf_or_kubernetes(tmp_path: Path) -> None:
