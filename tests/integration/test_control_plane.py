@@ -12,77 +12,8 @@ from typing import Any
 import httpx
 import yaml
 from rouse_testing.cluster import Cluster
+from rouse_testing.knative import knative_objects
 from rouse_testing.wait import wait_until
-
-SECURE_CONTEXT = {
-    "runAsNonRoot": True,
-    "allowPrivilegeEscalation": False,
-    "readOnlyRootFilesystem": True,
-    "capabilities": {"drop": ["ALL"]},
-    "seccompProfile": {"type": "RuntimeDefault"},
-}
-
-
-def knative_objects(namespace: str, owner: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """A Knative Service, a Trigger into it and a PingSource into the Broker."""
-    meta: dict[str, Any] = {
-        "namespace": namespace,
-        "labels": {"app.kubernetes.io/managed-by": "rouse"},
-    }
-    if owner is not None:
-        meta["ownerReferences"] = [owner]
-    service = {
-        "apiVersion": "serving.knative.dev/v1",
-        "kind": "Service",
-        "metadata": {"name": "hello", **meta},
-        "spec": {
-            "template": {
-                "metadata": {"annotations": {"autoscaling.knative.dev/max-scale": "3"}},
-                "spec": {
-                    "containerConcurrency": 10,
-                    "timeoutSeconds": 300,
-                    "containers": [
-                        {
-                            "image": "ghcr.io/example/hello:1.0",
-                            "env": [{"name": "ROUSE_SKILL", "value": "hello"}],
-                            "securityContext": SECURE_CONTEXT,
-                        }
-                    ],
-                },
-            }
-        },
-    }
-    trigger = {
-        "apiVersion": "eventing.knative.dev/v1",
-        "kind": "Trigger",
-        "metadata": {"name": "hello-greeting", **meta},
-        "spec": {
-            "broker": "default",
-            "filter": {"attributes": {"type": "com.example.greeting"}},
-            "subscriber": {
-                "ref": {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "hello"}
-            },
-            "delivery": {"retry": 3, "backoffPolicy": "exponential", "backoffDelay": "PT1S"},
-        },
-    }
-    ping = {
-        "apiVersion": "sources.knative.dev/v1",
-        "kind": "PingSource",
-        "metadata": {"name": "hello-every-15m", **meta},
-        "spec": {
-            "schedule": "*/15 * * * *",
-            "contentType": "application/json",
-            "data": '{"hello": "world"}',
-            "sink": {
-                "ref": {
-                    "apiVersion": "eventing.knative.dev/v1",
-                    "kind": "Broker",
-                    "name": "default",
-                }
-            },
-        },
-    }
-    return [service, trigger, ping]
 
 
 def get_json(cluster: Cluster, *args: str) -> dict[str, Any]:

@@ -7,61 +7,14 @@ import json
 from typing import Any
 
 import pytest
-from rouse_testing.knative import knative_validate, run_knative_validate
-
-SECURE_CONTEXT = {
-    "runAsNonRoot": True,
-    "allowPrivilegeEscalation": False,
-    "readOnlyRootFilesystem": True,
-    "capabilities": {"drop": ["ALL"]},
-    "seccompProfile": {"type": "RuntimeDefault"},
-}
+from rouse_testing.knative import knative_objects, knative_validate, run_knative_validate
 
 
 def knative_service(concurrency: int) -> dict[str, Any]:
-    return {
-        "apiVersion": "serving.knative.dev/v1",
-        "kind": "Service",
-        "metadata": {"name": "hello", "namespace": "demo"},
-        "spec": {
-            "template": {
-                "spec": {
-                    "containerConcurrency": concurrency,
-                    "containers": [
-                        {"image": "ghcr.io/example/hello:1", "securityContext": SECURE_CONTEXT}
-                    ],
-                }
-            }
-        },
-    }
+    return knative_objects("demo", concurrency=concurrency)[0]
 
 
-TRIGGER: dict[str, Any] = {
-    "apiVersion": "eventing.knative.dev/v1",
-    "kind": "Trigger",
-    "metadata": {"name": "hello-created", "namespace": "demo"},
-    "spec": {
-        "broker": "default",
-        "filter": {"attributes": {"type": "com.example.created"}},
-        "subscriber": {
-            "ref": {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "hello"}
-        },
-        "delivery": {"retry": 3, "backoffPolicy": "exponential", "backoffDelay": "PT1S"},
-    },
-}
-
-PING_SOURCE: dict[str, Any] = {
-    "apiVersion": "sources.knative.dev/v1",
-    "kind": "PingSource",
-    "metadata": {"name": "hello-every-15m", "namespace": "demo"},
-    "spec": {
-        "schedule": "*/15 * * * *",
-        "data": "{}",
-        "sink": {
-            "ref": {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "name": "default"}
-        },
-    },
-}
+_, TRIGGER, PING_SOURCE = knative_objects("demo")
 
 
 def test_valid_service_trigger_and_ping_source_are_accepted() -> None:
@@ -70,7 +23,7 @@ def test_valid_service_trigger_and_ping_source_are_accepted() -> None:
     assert (proc.returncode, proc.stdout, proc.stderr) == (
         0,
         'valid: serving.knative.dev/v1 Service "demo/hello"\n'
-        'valid: eventing.knative.dev/v1 Trigger "demo/hello-created"\n'
+        'valid: eventing.knative.dev/v1 Trigger "demo/hello-greeting"\n'
         'valid: sources.knative.dev/v1 PingSource "demo/hello-every-15m"\n',
         "",
     )
