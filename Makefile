@@ -34,11 +34,11 @@ fmt: install ## apply ruff formatting and autofixes
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: install system-deps envtest ## the whole test suite (builds every tool it needs first)
+test: install system-deps envtest node-build ## the whole test suite, real node included (builds every tool it needs first)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-unit: install system-deps envtest ## only the tests that start no cluster (unit tiers still use helm, promtool, knative-validate)
-	$(BIN)/pytest -m 'not integration and not e2e' $(PYTEST_ARGS)
+	$(BIN)/pytest -m 'not integration and not e2e and not e2e_cluster' $(PYTEST_ARGS)
 
 clean: ## remove the venv and caches (keeps the Go build cache)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
@@ -56,6 +56,26 @@ cluster-up: envtest ## start etcd + kube-apiserver + kube-controller-manager on 
 
 cluster-down: ## stop what cluster-up started (logs stay in .cache/envtest/logs/)
 	$(PY) hack/envtest/controlplane.py down
+
+# ---- the real node: one-node Kubernetes + Knative from real parts, no Docker (hack/node) ----
+# Built into .cache/node/ (git-ignored) like envtest; needs root. `make node-up` prints the
+# KUBECONFIG to export; `make deploy` and `make example` then act on this cluster.
+.PHONY: node-build node-up node-down node-status test-cluster
+
+node-build: install system-deps envtest ## build kubelet & co, CoreDNS, Knative, the KIngress and every image
+	PYTHON=$(PY) bash hack/node/build.sh
+
+node-up: node-build ## start the one-node cluster with Knative; writes .cache/node/kubeconfig
+	$(PY) hack/node/node.py up
+
+node-down: ## stop the node: pods, components, mounts and cgroups (logs stay in .cache/node/logs/)
+	$(PY) hack/node/node.py down
+
+node-status: ## is the node running, and where is its API server
+	$(PY) hack/node/node.py status
+
+test-cluster: node-build ## only the real-node tier (tests/e2e_cluster): starts its own node
+	$(BIN)/pytest -m e2e_cluster $(PYTEST_ARGS)
 
 # ---- Kubernetes: the Helm chart and the kind + Knative path (owner: chart) ----
 # The kind targets need Docker (a running engine), kind, kubectl and helm; see
@@ -84,10 +104,10 @@ images: ## build the runtime, operator and example images and kind-load them
 	hack/kind/images.sh --name $(KIND_CLUSTER)
 
 deploy: chart-crd ## helm upgrade --install the chart into the kind cluster
-	hack/kind/deploy.sh --name $(KIND_CLUSTER) --namespace $(ROUSE_NAMESPACE)
+	hack/kind/deploy.sh --namespace $(ROUSE_NAMESPACE)
 
 example: ## apply an example agent (EXAMPLE_AGENT=hello|support-triage), send an event, print the reply chain
-	hack/kind/example.sh --name $(KIND_CLUSTER) --agent $(EXAMPLE_AGENT)
+	hack/kind/example.sh --agent $(EXAMPLE_AGENT)
 
 e2e: chart-crd ## the whole kind path on its own cluster, asserting each result
 	hack/kind/e2e.sh

@@ -1,17 +1,36 @@
 #!/usr/bin/env bash
 # Install the Debian packages Rouse's tests start as real servers or run as
-# real tools. Skips what is present; uses sudo when not root.
+# real tools, and those the real node is built from. Skips what is present;
+# uses sudo when not root.
 set -euo pipefail
 
+# A command on PATH (or an absolute path) -> the Debian package that provides it.
 declare -A want=(
   [redis-server]=redis-server
   [prometheus]=prometheus
   [promtool]=prometheus
   [shellcheck]=shellcheck
+  # The real node (hack/node): container runtime, CNI, kube-proxy's tools, the API relay.
+  [containerd]=containerd
+  [runc]=runc
+  [/usr/lib/cni/bridge]=containernetworking-plugins
+  [iptables]=iptables
+  [conntrack]=conntrack
+  [socat]=socat
+  # Images without a Docker engine (hack/node/images.sh), the pause image's static C program.
+  [buildah]=buildah
+  [mmdebstrap]=mmdebstrap
+  [umoci]=umoci
+  [gcc]=gcc
+  [/usr/lib/x86_64-linux-gnu/libc.a]=libc6-dev
 )
 missing=()
-for cmd in "${!want[@]}"; do
-  command -v "$cmd" >/dev/null 2>&1 || missing+=("${want[$cmd]}")
+for tool in "${!want[@]}"; do
+  if [[ "$tool" == /* ]]; then
+    [ -e "$tool" ] || missing+=("${want[$tool]}")
+  else
+    command -v "$tool" >/dev/null 2>&1 || missing+=("${want[$tool]}")
+  fi
 done
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

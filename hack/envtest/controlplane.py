@@ -127,7 +127,7 @@ def _openssl(*args: str, cwd: Path) -> None:
         raise ControlPlaneError(f"openssl {' '.join(args[:2])} failed: {proc.stderr.strip()}")
 
 
-def _issue_cert(pki: Path, name: str, subject: str, extensions: str) -> None:
+def issue_cert(pki: Path, name: str, subject: str, extensions: str) -> None:
     """An EC P-256 key and a certificate for it signed by pki/ca.crt."""
     (pki / f"{name}.ext").write_text(extensions)
     _openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", f"{name}.key", cwd=pki)
@@ -139,28 +139,21 @@ def _issue_cert(pki: Path, name: str, subject: str, extensions: str) -> None:
     )  # fmt: skip
 
 
-def make_pki(pki: Path) -> None:
-    """CA, API server serving cert, admin and controller-manager client certs, SA key pair."""
+def make_ca(pki: Path, common_name: str = "rouse-envtest-ca") -> None:
+    """A fresh CA (pki/ca.key, pki/ca.crt) in a private directory."""
     pki.mkdir(parents=True, exist_ok=True)
     os.chmod(pki, 0o700)
     _openssl(
         "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-keyout", "ca.key", "-out", "ca.crt", "-days", "30", "-subj", "/CN=rouse-envtest-ca",
+        "-keyout", "ca.key", "-out", "ca.crt", "-days", "30", "-subj", f"/CN={common_name}",
         "-addext", "basicConstraints=critical,CA:TRUE",
         "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
         cwd=pki,
     )  # fmt: skip
-    client = "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n"
-    _issue_cert(
-        pki,
-        "apiserver",
-        "/CN=kube-apiserver",
-        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
-        "extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,"
-        "DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local\n",
-    )
-    _issue_cert(pki, "admin", "/O=system:masters/CN=rouse-envtest-admin", client)
-    _issue_cert(pki, "controller-manager", "/CN=system:kube-controller-manager", client)
+
+
+def make_service_account_keys(pki: Path) -> None:
+    """The RSA key pair that signs and verifies service-account tokens."""
     _openssl(
         "genpkey",
         "-algorithm",
@@ -174,7 +167,31 @@ def make_pki(pki: Path) -> None:
     _openssl("pkey", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
 
 
-def kubeconfig_text(server: str, pki: Path, user: str, cert: str) -> str:
+CLIENT_CERT_EXTENSIONS = (
+    "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n"
+)
+
+
+def make_pki(pki: Path) -> None:
+    """CA, API server serving cert, admin and controller-manager client certs, SA key pair."""
+    make_ca(pki)
+    client = CLIENT_CERT_EXTENSIONS
+    issue_cert(
+        pki,
+        "apiserver",
+        "/CN=kube-apiserver",
+        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
+        "extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,"
+        "DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local\n",
+    )
+    issue_cert(pki, "admin", "/O=system:masters/CN=rouse-envtest-admin", client)
+    issue_cert(pki, "controller-manager", "/CN=system:kube-controller-manager", client)
+    make_service_account_keys(pki)
+
+
+def kubeconfig_text(
+    server: str, pki: Path, user: str, cert: str, cluster: str = "rouse-envtest"
+) -> str:
     """A kubeconfig (JSON is valid YAML) with the CA and client cert embedded."""
 
     def b64(name: str) -> str:
@@ -185,7 +202,7 @@ def kubeconfig_text(server: str, pki: Path, user: str, cert: str) -> str:
         "kind": "Config",
         "clusters": [
             {
-                "name": "rouse-envtest",
+                "name": cluster,
                 "cluster": {"server": server, "certificate-authority-data": b64("ca.crt")},
             }
         ],
@@ -198,10 +215,8 @@ def kubeconfig_text(server: str, pki: Path, user: str, cert: str) -> str:
                 },
             }
         ],
-        "contexts": [
-            {"name": "rouse-envtest", "context": {"cluster": "rouse-envtest", "user": user}}
-        ],
-        "current-context": "rouse-envtest",
+        "contexts": [{"name": cluster, "context": {"cluster": cluster, "user": user}}],
+        "current-context": cluster,
     }
     return json.dumps(config, indent=2) + "\n"
 

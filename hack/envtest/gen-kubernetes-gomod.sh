@@ -27,6 +27,10 @@ go_directive="$(sed -nE 's/^go ([0-9.]+)$/\1/p' "$upstream_mod")"
   echo "tool ("
   echo "	k8s.io/kubernetes/cmd/kube-apiserver"
   echo "	k8s.io/kubernetes/cmd/kube-controller-manager"
+  # The real node's components (hack/node/build.sh), from the same module and build cache.
+  echo "	k8s.io/kubernetes/cmd/kube-proxy"
+  echo "	k8s.io/kubernetes/cmd/kube-scheduler"
+  echo "	k8s.io/kubernetes/cmd/kubelet"
   echo ")"
   echo
   echo "replace ("

@@ -7,7 +7,7 @@ source "$(dirname "$0")/lib.sh"
 
 usage() {
   cat <<USAGE
-Usage: $(basename "$0") [--name NAME] [--namespace NS] [--agent AGENT] [--tag TAG] [--assert] [--timeout SECONDS]
+Usage: $(basename "$0") [--name NAME | --context CTX] [--namespace NS] [--agent AGENT] [--tag TAG] [--assert] [--timeout SECONDS]
 
 In namespace NS (labelled pod-security.kubernetes.io/enforce=restricted): create
 the Broker 'default', an event display subscribed to every event of the
@@ -21,18 +21,22 @@ Agents and what they answer:
                   and (urgent ticket) ticket.urgent -> ticket.escalated
 
 Options:
-  --name NAME        kind cluster name (default: rouse)
+  --name NAME        act on the kind cluster NAME (context kind-NAME)
+  --context CTX      act on kubeconfig context CTX (default: kubectl's current context,
+                     which 'kind create cluster' and the real node's KUBECONFIG both set)
   --namespace NS     namespace of the example (default: rouse-demo)
   --agent AGENT      hello or support-triage (default: hello)
   --tag TAG          tag of the example image built by images.sh (default: $ROUSE_TAG)
   --assert           exit non-zero unless every expected event type is seen
   --timeout SECONDS  how long to wait for readiness and for the chain (default: 300)
   -h, --help         show this help
-Needs: kubectl, a cluster prepared by kind-up, knative, images and deploy.
+Needs: kubectl, curl, python3, a cluster prepared by kind-up, knative, images and deploy
+(or by make node-up and deploy).
 USAGE
 }
 
 name=rouse
+context=""
 namespace=rouse-demo
 agent=hello
 tag="$ROUSE_TAG"
@@ -40,7 +44,8 @@ assert=0
 timeout=300
 while [ $# -gt 0 ]; do
   case "$1" in
-    --name) need_value "$1" $# "${2:-}"; name="$2"; shift 2 ;;
+    --name) need_value "$1" $# "${2:-}"; name="$2"; context="kind-$2"; shift 2 ;;
+    --context) need_value "$1" $# "${2:-}"; context="$2"; shift 2 ;;
     --namespace) need_value "$1" $# "${2:-}"; namespace="$2"; shift 2 ;;
     --agent) need_value "$1" $# "${2:-}"; agent="$2"; shift 2 ;;
     --tag) need_value "$1" $# "${2:-}"; tag="$2"; shift 2 ;;
@@ -67,8 +72,9 @@ case "$agent" in
   *) usage_error "unknown agent '$agent' (hello or support-triage)" ;;
 esac
 
-need kubectl
-kc=(kubectl --context "kind-$name")
+need kubectl curl python3
+kc=(kubectl)
+[ -n "$context" ] && kc+=(--context "$context")
 ns=(-n "$namespace")
 ingress="http://broker-ingress.knative-eventing.svc.cluster.local/$namespace/default"
 restricted='{"allowPrivilegeEscalation": false, "runAsNonRoot": true, "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}'
@@ -96,6 +102,7 @@ spec:
       containers:
       - name: display
         image: $EVENT_DISPLAY_IMAGE
+        imagePullPolicy: IfNotPresent
         ports: [{containerPort: 8080}]
         securityContext: $restricted
 ---
@@ -126,29 +133,19 @@ sed "s#\(image: ghcr.io/rouse-dev/examples-$agent\):[^[:space:]]*#\1:$tag#" \
 "${kc[@]}" "${ns[@]}" get ksvc,triggers -l "rouse.dev/agent=$agent"
 
 id="example-$(date +%s)"
-log "sending $event_type (id $id) to $ingress"
-"${kc[@]}" "${ns[@]}" delete job send-event --ignore-not-found
-"${kc[@]}" "${ns[@]}" apply -f - <<YAML
-apiVersion: batch/v1
-kind: Job
-metadata: {name: send-event}
-spec:
-  backoffLimit: 3
-  ttlSecondsAfterFinished: 600
-  template:
-    spec:
-      restartPolicy: Never
-      securityContext: {runAsNonRoot: true, runAsUser: 100, seccompProfile: {type: RuntimeDefault}}
-      containers:
-      - name: curl
-        image: $CURL_IMAGE
-        securityContext: $restricted
-        args: [-sS, --fail-with-body, -X, POST, "$ingress",
-               -H, "Ce-Id: $id", -H, "Ce-Specversion: 1.0", -H, "Ce-Type: $event_type",
-               -H, "Ce-Source: /hack/kind/example", -H, "Content-Type: application/json",
-               -d, '$event_data']
-YAML
-"${kc[@]}" "${ns[@]}" wait --for=condition=Complete job/send-event --timeout="${timeout}s"
+# The broker ingress is cluster-internal: reach it the way a user does, with a port-forward.
+port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+"${kc[@]}" -n knative-eventing port-forward svc/broker-ingress "$port:80" >/dev/null 2>&1 &
+forward=$!
+trap 'kill "$forward" 2>/dev/null || true' EXIT
+url="http://127.0.0.1:$port/$namespace/default"
+log "sending $event_type (id $id) to the broker ingress ($ingress, forwarded to $url)"
+sent() {
+  curl -sS --fail-with-body -X POST "$url" \
+    -H "Ce-Id: $id" -H "Ce-Specversion: 1.0" -H "Ce-Type: $event_type" \
+    -H "Ce-Source: /hack/kind/example" -H "Content-Type: application/json" -d "$event_data"
+}
+wait_for 60 "the broker ingress to accept the event" sent
 
 # The event display logs every event the broker delivers; the chain is there.
 seen_all() {

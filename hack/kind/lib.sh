@@ -15,9 +15,8 @@ KIND_NODE_IMAGE="${KIND_NODE_IMAGE:-kindest/node:v1.34.0}"
 # Image tag of the Rouse images (the chart's appVersion).
 ROUSE_TAG="${ROUSE_TAG:-0.1.0}"
 ROUSE_REGISTRY="${ROUSE_REGISTRY:-ghcr.io/rouse-dev}"
-CURL_IMAGE="${CURL_IMAGE:-docker.io/curlimages/curl:8.11.1}"
 EVENT_DISPLAY_IMAGE="${EVENT_DISPLAY_IMAGE:-gcr.io/knative-releases/knative.dev/eventing/cmd/event_display}"
-export KNATIVE_VERSION KIND_NODE_IMAGE ROUSE_TAG ROUSE_REGISTRY CURL_IMAGE EVENT_DISPLAY_IMAGE
+export KNATIVE_VERSION KIND_NODE_IMAGE ROUSE_TAG ROUSE_REGISTRY EVENT_DISPLAY_IMAGE
 
 log() { printf '%s: %s\n' "$(basename "$0" .sh)" "$*" >&2; }
 die() { printf '%s: error: %s\n' "$(basename "$0" .sh)" "$*" >&2; exit 1; }

@@ -16,20 +16,19 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 CONTROLPLANE_PY = REPO_ROOT / "hack" / "envtest" / "controlplane.py"
 
 
-def _load_controlplane() -> ModuleType:
-    """Import hack/envtest/controlplane.py (a script, not a package) once."""
-    name = "rouse_envtest_controlplane"
+def load_module(name: str, path: Path) -> ModuleType:
+    """Import a script of hack/ (not a package) once, under `name`."""
     if name in sys.modules:
         return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, CONTROLPLANE_PY)
-    assert spec is not None and spec.loader is not None, f"cannot load {CONTROLPLANE_PY}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None, f"cannot load {path}"
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
 
 
-controlplane = _load_controlplane()
+controlplane = load_module("rouse_envtest_controlplane", CONTROLPLANE_PY)
 ControlPlaneError: type[Exception] = controlplane.ControlPlaneError
 BIN_DIR: Path = controlplane.BIN_DIR
 CRD_DIR: Path = controlplane.CRD_DIR

@@ -1,0 +1,60 @@
+"""Real-node fixtures: one one-node Kubernetes with real Knative per session, Rouse on it.
+
+`node` (session): hack/node/node.py brings the cluster up (the same code as `make node-up`) and
+takes it down at the end, also when tests fail. `rouse` (session): the chart installed by
+hack/kind/deploy.sh, the script a kind user runs. A failing test gets the pods and the recent
+events of the cluster attached to its report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Iterator
+from typing import Any
+
+import pytest
+from rouse_testing.node import Node, NodeError, node, start_node, stop_node
+
+_NODE_KEY = pytest.StashKey[Node]()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test in tests/e2e_cluster runs on the real node."""
+    for item in items:
+        if "tests/e2e_cluster/" in item.nodeid or item.nodeid.startswith("e2e_cluster/"):
+            item.add_marker(pytest.mark.e2e_cluster)
+
+
+@pytest.fixture(scope="session")
+def real_node(request: pytest.FixtureRequest) -> Iterator[Node]:
+    """The session's node; a missing part or a failed bring-up fails the tests, never skips."""
+    missing = node.missing_tools()
+    if missing:
+        pytest.fail(
+            "the real node is not built: missing " + ", ".join(missing) + "; run `make node-build`"
+        )
+    try:
+        running = start_node()
+    except NodeError as exc:
+        pytest.fail(f"the real node did not start: {exc}")
+    request.config.stash[_NODE_KEY] = running
+    try:
+        yield running
+    finally:
+        stop_node(running)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, Any, Any]:
+    """On a failing real-node test, attach what the cluster was doing."""
+    report = yield
+    running = item.config.stash.get(_NODE_KEY, None)
+    if report.failed and running is not None and call.when == "call":
+        pods = running.kubectl("get", "pods", "-A", "-o", "wide", check=False).stdout
+        events = running.kubectl(
+            "get", "events", "-A", "--sort-by=.lastTimestamp", check=False
+        ).stdout
+        report.sections.append(("pods", pods))
+        report.sections.append(("events (last 40)", "\n".join(events.splitlines()[-40:])))
+    return report

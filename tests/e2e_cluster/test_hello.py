@@ -1,0 +1,265 @@
+"""Issue 11's story on the real node: the chart, the hello Agent, an event through real Knative.
+
+`make deploy` and `make example` run the same scripts (hack/kind/deploy.sh, example.sh) that
+these fixtures run, against the node's KUBECONFIG: only creating the cluster and loading images
+differ from the kind path.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from rouse_testing.cluster import REPO_ROOT
+from rouse_testing.node import Node, PortForward
+from rouse_testing.wait import wait_until
+
+ROUSE_NAMESPACE = "rouse-system"
+AGENT = "hello"
+SKILL_SELECTOR = "serving.knative.dev/service=hello-greet"
+
+
+def script(running: Node, name: str, *args: str, timeout: float = 600) -> str:
+    """Run one of the hack/kind scripts as a user would, failing with its output."""
+    proc = subprocess.run(
+        ["bash", str(REPO_ROOT / "hack" / "kind" / name), *args],
+        env=running.env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert proc.returncode == 0, f"{name} {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def rouse(real_node: Node) -> str:
+    """The chart, installed by deploy.sh: operator and parking service as pods."""
+    script(real_node, "deploy.sh", "--namespace", ROUSE_NAMESPACE)
+    return ROUSE_NAMESPACE
+
+
+@pytest.fixture(scope="module")
+def hello(real_node: Node, rouse: str) -> Iterator[str]:
+    """examples/hello applied by example.sh, which asserts that the reply came back."""
+    namespace = f"hello-{uuid.uuid4().hex[:6]}"
+    script(real_node, "example.sh", "--namespace", namespace, "--agent", AGENT, "--assert")
+    yield namespace
+    real_node.delete_namespace(namespace)
+
+
+def skill_pods(running: Node, namespace: str) -> list[dict[str, Any]]:
+    """The hello skill's pods that are not already terminating."""
+    pods = running.items("pods", namespace, SKILL_SELECTOR)
+    return [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+
+
+def display_log(running: Node, namespace: str) -> str:
+    return running.kubectl("-n", namespace, "logs", "deployment/event-display").stdout
+
+
+def send(broker: PortForward, namespace: str, event_type: str, data: dict[str, Any]) -> str:
+    """POST a binary-mode CloudEvent to the namespace's broker through the ingress."""
+    event_id = f"test-{uuid.uuid4().hex[:8]}"
+    response = httpx.post(
+        f"{broker.url}/{namespace}/default",
+        headers={
+            "ce-id": event_id,
+            "ce-specversion": "1.0",
+            "ce-type": event_type,
+            "ce-source": "/tests/e2e_cluster",
+            "content-type": "application/json",
+        },
+        json=data,
+        timeout=30,
+    )
+    assert response.status_code == 202, (
+        f"broker ingress answered {response.status_code}: {response.text}"
+    )
+    return event_id
+
+
+@pytest.fixture(scope="module")
+def broker(real_node: Node) -> Iterator[PortForward]:
+    with PortForward(real_node, "knative-eventing", "broker-ingress") as forward:
+        wait_until(
+            lambda: httpx.get(forward.url, timeout=2).status_code > 0,
+            timeout=30,
+            what="the port-forward to broker-ingress",
+        )
+        yield forward
+
+
+def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
+    found = [c for c in obj.get("status", {}).get("conditions", []) if c["type"] == kind]
+    assert found, f"no {kind} condition in {obj['kind']} {obj['metadata']['name']}"
+    return found[0]
+
+
+def test_chart_runs_operator_and_parking_as_restricted_pods(real_node: Node, rouse: str) -> None:
+    ns = real_node.get("namespace", rouse, "")
+    assert ns is not None
+    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    pods = real_node.items("pods", rouse, "app.kubernetes.io/instance=rouse")
+    components = {p["metadata"]["labels"].get("app.kubernetes.io/component") for p in pods}
+    assert {"operator", "parking"} <= components, components
+    for pod in pods:
+        assert pod["status"]["phase"] == "Running", (pod["metadata"]["name"], pod["status"])
+        assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+
+
+def test_agent_ready_because_its_knative_children_are(real_node: Node, hello: str) -> None:
+    agent = real_node.get("agent", AGENT, hello)
+    assert agent is not None
+    assert agent["status"]["phase"] == "Ready"
+    ksvc = real_node.get("ksvc", "hello-greet", hello)
+    assert ksvc is not None
+    assert condition(ksvc, "Ready")["status"] == "True"
+    assert ksvc["status"]["latestReadyRevisionName"], "no Revision became ready"
+    triggers = real_node.items("triggers", hello, "rouse.dev/agent=hello")
+    assert triggers
+    for trigger in triggers:
+        assert condition(trigger, "Ready")["status"] == "True"
+        assert trigger["status"]["subscriberUri"].endswith(f"hello-greet.{hello}.svc.cluster.local")
+
+
+def test_event_wakes_skill_from_zero_and_reply_reaches_subscriber(
+    real_node: Node, hello: str, broker: PortForward
+) -> None:
+    wait_until(
+        lambda: not skill_pods(real_node, hello),
+        timeout=240,
+        interval=1,
+        what="hello-greet scaled to zero",
+    )
+    sks = real_node.get("serverlessservice", _revision(real_node, hello), hello)
+    assert sks is not None and sks["spec"]["mode"] == "Proxy", (
+        "at zero the activator is in the path"
+    )
+    name = f"Ada-{uuid.uuid4().hex[:6]}"
+    send(broker, hello, "dev.rouse.hello", {"name": name})
+    wait_until(
+        lambda: f"Hello, {name}!" in display_log(real_node, hello),
+        timeout=120,
+        interval=1,
+        what=f"the reply greeting {name} at the event display",
+    )
+    assert skill_pods(real_node, hello), "the reply came, so a skill pod must have started"
+
+
+def test_skill_scales_back_to_zero(real_node: Node, hello: str, broker: PortForward) -> None:
+    name = f"Grace-{uuid.uuid4().hex[:6]}"
+    send(broker, hello, "dev.rouse.hello", {"name": name})
+    wait_until(
+        lambda: f"Hello, {name}!" in display_log(real_node, hello),
+        timeout=120,
+        interval=1,
+        what="the reply",
+    )
+    assert skill_pods(real_node, hello)
+    wait_until(
+        lambda: not skill_pods(real_node, hello),
+        timeout=240,
+        interval=1,
+        what="hello-greet back at zero",
+    )
+
+
+def test_without_its_trigger_the_event_never_arrives(
+    real_node: Node, hello: str, rouse: str, broker: PortForward
+) -> None:
+    # The operator puts a deleted Trigger back: stop it first, so the Trigger stays gone.
+    real_node.kubectl(
+        "-n",
+        rouse,
+        "scale",
+        "deployment",
+        "-l",
+        "app.kubernetes.io/component=operator",
+        "--replicas=0",
+    )
+    try:
+        real_node.kubectl(
+            "-n", hello, "delete", "triggers", "-l", "rouse.dev/agent=hello", "--wait=true"
+        )
+        lost = f"Lost-{uuid.uuid4().hex[:6]}"
+        send(broker, hello, "dev.rouse.hello", {"name": lost})
+    finally:
+        real_node.kubectl(
+            "-n",
+            rouse,
+            "scale",
+            "deployment",
+            "-l",
+            "app.kubernetes.io/component=operator",
+            "--replicas=1",
+        )
+    wait_until(
+        lambda: (
+            real_node.items("triggers", hello, "rouse.dev/agent=hello")
+            and all(
+                condition(t, "Ready")["status"] == "True"
+                for t in real_node.items("triggers", hello, "rouse.dev/agent=hello")
+            )
+        ),
+        timeout=180,
+        interval=1,
+        what="the operator to put the Trigger back",
+    )
+    found = f"Found-{uuid.uuid4().hex[:6]}"
+    send(broker, hello, "dev.rouse.hello", {"name": found})
+    wait_until(
+        lambda: f"Hello, {found}!" in display_log(real_node, hello),
+        timeout=120,
+        interval=1,
+        what="the later reply",
+    )
+    assert f"Hello, {lost}!" not in display_log(real_node, hello), (
+        "an event sent without a Trigger was delivered"
+    )
+
+
+def test_broken_skill_keeps_agent_not_ready_and_says_why(real_node: Node, hello: str) -> None:
+    agent = real_node.get("agent", AGENT, hello)
+    assert agent is not None
+    broken = {
+        "apiVersion": "rouse.dev/v1alpha1",
+        "kind": "Agent",
+        "metadata": {"name": "broken"},
+        "spec": {
+            "image": agent["spec"]["image"],
+            "skills": [
+                {
+                    "name": "greet",
+                    "handler": "hello.skills:no_such_function",
+                    "events": [{"type": "dev.rouse.broken"}],
+                }
+            ],
+        },
+    }
+    real_node.apply([broken], hello)
+
+    def says_why() -> str | None:
+        obj = real_node.get("agent", "broken", hello)
+        if obj is None or "conditions" not in obj.get("status", {}):
+            return None
+        ready = condition(obj, "Ready")
+        if ready["status"] == "False" and "no_such_function" in ready.get("message", ""):
+            return str(ready["message"])
+        return None
+
+    message = wait_until(
+        says_why, timeout=300, interval=2, what="Agent broken Ready=False naming the handler"
+    )
+    assert real_node.get("agent", "broken", hello)["status"]["phase"] != "Ready", message
+
+
+def _revision(running: Node, namespace: str) -> str:
+    ksvc = running.get("ksvc", "hello-greet", namespace)
+    assert ksvc is not None
+    return str(ksvc["status"]["latestReadyRevisionName"])

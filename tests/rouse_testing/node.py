@@ -1,0 +1,139 @@
+"""The real node for tests: the same code as `make node-up` (hack/node/node.py).
+
+A session shares one node (bring-up costs about a minute). `ROUSE_REUSE_NODE=1` uses a node
+already started by `make node-up` and leaves it running: for iterating on one test by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rouse_testing.cluster import REPO_ROOT, load_module
+
+node = load_module("rouse_node", REPO_ROOT / "hack" / "node" / "node.py")
+NodeError: type[Exception] = node.NodeError
+
+
+@dataclass
+class Node:
+    """A running one-node cluster with Knative, as tests see it (the `node` fixture)."""
+
+    kubeconfig: Path
+    started_here: bool
+
+    @property
+    def env(self) -> dict[str, str]:
+        """os.environ plus KUBECONFIG and the pinned kubectl/helm first on PATH (for hack/ scripts)."""
+        env = dict(os.environ)
+        env["KUBECONFIG"] = str(self.kubeconfig)
+        env["PATH"] = f"{node.ENVTEST_BIN}{os.pathsep}{env.get('PATH', '')}"
+        return env
+
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        """The pinned kubectl against the node; raises with kubectl's stderr if check fails."""
+        argv = [str(node.ENVTEST_BIN / "kubectl"), f"--kubeconfig={self.kubeconfig}", *args]
+        proc = subprocess.run(
+            argv, input=input, capture_output=True, text=True, timeout=timeout, check=False
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed:\n{proc.stderr.strip()}")
+        return proc
+
+    def get(self, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
+        """One object as a dict, or None when it does not exist."""
+        proc = self.kubectl("-n", namespace, "get", kind, name, "-o", "json", check=False)
+        if proc.returncode != 0:
+            if "NotFound" in proc.stderr:
+                return None
+            raise AssertionError(f"kubectl get {kind} {name}: {proc.stderr.strip()}")
+        obj: dict[str, Any] = json.loads(proc.stdout)
+        return obj
+
+    def items(self, kind: str, namespace: str, selector: str = "") -> list[dict[str, Any]]:
+        args = ["-n", namespace, "get", kind, "-o", "json"]
+        if selector:
+            args += ["-l", selector]
+        items: list[dict[str, Any]] = json.loads(self.kubectl(*args).stdout)["items"]
+        return items
+
+    def apply(self, manifests: Sequence[Mapping[str, Any]] | str, namespace: str) -> str:
+        """Server-side apply of manifest dicts or YAML text into `namespace`."""
+        if isinstance(manifests, str):
+            text = manifests
+        else:
+            text = json.dumps({"apiVersion": "v1", "kind": "List", "items": list(manifests)})
+        return self.kubectl(
+            "-n", namespace, "apply", "--server-side", "--field-manager=rouse-tests", "-f", "-",
+            input=text,
+        ).stdout  # fmt: skip
+
+    def create_namespace(self, prefix: str) -> str:
+        """A fresh namespace enforcing the restricted Pod Security Standard."""
+        name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+        self.kubectl("create", "namespace", name)
+        self.kubectl("label", "namespace", name, "pod-security.kubernetes.io/enforce=restricted")
+        return name
+
+    def delete_namespace(self, name: str) -> None:
+        self.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found")
+
+
+def start_node() -> Node:
+    """Bring the node up (or reuse a running one when ROUSE_REUSE_NODE=1)."""
+    if os.environ.get("ROUSE_REUSE_NODE") == "1" and node.node_status() == 0:
+        return Node(kubeconfig=node.PATHS.kubeconfig, started_here=False)
+    started = time.monotonic()
+    node.node_up()
+    print(f"real node up in {time.monotonic() - started:.0f}s")
+    return Node(kubeconfig=node.PATHS.kubeconfig, started_here=True)
+
+
+def stop_node(running: Node) -> None:
+    if running.started_here:
+        node.node_down()
+
+
+def logs_dir() -> Path:
+    logs: Path = node.PATHS.logs
+    return logs
+
+
+class PortForward:
+    """`kubectl port-forward` to a Service, the way a user reaches the broker from outside."""
+
+    def __init__(self, running: Node, namespace: str, service: str, remote_port: int = 80) -> None:
+        from rouse_testing.wait import free_port
+
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [
+                str(node.ENVTEST_BIN / "kubectl"), f"--kubeconfig={running.kubeconfig}",
+                "-n", namespace, "port-forward", f"svc/{service}", f"{self.port}:{remote_port}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )  # fmt: skip
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+    def __enter__(self) -> PortForward:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
