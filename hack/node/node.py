@@ -73,6 +73,13 @@ KERNEL_SYSCTLS = (
     "kernel/keys/root_maxkeys",
     "kernel/keys/root_maxbytes",
 )
+# Knative's manifests in the order they apply (CRDs Established before the objects that use them).
+KNATIVE_MANIFESTS = (
+    "knative-serving-crds.yaml",
+    "knative-eventing-crds.yaml",
+    "knative-serving.yaml",
+    "knative-eventing.yaml",
+)
 # Knative settings of this test node, not Knative's defaults: scale to zero after ~30 s idle
 # instead of ~90 s, and give up on a Revision that cannot start after 2 minutes, not 10.
 KNATIVE_TUNING = {
@@ -122,8 +129,11 @@ def missing_tools() -> list[str]:
     for plugin in ("bridge", "host-local", "loopback", "portmap"):
         if not os.access(f"/usr/lib/cni/{plugin}", os.X_OK):
             missing.append(f"/usr/lib/cni/{plugin} (Debian package containernetworking-plugins)")
-    if not sorted(MANIFESTS.glob("*.yaml")):
-        missing.append(f"{MANIFESTS}/*.yaml (Knative's manifests: hack/node/knative/build.sh)")
+    missing += [
+        f"{MANIFESTS / name} (Knative's manifests: hack/node/knative/build.sh)"
+        for name in KNATIVE_MANIFESTS
+        if not (MANIFESTS / name).is_file()
+    ]
     return missing
 
 
@@ -656,8 +666,7 @@ def install_addons() -> None:
         "-",
         input=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}),
     )
-    manifests = sorted(MANIFESTS.glob("*.yaml"))
-    for path in manifests:
+    for path in (MANIFESTS / name for name in KNATIVE_MANIFESTS):
         log(f"applying {path.name}")
         for attempt in range(1, 31):  # webhooks answer only once their pods are ready
             proc = kubectl(
