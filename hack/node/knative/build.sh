@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Build Knative Serving and Eventing for the one-node cluster into $NODE_CACHE
+# (default <repo>/.cache/node), at the versions in hack/envtest/versions.env, from
+# the Go module proxy only:
+#   bin/        serving-controller serving-webhook activator autoscaler queue
+#               eventing-controller eventing-webhook broker-ingress broker-filter
+#               imc-controller imc-dispatcher mtchannel-broker mtping event-display
+#               apiserver-receive-adapter auth-proxy
+#               (names: BINARIES in assemble.py; the wrapper module is go.mod here)
+#   manifests/  the YAML, from the modules' own config/ (assemble.py says what is
+#               adapted for a 2-core node). Apply in this order:
+#                 1. knative-serving-crds.yaml knative-eventing-crds.yaml
+#                    (then wait for the CRDs to be Established)
+#                 2. knative-serving.yaml knative-eventing.yaml
+#               images.txt: `<image-ref> <binary-name>` per image to build
+#               (ko layout: /ko-app/<binary-name>, user 65532).
+#               README: the same order and what must become Available.
+# The binaries are built with cgo (Go's default), so they need glibc in the image
+# (the Debian bookworm base has it) and share Go's build cache with hack/envtest.
+# Serving and eventing both have cmd/controller and cmd/webhook, and `go build -o DIR/`
+# names binaries by the last path element, so there is one `go build` per module;
+# the second reuses every shared package from the build cache.
+# Each part is skipped when its stamp says it is already built at that version.
+# Usage: hack/node/knative/build.sh [--force]
+set -euo pipefail
+
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../../.." && pwd)"
+# shellcheck source=/dev/null
+source "$root/hack/envtest/versions.env"
+
+cache="${NODE_CACHE:-$root/.cache/node}"
+bin="$cache/bin"
+manifests="$cache/manifests"
+stamps="$cache/stamps"
+staging="$cache/build/knative"
+python="${PYTHON:-}"
+if [ -z "$python" ]; then
+  if [ -x "$root/.venv/bin/python" ]; then python="$root/.venv/bin/python"; else python=python3; fi
+fi
+force=0
+[ "${1:-}" = "--force" ] && force=1
+
+export GOFLAGS=-buildvcs=false
+mkdir -p "$bin" "$manifests" "$stamps"
+
+die() {
+  echo "knative: $*" >&2
+  exit 1
+}
+
+command -v go >/dev/null || die "'go' is not on PATH; install Go >= 1.26 (https://go.dev/dl/)"
+"$python" -c 'import yaml' 2>/dev/null ||
+  die "$python cannot import yaml (PyYAML); run 'make install' or set PYTHON"
+
+# stamp_ok NAME KEY: true when NAME was made with exactly KEY.
+stamp_ok() {
+  [ "$force" = 0 ] && [ -f "$stamps/$1" ] && [ "$(cat "$stamps/$1")" = "$2" ]
+}
+
+# The wrapper module's inputs, the names, and cgo: what the binaries depend on.
+inputs="$(cat "$here/go.mod" "$here/go.sum" "$here/assemble.py" | sha256sum | cut -c1-16)"
+versions="serving=$KNATIVE_SERVING_VERSION eventing=$KNATIVE_EVENTING_VERSION"
+
+# "<import path> <binary name>" per binary.
+mapfile -t binaries < <("$python" "$here/assemble.py" binaries)
+[ "${#binaries[@]}" -gt 0 ] || die "assemble.py listed no binaries"
+
+all_binaries_present() {
+  local line
+  for line in "${binaries[@]}"; do
+    [ -x "$bin/${line#* }" ] || return 1
+  done
+}
+
+bin_key="$versions $inputs cgo=$(go env CGO_ENABLED)"
+if stamp_ok knative-bin "$bin_key" && all_binaries_present; then
+  echo "knative: binaries ($versions) already built"
+else
+  for module in serving eventing; do
+    packages=()
+    for line in "${binaries[@]}"; do
+      path="${line% *}"
+      [[ "$path" == "knative.dev/$module/"* ]] && packages+=("$path")
+    done
+    echo "knative: building ${#packages[@]} $module binaries (several minutes the first time)"
+    start=$SECONDS
+    rm -rf "${staging:?}/$module"
+    mkdir -p "$staging/$module"
+    (cd "$here" && nice -n 10 go build -trimpath -ldflags "-s -w" -o "$staging/$module/" "${packages[@]}") ||
+      die "go build of the $module binaries failed (see above)"
+    echo "knative: built $module in $((SECONDS - start))s"
+  done
+  for line in "${binaries[@]}"; do
+    path="${line% *}"
+    module="${path#knative.dev/}"
+    module="${module%%/*}"
+    install -m 0755 "$staging/$module/${path##*/}" "$bin/${line#* }"
+  done
+  rm -rf "$staging"
+  echo "$bin_key" >"$stamps/knative-bin"
+  echo "knative: ${#binaries[@]} binaries in $bin"
+fi
+
+manifest_key="$versions $inputs"
+if stamp_ok knative-manifests "$manifest_key" && [ -f "$manifests/images.txt" ]; then
+  echo "knative: manifests ($versions) already in $manifests"
+else
+  echo "knative: assembling manifests from the modules' config/"
+  # The modules in the build list of the wrapper (what the binaries are built from):
+  # networking and caching at the versions serving pins.
+  modules=(knative.dev/serving knative.dev/eventing knative.dev/networking knative.dev/caching)
+  (cd "$here" && go mod download "${modules[@]}") || die "go mod download failed"
+  mapfile -t dirs < <(cd "$here" && go list -m -f '{{.Dir}}' "${modules[@]}")
+  [ "${#dirs[@]}" = 4 ] || die "could not locate the Knative modules (go list -m)"
+  "$python" "$here/assemble.py" manifests \
+    --serving "${dirs[0]}" --eventing "${dirs[1]}" --networking "${dirs[2]}" --caching "${dirs[3]}" \
+    --serving-version "$KNATIVE_SERVING_VERSION" --eventing-version "$KNATIVE_EVENTING_VERSION" \
+    --out "$manifests"
+  echo "$manifest_key" >"$stamps/knative-manifests"
+  echo "knative: manifests in $manifests (apply order: $manifests/README)"
+fi
