@@ -7,15 +7,16 @@ This module turns those documents into what a 2-core node with locally built ima
 HPAs/PDBs, nothing pulled, and the ConfigMaps the node needs (tag resolution, ingress class,
 secure pod defaults). The transforms are pure (documents in, documents out); `main` does I/O.
 
-Usage: assemble.py binaries
-       assemble.py manifests --serving DIR --eventing DIR --networking DIR --caching DIR
-                             --serving-version V --eventing-version V --out DIR
+Usage: assemble.py binaries                 (`<import path> <binary name>` per line)
+       assemble.py manifests --out DIR     (module versions: this directory's go.mod)
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
+import subprocess
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -28,6 +29,13 @@ Doc = dict[str, Any]
 REGISTRY = "dev.local/knative"
 KO_PREFIX = "ko://"
 INGRESS_CLASS = "rouse.ingress.networking.knative.dev"
+# The modules whose config/ makes the YAML, in upstream_files' argument order.
+MODULES = (
+    "knative.dev/serving",
+    "knative.dev/eventing",
+    "knative.dev/networking",
+    "knative.dev/caching",
+)
 DROPPED_KINDS = frozenset({"HorizontalPodAutoscaler", "PodDisruptionBudget"})
 
 # Every binary the assembled YAML runs (plus event-display, a sink for tests), by import path.
@@ -314,15 +322,53 @@ def upstream_files(
     }
 
 
-def write_manifests(args: argparse.Namespace) -> None:
-    """Read the modules' config/, write the manifests, images.txt and README into args.out."""
-    versions = {"serving": args.serving_version, "eventing": args.eventing_version}
-    images = image_refs(BINARIES, {f"knative.dev/{p}": v for p, v in versions.items()})
-    sources = upstream_files(
-        Path(args.serving), Path(args.eventing), Path(args.networking), Path(args.caching)
-    )
+def parse_go_json(text: str) -> list[dict[str, Any]]:
+    """The JSON objects `go mod download -json` prints one after another."""
+    decoder = json.JSONDecoder()
+    objects: list[dict[str, Any]] = []
+    pos = 0
+    while (pos := _skip_space(text, pos)) < len(text):
+        obj, pos = decoder.raw_decode(text, pos)
+        objects.append(obj)
+    return objects
+
+
+def _skip_space(text: str, pos: int) -> int:
+    while pos < len(text) and text[pos].isspace():
+        pos += 1
+    return pos
+
+
+def locate_modules(module_dir: Path) -> dict[str, tuple[str, Path]]:
+    """Module path -> (version, directory) in the wrapper's build list, downloading as needed.
+
+    The build list is what the binaries are built from, so the YAML matches them; networking
+    and caching come at the versions serving pins.
+    """
+    try:
+        proc = subprocess.run(
+            ["go", "mod", "download", "-json", *MODULES],
+            cwd=module_dir,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    except FileNotFoundError as err:
+        raise AssembleError("'go' is not on PATH; install Go >= 1.26 (https://go.dev/dl/)") from err
+    found = {m["Path"]: m for m in parse_go_json(proc.stdout)} if proc.stdout.strip() else {}
+    errors = [m["Error"] for m in found.values() if m.get("Error")]
+    if proc.returncode != 0 or errors or set(found) != set(MODULES):
+        detail = "; ".join(errors) or proc.stderr.strip() or f"got {sorted(found)}"
+        raise AssembleError(f"go mod download in {module_dir} failed: {detail}")
+    return {path: (m["Version"], Path(m["Dir"])) for path, m in found.items()}
+
+
+def write_manifests(module_dir: Path, out: Path) -> None:
+    """Read the modules' config/, write the manifests, images.txt and README into out."""
+    modules = locate_modules(module_dir)
+    images = image_refs(BINARIES, {path: version for path, (version, _) in modules.items()})
+    sources = upstream_files(*(modules[path][1] for path in MODULES))
     config = {"serving": SERVING_CONFIG}
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     written: list[tuple[str, str]] = []
     available: list[str] = []
@@ -330,7 +376,8 @@ def write_manifests(args: argparse.Namespace) -> None:
         docs = set_config(adapt(load_yaml(files), images), config.get(product, {}))
         check_unique(docs)
         crds, rest = split_crds(docs)
-        source = f"knative.dev/{product}@{versions[product]} config/"
+        path = f"knative.dev/{product}"
+        source = f"{path}@{modules[path][0]} config/"
         names = (f"knative-{product}-crds.yaml", f"knative-{product}.yaml")
         (out / names[0]).write_text(manifest(crds, source))
         (out / names[1]).write_text(manifest(rest, source))
@@ -347,18 +394,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("binaries", help="print `<import path> <binary name>` per line")
-    build = sub.add_parser("manifests", help="write the manifests and images.txt")
-    for flag in ("serving", "eventing", "networking", "caching"):
-        build.add_argument(f"--{flag}", required=True, help=f"knative.dev/{flag} module directory")
-    build.add_argument("--serving-version", required=True, help="image tag of serving binaries")
-    build.add_argument("--eventing-version", required=True, help="image tag of eventing binaries")
-    build.add_argument("--out", required=True, help="output directory")
+    build = sub.add_parser("manifests", help="write the manifests, images.txt and README")
+    build.add_argument("--out", required=True, type=Path, help="output directory")
+    build.add_argument(
+        "--module-dir",
+        type=Path,
+        default=Path(__file__).resolve().parent,
+        help="the wrapper Go module (default: this directory)",
+    )
     args = parser.parse_args(argv)
     if args.command == "binaries":
         print("".join(f"{path} {name}\n" for path, name in BINARIES.items()), end="")
         return 0
     try:
-        write_manifests(args)
+        write_manifests(args.module_dir, args.out)
     except (AssembleError, OSError, yaml.YAMLError) as err:
         print(f"knative: {err}", file=sys.stderr)
         return 1

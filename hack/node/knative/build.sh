@@ -62,6 +62,12 @@ stamp_ok() {
 inputs="$(cat "$here/go.mod" "$here/go.sum" "$here/assemble.py" | sha256sum | cut -c1-16)"
 versions="serving=$KNATIVE_SERVING_VERSION eventing=$KNATIVE_EVENTING_VERSION"
 
+# go.mod pins the modules (its build list is also what assemble.py reads the YAML from).
+for pin in "knative.dev/serving $KNATIVE_SERVING_VERSION" "knative.dev/eventing $KNATIVE_EVENTING_VERSION"; do
+  grep -q "^[[:space:]]*$pin\$" "$here/go.mod" ||
+    die "$here/go.mod does not require $pin (versions.env); run: (cd $here && go get ${pin/ /@} && go mod tidy)"
+done
+
 # "<import path> <binary name>" per binary.
 mapfile -t binaries < <("$python" "$here/assemble.py" binaries)
 [ "${#binaries[@]}" -gt 0 ] || die "assemble.py listed no binaries"
@@ -103,20 +109,11 @@ else
 fi
 
 manifest_key="$versions $inputs"
-if stamp_ok knative-manifests "$manifest_key" && [ -f "$manifests/images.txt" ]; then
+if stamp_ok knative-manifests "$manifest_key" && [ -f "$manifests/README" ]; then
   echo "knative: manifests ($versions) already in $manifests"
 else
   echo "knative: assembling manifests from the modules' config/"
-  # The modules in the build list of the wrapper (what the binaries are built from):
-  # networking and caching at the versions serving pins.
-  modules=(knative.dev/serving knative.dev/eventing knative.dev/networking knative.dev/caching)
-  (cd "$here" && go mod download "${modules[@]}") || die "go mod download failed"
-  mapfile -t dirs < <(cd "$here" && go list -m -f '{{.Dir}}' "${modules[@]}")
-  [ "${#dirs[@]}" = 4 ] || die "could not locate the Knative modules (go list -m)"
-  "$python" "$here/assemble.py" manifests \
-    --serving "${dirs[0]}" --eventing "${dirs[1]}" --networking "${dirs[2]}" --caching "${dirs[3]}" \
-    --serving-version "$KNATIVE_SERVING_VERSION" --eventing-version "$KNATIVE_EVENTING_VERSION" \
-    --out "$manifests"
+  "$python" "$here/assemble.py" manifests --out "$manifests" || die "assembling the manifests failed"
   echo "$manifest_key" >"$stamps/knative-manifests"
   echo "knative: manifests in $manifests (apply order: $manifests/README)"
 fi
