@@ -63,9 +63,11 @@ inputs="$(cat "$here/go.mod" "$here/go.sum" "$here/assemble.py" | sha256sum | cu
 versions="serving=$KNATIVE_SERVING_VERSION eventing=$KNATIVE_EVENTING_VERSION"
 
 # go.mod pins the modules (its build list is also what assemble.py reads the YAML from).
-for pin in "knative.dev/serving $KNATIVE_SERVING_VERSION" "knative.dev/eventing $KNATIVE_EVENTING_VERSION"; do
-  grep -q "^[[:space:]]*$pin\$" "$here/go.mod" ||
-    die "$here/go.mod does not require $pin (versions.env); run: (cd $here && go get ${pin/ /@} && go mod tidy)"
+for pin in "knative.dev/serving@$KNATIVE_SERVING_VERSION" "knative.dev/eventing@$KNATIVE_EVENTING_VERSION"; do
+  got="$(cd "$here" && go list -m -f '{{.Path}}@{{.Version}}' "${pin%@*}")" ||
+    die "go list -m ${pin%@*} failed in $here"
+  [ "$got" = "$pin" ] ||
+    die "$here/go.mod has $got but versions.env says $pin; run: (cd $here && go get $pin && go mod tidy)"
 done
 
 # "<import path> <binary name>" per binary.
