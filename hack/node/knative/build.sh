@@ -33,13 +33,19 @@ cache="${NODE_CACHE:-$root/.cache/node}"
 bin="$cache/bin"
 manifests="$cache/manifests"
 stamps="$cache/stamps"
-staging="$cache/build/knative"
 python="${PYTHON:-}"
 if [ -z "$python" ]; then
   if [ -x "$root/.venv/bin/python" ]; then python="$root/.venv/bin/python"; else python=python3; fi
 fi
 force=0
-[ "${1:-}" = "--force" ] && force=1
+case "${1:-}" in
+  "") ;;
+  --force) force=1 ;;
+  *)
+    echo "usage: $0 [--force]" >&2
+    exit 2
+    ;;
+esac
 
 export GOFLAGS=-buildvcs=false
 mkdir -p "$bin" "$manifests" "$stamps"
@@ -85,15 +91,18 @@ bin_key="$versions $inputs cgo=$(go env CGO_ENABLED)"
 if stamp_ok knative-bin "$bin_key" && all_binaries_present; then
   echo "knative: binaries ($versions) already built"
 else
+  # A private staging directory: two runs at once must not mix their outputs.
+  mkdir -p "$cache/build"
+  staging="$(mktemp -d "$cache/build/knative.XXXXXX")"
+  trap 'rm -rf "$staging"' EXIT
   for module in serving eventing; do
     packages=()
     for line in "${binaries[@]}"; do
       path="${line% *}"
-      [[ "$path" == "knative.dev/$module/"* ]] && packages+=("$path")
+      if [[ "$path" == "knative.dev/$module/"* ]]; then packages+=("$path"); fi
     done
     echo "knative: building ${#packages[@]} $module binaries (several minutes the first time)"
     start=$SECONDS
-    rm -rf "${staging:?}/$module"
     mkdir -p "$staging/$module"
     (cd "$here" && nice -n 10 go build -trimpath -ldflags "-s -w" -o "$staging/$module/" "${packages[@]}") ||
       die "go build of the $module binaries failed (see above)"
@@ -105,7 +114,6 @@ else
     module="${module%%/*}"
     install -m 0755 "$staging/$module/${path##*/}" "$bin/${line#* }"
   done
-  rm -rf "$staging"
   echo "$bin_key" >"$stamps/knative-bin"
   echo "knative: ${#binaries[@]} binaries in $bin"
 fi
