@@ -64,8 +64,8 @@ stamp_ok() {
   [ "$force" = 0 ] && [ -f "$stamps/$1" ] && [ "$(cat "$stamps/$1")" = "$2" ]
 }
 
-# The wrapper module's inputs, the names, and cgo: what the binaries depend on.
-inputs="$(cat "$here/go.mod" "$here/go.sum" "$here/assemble.py" | sha256sum | cut -c1-16)"
+# hash FILE...: a short digest of the files' contents (part of a stamp key).
+hash() { cat "$@" | sha256sum | cut -c1-16; }
 versions="serving=$KNATIVE_SERVING_VERSION eventing=$KNATIVE_EVENTING_VERSION"
 
 # go.mod pins the modules (its build list is also what assemble.py reads the YAML from).
@@ -87,7 +87,9 @@ all_binaries_present() {
   done
 }
 
-bin_key="$versions $inputs cgo=$(go env CGO_ENABLED)"
+# The binaries depend on the wrapper module, their names and cgo; the manifests on the
+# module versions (go.sum) and assemble.py.
+bin_key="$versions $(printf '%s\n' "${binaries[@]}" | hash "$here/go.mod" "$here/go.sum" -) cgo=$(go env CGO_ENABLED)"
 if stamp_ok knative-bin "$bin_key" && all_binaries_present; then
   echo "knative: binaries ($versions) already built"
 else
@@ -118,7 +120,7 @@ else
   echo "knative: ${#binaries[@]} binaries in $bin"
 fi
 
-manifest_key="$versions $inputs"
+manifest_key="$versions $(hash "$here/go.sum" "$here/assemble.py")"
 if stamp_ok knative-manifests "$manifest_key" && [ -f "$manifests/README" ]; then
   echo "knative: manifests ($versions) already in $manifests"
 else
