@@ -243,7 +243,9 @@ def test_binaries_are_the_go_mod_tools_with_distinct_names() -> None:
 
 
 def test_parse_go_json_reads_concatenated_objects() -> None:
-    text = '{\n\t"Path": "knative.dev/serving",\n\t"Version": "v1"\n}\n{"Path": "knative.dev/pkg"}\n'
+    text = (
+        '{\n\t"Path": "knative.dev/serving",\n\t"Version": "v1"\n}\n{"Path": "knative.dev/pkg"}\n'
+    )
     assert assemble.parse_go_json(text) == [
         {"Path": "knative.dev/serving", "Version": "v1"},
         {"Path": "knative.dev/pkg"},
