@@ -73,6 +73,8 @@ SERVING_CONFIG: dict[tuple[str, str], dict[str, str]] = {
     },
     # The project's own KIngress implementation (hack/node/kingress/).
     ("knative-serving", "config-network"): {"ingress-class": INGRESS_CLASS},
+    # config-domain stays upstream's: no domain configured, so Routes live under
+    # svc.cluster.local (cluster-local URLs; nothing outside the node needs DNS).
 }
 
 # Upstream workloads left out: not needed for Serving, Eventing core, the in-memory channel,

@@ -64,8 +64,8 @@ stamp_ok() {
   [ "$force" = 0 ] && [ -f "$stamps/$1" ] && [ "$(cat "$stamps/$1")" = "$2" ]
 }
 
-# hash FILE...: a short digest of the files' contents (part of a stamp key).
-hash() { cat "$@" | sha256sum | cut -c1-16; }
+# digest FILE...: a short digest of the files' contents (part of a stamp key).
+digest() { cat "$@" | sha256sum | cut -c1-16; }
 versions="serving=$KNATIVE_SERVING_VERSION eventing=$KNATIVE_EVENTING_VERSION"
 
 # go.mod pins the modules (its build list is also what assemble.py reads the YAML from).
@@ -89,7 +89,7 @@ all_binaries_present() {
 
 # The binaries depend on the wrapper module, their names and cgo; the manifests on the
 # module versions (go.sum) and assemble.py.
-bin_key="$versions $(printf '%s\n' "${binaries[@]}" | hash "$here/go.mod" "$here/go.sum" -) cgo=$(go env CGO_ENABLED)"
+bin_key="$versions $(printf '%s\n' "${binaries[@]}" | digest "$here/go.mod" "$here/go.sum" -) cgo=$(go env CGO_ENABLED)"
 if stamp_ok knative-bin "$bin_key" && all_binaries_present; then
   echo "knative: binaries ($versions) already built"
 else
@@ -120,7 +120,7 @@ else
   echo "knative: ${#binaries[@]} binaries in $bin"
 fi
 
-manifest_key="$versions $(hash "$here/go.sum" "$here/assemble.py")"
+manifest_key="$versions $(digest "$here/go.sum" "$here/assemble.py")"
 if stamp_ok knative-manifests "$manifest_key" && [ -f "$manifests/README" ]; then
   echo "knative: manifests ($versions) already in $manifests"
 else
