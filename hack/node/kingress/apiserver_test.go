@@ -216,8 +216,8 @@ func (a *apiServer) kubeconfig(t *testing.T, cfg *rest.Config) string {
 	return path
 }
 
-// applyYAML creates every document of a YAML file (optionally only those of some kinds).
-func applyYAML(t *testing.T, cfg *rest.Config, path string, kinds ...string) {
+// applyYAML creates every document of a YAML file.
+func applyYAML(t *testing.T, cfg *rest.Config, path string) {
 	t.Helper()
 	dyn, err := dynamic.NewForConfig(cfg)
 	if err != nil {
@@ -234,7 +234,7 @@ func applyYAML(t *testing.T, cfg *rest.Config, path string, kinds ...string) {
 		if err := dec.Decode(&u.Object); err != nil {
 			break
 		}
-		if u.Object == nil || (len(kinds) > 0 && !contains(kinds, u.GetKind())) {
+		if u.Object == nil {
 			continue
 		}
 		gvk := u.GroupVersionKind()
@@ -247,15 +247,6 @@ func applyYAML(t *testing.T, cfg *rest.Config, path string, kinds ...string) {
 			t.Fatalf("creating %s %s from %s: %v", u.GetKind(), u.GetName(), path, err)
 		}
 	}
-}
-
-func contains(xs []string, x string) bool {
-	for _, y := range xs {
-		if x == y {
-			return true
-		}
-	}
-	return false
 }
 
 func waitFor(t *testing.T, timeout time.Duration, what string, ok func() bool) {

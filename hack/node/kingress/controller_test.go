@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"knative.dev/networking/pkg/apis/networking"
 	"knative.dev/networking/pkg/apis/networking/v1alpha1"
 	netclientset "knative.dev/networking/pkg/client/clientset/versioned"
@@ -36,9 +37,22 @@ func TestController(t *testing.T) {
 	defer cancel()
 
 	applyYAML(t, admin, filepath.Join(moduleDir(t, "knative.dev/networking"), "config", "ingress.yaml"))
-	applyYAML(t, admin, "config.yaml", "ClusterRole")
 	kube := kubernetes.NewForConfigOrDie(admin)
 	nc := netclientset.NewForConfigOrDie(admin)
+	// All of config.yaml goes in, into a namespace enforcing Pod Security "restricted":
+	// the API server accepts every object and warns about none.
+	if _, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
+		Name: "knative-serving", Labels: map[string]string{"pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/warn": "restricted"},
+	}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	warned := &warnings{}
+	strict := rest.CopyConfig(admin)
+	strict.WarningHandler = warned
+	applyYAML(t, strict, "config.yaml")
+	if len(warned.texts) > 0 {
+		t.Errorf("the API server warned about config.yaml: %q", warned.texts)
+	}
 	if _, err := kube.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{
 		ObjectMeta: metav1.ObjectMeta{Name: "kingress-test"},
 		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "rouse-kingress"},
@@ -190,6 +204,11 @@ func TestController(t *testing.T) {
 		return code == http.StatusNotFound
 	})
 }
+
+// warnings records the API server's warnings (Pod Security admission reports through them).
+type warnings struct{ texts []string }
+
+func (w *warnings) HandleWarningHeader(_ int, _ string, text string) { w.texts = append(w.texts, text) }
 
 // get200 asks a listener for host and says which backend answered.
 func get200(t *testing.T, url, host string) (int, string, string) {

@@ -20,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/util/workqueue"
@@ -103,10 +104,26 @@ func main() {
 	}
 }
 
-func run(ctx context.Context, o options, log *slog.Logger) error {
-	cfg, err := clientcmd.BuildConfigFromFlags("", o.kubeconfig)
+// restConfig is the in-cluster config, or the kubeconfig file when one is given.
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig != "" {
+		cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+		if err != nil {
+			return nil, fmt.Errorf("loading --kubeconfig %s: %w", kubeconfig, err)
+		}
+		return cfg, nil
+	}
+	cfg, err := rest.InClusterConfig()
 	if err != nil {
-		return fmt.Errorf("loading kube config (in-cluster or --kubeconfig): %w", err)
+		return nil, fmt.Errorf("no in-cluster config (%w); outside a pod pass --kubeconfig", err)
+	}
+	return cfg, nil
+}
+
+func run(ctx context.Context, o options, log *slog.Logger) error {
+	cfg, err := restConfig(o.kubeconfig)
+	if err != nil {
+		return err
 	}
 	cfg.UserAgent = "kingress"
 	kube, err := kubernetes.NewForConfig(cfg)
