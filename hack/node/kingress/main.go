@@ -140,7 +140,7 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 	services := kubeInf.Core().V1().Services()
 	ingresses := netInf.Networking().V1alpha1().Ingresses()
 
-	proxy := newProxy(resolver{services: services.Lister()}.resolve, log)
+	proxy := newProxy(resolver{services: services.Lister()}.resolve, nil, log)
 	public, private := loadBalancers(o)
 	c := &Controller{
 		client:    netc,

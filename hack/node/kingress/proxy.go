@@ -36,12 +36,17 @@ type decision struct {
 	target target
 }
 
-func newProxy(resolve func(v1alpha1.IngressBackend) (target, error), log *slog.Logger) *Proxy {
+// dialFunc opens a connection to a resolved address; nil means a plain net.Dialer.
+type dialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
+
+func newProxy(resolve func(v1alpha1.IngressBackend) (target, error), dial dialFunc, log *slog.Logger) *Proxy {
 	p := &Proxy{resolve: resolve, log: log}
 	p.table.Store(&Table{hosts: map[string]*vhost{}})
-	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+	if dial == nil {
+		dial = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	}
 	h1 := &http.Transport{
-		DialContext:         dialer.DialContext,
+		DialContext:         dial,
 		MaxIdleConns:        1000,
 		MaxIdleConnsPerHost: 100,
 		IdleConnTimeout:     90 * time.Second,

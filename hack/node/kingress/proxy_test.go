@@ -2,15 +2,19 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -35,16 +39,30 @@ type seen struct {
 	Header  http.Header `json:"header"`
 }
 
-// cluster is a set of real HTTP backends registered as Kubernetes Services (ClusterIP
-// 127.0.0.1, port = the backend's port) in a real client-go lister, as the informer fills it.
+// cluster is a set of real HTTP backends registered as Kubernetes Services in a real
+// client-go lister, as the informer fills it. Each Service gets a virtual ClusterIP and
+// Knative's ports (80, or 81 for h2c); dial plays kube-proxy, sending a virtual address to
+// the backend's real listener.
 type cluster struct {
 	t        *testing.T
 	services cache.Indexer
+	mu       sync.Mutex
+	vips     map[string]string // "clusterIP:port" -> the backend's listener
 }
 
 func newCluster(t *testing.T) *cluster {
-	return &cluster{t: t, services: cache.NewIndexer(cache.MetaNamespaceKeyFunc,
+	return &cluster{t: t, vips: map[string]string{}, services: cache.NewIndexer(cache.MetaNamespaceKeyFunc,
 		cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})}
+}
+
+func (c *cluster) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	c.mu.Lock()
+	if real, ok := c.vips[addr]; ok {
+		addr = real
+	}
+	c.mu.Unlock()
+	var d net.Dialer
+	return d.DialContext(ctx, network, addr)
 }
 
 func (c *cluster) lister() corev1listers.ServiceLister {
@@ -73,15 +91,17 @@ func (c *cluster) backend(ns, name string, h2c bool) {
 
 func (c *cluster) addService(ns, name string, addr net.Addr, h2c bool) {
 	c.t.Helper()
-	port := addr.(*net.TCPAddr).Port
-	sp := corev1.ServicePort{Name: networking.ServicePortNameHTTP1, Port: int32(port)}
+	sp := corev1.ServicePort{Name: networking.ServicePortNameHTTP1, Port: networking.ServiceHTTPPort}
 	if h2c {
-		sp.Name = networking.ServicePortNameH2C
-		sp.AppProtocol = &networking.AppProtocolH2C
+		sp = corev1.ServicePort{Name: networking.ServicePortNameH2C, Port: networking.ServiceHTTP2Port, AppProtocol: &networking.AppProtocolH2C}
 	}
+	c.mu.Lock()
+	ip := fmt.Sprintf("10.96.%d.%d", len(c.vips)/200, 10+len(c.vips)%200)
+	c.vips[net.JoinHostPort(ip, strconv.Itoa(int(sp.Port)))] = addr.String()
+	c.mu.Unlock()
 	svc := &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Spec:       corev1.ServiceSpec{Type: corev1.ServiceTypeClusterIP, ClusterIP: "127.0.0.1", Ports: []corev1.ServicePort{sp}},
+		Spec:       corev1.ServiceSpec{Type: corev1.ServiceTypeClusterIP, ClusterIP: ip, Ports: []corev1.ServicePort{sp}},
 	}
 	if err := c.services.Add(svc); err != nil {
 		c.t.Fatal(err)
@@ -105,7 +125,7 @@ type gateway struct {
 
 func newGateway(t *testing.T, c *cluster, ings ...*v1alpha1.Ingress) *gateway {
 	t.Helper()
-	p := newProxy(resolver{services: c.lister()}.resolve, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	p := newProxy(resolver{services: c.lister()}.resolve, c.dial, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	g := &gateway{proxy: p}
 	var all []*compiled
 	for _, ing := range ings {
