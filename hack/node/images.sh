@@ -16,6 +16,10 @@ BASE_IMAGE="dev.local/debian-python:bookworm"
 PAUSE_IMAGE="dev.local/pause:3.10"
 PAUSE_SOURCE="$ROUSE_ROOT/hack/node/pause/pause.c"
 RUNTIME_IMAGE="$ROUSE_REGISTRY/rouse-runtime:$ROUSE_TAG"
+# The chart's Redis (docker.io/library/redis) cannot be pulled here: Debian's redis-server
+# instead; deploy with --set redis.image.repository=dev.local/redis,redis.image.tag=7.0-bookworm.
+REDIS_IMAGE="dev.local/redis:7.0-bookworm"
+REDIS_PACKAGES=(redis-server redis-tools)
 # The host's CA bundle, mounted read-only into each build: package traffic may go through a
 # TLS-intercepting proxy whose CA only the host trusts. Debian's pip reads this very path.
 CA_BUNDLE="${NODE_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}"
@@ -63,6 +67,7 @@ Commands:
              ${EXTRA_BINARY_IMAGES[*]}:
                  \$NODE_CACHE/bin/<binary> at /ko-app/<binary> on the Debian base, user 65532
              $PAUSE_IMAGE  hack/node/pause/pause.c, static, in a scratch image
+             $REDIS_IMAGE  Debian's ${REDIS_PACKAGES[*]} on the Debian base, user 999
   load     import every archive into containerd (namespace k8s.io), skipping images already
            there with the same digest
   plan     list each image, its archive and whether it is built, stale or missing
@@ -239,6 +244,10 @@ key_binary() {
   { echo "recipe ko 1 ${KEYS[$BASE_IMAGE]}"; sha256_of <"$1"; } | sha256_of
 }
 
+key_redis() {
+  { echo "recipe redis 1 ${KEYS[$BASE_IMAGE]}"; printf '%s\n' "${REDIS_PACKAGES[@]}"; } | sha256_of
+}
+
 key_pause() {
   { echo "recipe pause 1"; gcc --version | head -n 1; cat "$PAUSE_SOURCE"; } | sha256_of
 }
@@ -262,7 +271,8 @@ build_base() {
 }
 
 build_dockerfile() {
-  local ref="$1" dockerfile="$2" context="$3" arg="$4" logfile
+  local ref="$1" dockerfile="$2" context="$3" parent="$4" arg="$5" logfile
+  ensure_local "$parent"
   logfile="$NODE_CACHE/logs/images-$(basename "$(archive_of "$ref")" .tar).log"
   log "  buildah bud -f $dockerfile $context --build-arg $arg (log: $logfile)"
   logged "$logfile" bah bud --pull=false --network host --isolation chroot \
@@ -275,6 +285,7 @@ build_binary() {
   local ref="$1" binary="$2" stage container
   stage="$(mktemp -d "$NODE_CACHE/tmp/ko.XXXXXX")"
   mkdir -p "$stage/ko-app" "$stage/empty"
+  ensure_local "$BASE_IMAGE"
   cp "$NODE_CACHE/bin/$binary" "$stage/ko-app/$binary"
   chmod 0755 "$stage/ko-app/$binary"
   container="$(bah from --quiet --pull=false "$BASE_IMAGE")"
@@ -283,6 +294,22 @@ build_binary() {
   rm -rf "$stage"
   bah config --entrypoint "[\"/ko-app/$binary\"]" --cmd '' --user 65532:65532 --workingdir / \
     --env KO_DATA_PATH=/var/run/ko "$container"
+  bah commit --quiet --rm "$container" "$ref" >/dev/null
+}
+
+# As the official image for the chart: redis-server and redis-cli on PATH, uid 999, /data.
+build_redis() {
+  local ref="$1" container logfile="$NODE_CACHE/logs/images-redis.log"
+  ensure_local "$BASE_IMAGE"
+  container="$(bah from --quiet --pull=false "$BASE_IMAGE")"
+  log "  apt-get install ${REDIS_PACKAGES[*]} (log: $logfile)"
+  logged "$logfile" bah run --isolation chroot --network host \
+    -v "$CA_BUNDLE:/etc/ssl/certs/ca-certificates.crt:ro" "$container" -- sh -euc '
+      apt-get update
+      DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@"
+      rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin
+      mkdir -p /data && chown 999:999 /data' sh "${REDIS_PACKAGES[@]}"
+  bah config --cmd '["redis-server"]' --user 999:999 --workingdir /data --port 6379 "$container"
   bah commit --quiet --rm "$container" "$ref" >/dev/null
 }
 
@@ -305,6 +332,17 @@ FORCE=0
 BUILT=()
 UP_TO_DATE=()
 
+# A parent image in buildah's storage, restored from its archive if the storage lost it.
+ensure_local() {
+  local ref="$1" archive
+  bah inspect --type image "$ref" >/dev/null 2>&1 && return 0
+  archive="$(archive_of "$ref")"
+  log "  restoring $ref from $archive into buildah's storage"
+  bah pull --quiet "oci-archive:$archive" >/dev/null
+  bah inspect --type image "$ref" >/dev/null 2>&1 ||
+    die "$archive does not hold $ref: delete it and build again"
+}
+
 # Whether the archive of <ref> exists and was built from the current content key.
 is_current() {
   local archive
@@ -320,13 +358,6 @@ build_image() {
   key="${KEYS[$ref]}"
   if [ "$FORCE" -eq 0 ] && is_current "$ref"; then
     UP_TO_DATE+=("$ref")
-    # Later builds start FROM it: restore it from its archive if the storage lost it.
-    if ! bah inspect --type image "$ref" >/dev/null 2>&1; then
-      log "$ref: up to date; restoring it into buildah's storage for the images built on it"
-      bah pull --quiet "oci-archive:$archive" >/dev/null
-      bah inspect --type image "$ref" >/dev/null 2>&1 ||
-        die "$archive does not hold $ref: delete it and build again"
-    fi
     return 0
   fi
   log "$ref: building"
@@ -368,6 +399,7 @@ compute_keys() {
   local ref dockerfile context parent arg binary
   KEYS[$BASE_IMAGE]="$(key_base)"
   KEYS[$PAUSE_IMAGE]="$(key_pause)"
+  KEYS[$REDIS_IMAGE]="$(key_redis)"
   while read -r ref dockerfile context parent arg; do
     KEYS[$ref]="$(key_dockerfile "$dockerfile" "$context" "$parent" "$arg")"
   done < <(dockerfile_images)
@@ -393,8 +425,9 @@ cmd_build() {
 
   build_image "$BASE_IMAGE" build_base
   build_image "$PAUSE_IMAGE" build_pause
+  build_image "$REDIS_IMAGE" build_redis
   while read -r ref dockerfile context parent arg; do
-    build_image "$ref" build_dockerfile "$dockerfile" "$context" "$arg"
+    build_image "$ref" build_dockerfile "$dockerfile" "$context" "$parent" "$arg"
   done < <(dockerfile_images)
   while read -r ref binary; do
     if [ -n "$ref" ] && [ -f "$NODE_CACHE/bin/$binary" ]; then
@@ -412,7 +445,7 @@ cmd_build() {
 # Every image ref the cluster needs, in build order.
 all_refs() {
   local ref rest
-  printf '%s\n' "$BASE_IMAGE" "$PAUSE_IMAGE"
+  printf '%s\n' "$BASE_IMAGE" "$PAUSE_IMAGE" "$REDIS_IMAGE"
   while read -r ref rest; do echo "$ref"; done < <(dockerfile_images)
   while read -r ref rest; do
     if [ -n "$ref" ]; then echo "$ref"; fi
