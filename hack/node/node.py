@@ -73,6 +73,13 @@ KERNEL_SYSCTLS = (
     "kernel/keys/root_maxkeys",
     "kernel/keys/root_maxbytes",
 )
+# Images the kind path pulls from public registries, which this machine cannot reach: the node
+# serves those names from local builds, so the chart and example.sh run unchanged. Debian's
+# redis-server 7.0 stands in for the chart's Redis image (same commands, same protocol).
+IMAGE_ALIASES = {
+    "docker.io/library/redis:7.4.2": "dev.local/redis:7.0-bookworm",
+    "gcr.io/knative-releases/knative.dev/eventing/cmd/event_display:latest": "dev.local/knative/event-display:v0.50.0",
+}
 # Knative's manifests in the order they apply (CRDs Established before the objects that use them).
 KNATIVE_MANIFESTS = (
     "knative-serving-crds.yaml",
@@ -317,6 +324,8 @@ class Supervisor:
         (PATHS.logs / "images-load.log").write_text(proc.stdout + proc.stderr)
         if proc.returncode != 0:
             raise NodeError(f"loading images failed:\n{(proc.stdout + proc.stderr)[-2000:]}")
+        for alias, source in IMAGE_ALIASES.items():
+            ctr("images", "tag", "--force", source, alias)
         log(f"images loaded into containerd in {time.monotonic() - started:.1f}s")
 
     def start_control_plane(self) -> None:

@@ -58,7 +58,23 @@ def readiness(obj: Obj | None, what: str) -> Readiness:
     state = str(ready.get("status", "Unknown"))
     reason = str(ready.get("reason") or ("Ready" if state == "True" else "NotReady"))
     detail = str(ready.get("message") or "")
+    if state == "False":
+        # A Service's Ready says only "no ready Revision"; the cause (a container that exits,
+        # with its message) is in ConfigurationsReady. Name the most specific one.
+        cause = _cause(status.get("conditions") or [], detail)
+        if cause:
+            detail = f"{detail} {cause}" if detail else cause
     return Readiness(state, reason, f"{what}: {detail}" if detail else what)
+
+
+def _cause(conditions: Sequence[Obj], ready_message: str) -> str:
+    """Messages of the other False conditions that say more than Ready's own message."""
+    messages = [
+        str(c.get("message") or "")
+        for c in conditions
+        if c.get("type") != "Ready" and c.get("status") == "False"
+    ]
+    return " ".join(dict.fromkeys(m for m in messages if m and m not in ready_message))
 
 
 def changed(previous: Obj, wanted: Obj) -> bool:

@@ -7,6 +7,18 @@ import os
 import sys
 
 ENV_HOST = "ROUSE_HOST"
+KNATIVE_SERVICE = "K_SERVICE"  # set by Knative Serving in every user container
+TERMINATION_LOG = "/dev/termination-log"
+
+
+def report_termination(message: str) -> None:
+    """One line on stderr and in the container's termination message (what Kubernetes shows)."""
+    print(json.dumps({"level": "error", "msg": f"rouse-runtime: {message}"}), file=sys.stderr)
+    try:
+        with open(TERMINATION_LOG, "w") as log:
+            log.write(message)
+    except OSError:
+        pass  # not in a pod: stderr said it
 
 
 def main() -> int:
@@ -29,7 +41,15 @@ def main() -> int:
     # Skills live in the image's working directory (the console script's own dir is on sys.path).
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    app = create_app(config)
+    from rouse_runtime.handler import load_handler
+
+    loaded = load_handler(config.handler)
+    if loaded.error and KNATIVE_SERVICE in os.environ:
+        # Under Knative a pod that never gets ready only times out ("Initial scale was never
+        # achieved"); one that exits puts this line in its Revision's status, and so in the Agent's.
+        report_termination(loaded.error)
+        return 1
+    app = create_app(config, handler=loaded)
     uvicorn.run(
         app,
         host=os.environ.get(ENV_HOST, "0.0.0.0"),  # a pod must listen on its IP

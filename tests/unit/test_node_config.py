@@ -75,3 +75,15 @@ def test_coredns_is_restricted_and_at_the_cluster_dns_address() -> None:
     assert f"kubernetes {config.CLUSTER_DOMAIN}" in docs["ConfigMap"]["data"]["Corefile"]
     verbs = {v for rule in docs["ClusterRole"]["rules"] for v in rule["verbs"]}
     assert verbs == {"list", "watch"}
+
+
+def test_image_aliases_name_what_the_chart_and_example_pull() -> None:
+    """The node serves the kind path's public images under their own names; drift breaks deploy."""
+    import yaml
+
+    node = load_module("rouse_node", REPO_ROOT / "hack" / "node" / "node.py")
+    values = yaml.safe_load((REPO_ROOT / "charts" / "rouse" / "values.yaml").read_text())
+    redis = f"{values['redis']['image']['repository']}:{values['redis']['image']['tag']}"
+    lib = (REPO_ROOT / "hack" / "kind" / "lib.sh").read_text()
+    display = lib.split('EVENT_DISPLAY_IMAGE="${EVENT_DISPLAY_IMAGE:-', 1)[1].split("}", 1)[0]
+    assert set(node.IMAGE_ALIASES) == {redis, f"{display}:latest"}

@@ -315,3 +315,33 @@ def test_an_over_long_condition_message_is_cut_to_the_crd_bound() -> None:
     status = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
     message = status["properties"]["conditions"]["items"]["properties"]["message"]
     assert message["maxLength"] == MAX_MESSAGE
+
+
+def test_failed_service_names_the_cause_its_ready_condition_omits() -> None:
+    """Knative's Service Ready says "no ready Revision"; the cause is in ConfigurationsReady."""
+    from rouse_operator.status import readiness
+
+    no_revision = 'Configuration "a-greet" does not have any ready Revision.'
+    ksvc: Obj = {
+        "kind": "Service",
+        "metadata": {"name": "a-greet", "generation": 1},
+        "status": {
+            "observedGeneration": 1,
+            "conditions": [
+                {
+                    "type": "ConfigurationsReady", "status": "False", "reason": "RevisionFailed",
+                    "message": 'Revision "a-greet-00001" failed with message: Container failed with: '
+                    "module 'hello.skills' has no attribute 'nope'.",
+                },
+                {"type": "Ready", "status": "False", "reason": "RevisionMissing", "message": no_revision},
+                {"type": "RoutesReady", "status": "False", "reason": "RevisionMissing", "message": no_revision},
+            ],
+        },
+    }  # fmt: skip
+    got = readiness(ksvc, "Service a-greet")
+    assert got.status == "False" and got.reason == "RevisionMissing"
+    assert got.message == (
+        f"Service a-greet: {no_revision} "
+        'Revision "a-greet-00001" failed with message: Container failed with: '
+        "module 'hello.skills' has no attribute 'nope'."
+    )
