@@ -66,7 +66,8 @@ func (p *Proxy) reverseProxy(t http.RoundTripper) *httputil.ReverseProxy {
 		Transport:     t,
 		FlushInterval: -1,
 		ErrorHandler:  p.upstreamError,
-		ErrorLog:      slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
+		// Body-copy errors are mostly clients or upstreams closing mid-stream (gRPC cancels).
+		ErrorLog: slog.NewLogLogger(p.log.Handler(), slog.LevelInfo),
 	}
 }
 
