@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"knative.dev/networking/pkg/apis/networking/v1alpha1"
@@ -46,7 +47,7 @@ func newProxy(resolve func(v1alpha1.IngressBackend) (target, error), dial dialFu
 		dial = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
 	}
 	h1 := &http.Transport{
-		DialContext:         dial,
+		DialContext:         retryConnectFailures(dial, connectRetryWindow),
 		MaxIdleConns:        1000,
 		MaxIdleConnsPerHost: 100,
 		IdleConnTimeout:     90 * time.Second,
@@ -58,6 +59,37 @@ func newProxy(resolve func(v1alpha1.IngressBackend) (target, error), dial dialFu
 	p.h1 = p.reverseProxy(h1)
 	p.h2c = p.reverseProxy(h2c)
 	return p
+}
+
+// connectRetryWindow bounds how long a refused or unroutable connection is retried.
+const connectRetryWindow = 5 * time.Second
+
+// retryConnectFailures retries a dial that failed before anything was sent (refused, no route):
+// a Service or Endpoint the route table already names may not be programmed by kube-proxy yet,
+// which on a loaded node takes seconds. Envoy's "connect-failure" retry is the same idea; a
+// request is never sent twice, since no connection ever carried it.
+func retryConnectFailures(dial dialFunc, window time.Duration) dialFunc {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		deadline := time.Now().Add(window)
+		wait := 50 * time.Millisecond
+		for {
+			conn, err := dial(ctx, network, addr)
+			if err == nil || !isConnectFailure(err) || time.Now().Add(wait).After(deadline) {
+				return conn, err
+			}
+			select {
+			case <-ctx.Done():
+				return nil, err
+			case <-time.After(wait):
+			}
+			wait = min(wait*2, 500*time.Millisecond)
+		}
+	}
+}
+
+func isConnectFailure(err error) bool {
+	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EHOSTUNREACH) ||
+		errors.Is(err, syscall.ENETUNREACH)
 }
 
 func (p *Proxy) reverseProxy(t http.RoundTripper) *httputil.ReverseProxy {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -15,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -580,5 +582,46 @@ func TestResolve(t *testing.T) {
 				t.Fatalf("resolve = %+v, %v; want addr %s h2c %v", got, err, tt.addr, tt.h2c)
 			}
 		})
+	}
+}
+
+// A refused connection is retried until the backend listens (kube-proxy not yet programmed).
+func TestDialRetriesConnectFailuresUntilTheBackendListens(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens: dials are refused
+	var attempts atomic.Int32
+	started := make(chan net.Listener, 1)
+	dial := func(ctx context.Context, network, a string) (net.Conn, error) {
+		if attempts.Add(1) == 3 {
+			l, err := net.Listen("tcp", addr) // the backend comes up before the third try
+			if err != nil {
+				return nil, err
+			}
+			started <- l
+		}
+		return (&net.Dialer{}).DialContext(ctx, network, a)
+	}
+	conn, err := retryConnectFailures(dial, 5*time.Second)(context.Background(), "tcp", addr)
+	if err != nil {
+		t.Fatalf("dial failed after %d attempts: %v", attempts.Load(), err)
+	}
+	conn.Close()
+	(<-started).Close()
+	if got := attempts.Load(); got != 3 {
+		t.Fatalf("attempts = %d, want 3", got)
+	}
+
+	// Not a connect failure: no retry.
+	attempts.Store(0)
+	bad := func(ctx context.Context, network, a string) (net.Conn, error) {
+		attempts.Add(1)
+		return nil, errors.New("tls: handshake failure")
+	}
+	if _, err := retryConnectFailures(bad, 5*time.Second)(context.Background(), "tcp", addr); err == nil || attempts.Load() != 1 {
+		t.Fatalf("err=%v attempts=%d, want one failed attempt", err, attempts.Load())
 	}
 }
