@@ -57,8 +57,9 @@ usage() {
 Usage: $(basename "$0") COMMAND [OPTIONS]
 
 Build, without a Docker engine, the images the one-node cluster runs, as OCI archives in
-\$NODE_CACHE/images/ (NODE_CACHE defaults to <repo>/.cache/node), and load them into its
-containerd. An image is rebuilt only when its content key changes.
+\$NODE_CACHE/images/ (NODE_CACHE defaults to <repo>/.cache/node; the Go binaries' images share
+one OCI layout, images/binaries/), and load them into its containerd. An image is rebuilt only
+when its content key changes: the files its Dockerfile copies, its binary's sha256, its base.
 
 Commands:
   build    build what is missing or changed:
@@ -66,13 +67,14 @@ Commands:
              $RUNTIME_IMAGE, rouse-operator, examples-hello, examples-support-triage
                  from runtime/, operator/, examples/*/Dockerfile, unmodified (buildah bud)
              each "<image-ref> <binary>" of \$NODE_CACHE/manifests/images.txt, and
-             ${EXTRA_BINARY_IMAGES[*]}:
+             ${EXTRA_BINARY_IMAGES[*]%% *}:
                  \$NODE_CACHE/bin/<binary> at /ko-app/<binary> on the Debian base, user 65532
+                 (ko's layout, as Knative's release images; added with umoci)
              $PAUSE_IMAGE  hack/node/pause/pause.c, static, in a scratch image
              $REDIS_IMAGE  Debian's ${REDIS_PACKAGES[*]} on the Debian base, user 999
   load     import every archive into containerd (namespace k8s.io), skipping images already
            there with the same digest
-  plan     list each image, its archive and whether it is built, stale or missing
+  plan     print "<built|stale|missing> <image-ref> <archive> <content key>" per image
 
 Options:
   --address SOCKET  containerd socket (load; default \$NODE_CACHE/run/containerd/containerd.sock)
@@ -80,8 +82,8 @@ Options:
                     (default: fail naming them)
   --force           build: rebuild everything
   -h, --help        show this help
-Needs root, buildah, mmdebstrap, gcc and libc6-dev (installed with apt-get when missing),
-ctr (containerd) for load.
+build needs root and buildah, mmdebstrap, umoci, python3, gcc, libc6-dev (installed with
+apt-get when missing); load needs ctr (Debian package containerd).
 USAGE
 }
 
@@ -214,11 +216,10 @@ key_base() {
 
 # The source paths of a Dockerfile's COPY/ADD lines that read the build context.
 copy_sources() {
-  local dockerfile="$1" line words
+  local dockerfile="$1" line words word
   while IFS= read -r line; do
     read -r -a words <<<"$line"
     case "${words[1]:-}" in --from=*) continue ;; '[') die "$dockerfile: JSON-form COPY is not supported" ;; esac
-    local word
     for word in "${words[@]:1:${#words[@]}-2}"; do
       [[ "$word" == --* ]] || printf '%s\n' "$word"
     done
@@ -548,6 +549,10 @@ cmd_load() {
   [ -S "$address" ] || die "no containerd socket at $address (is the node's containerd running?)"
   CTR=(ctr --address "$address" --namespace k8s.io)
   "${CTR[@]}" version >/dev/null 2>&1 || die "containerd at $address does not answer"
+  # Not while a build rewrites the archives.
+  mkdir -p "$IMAGES_DIR"
+  exec 9>>"$IMAGES_DIR/.lock"
+  flock -s -w 3600 9 || die "a build holds $IMAGES_DIR/.lock"
   while read -r ref; do
     archive="$(archive_of "$ref")"
     [ -e "$archive" ] && [ -f "$(stem_of "$ref").digest" ] || missing+="$ref: not built"$'\n'
