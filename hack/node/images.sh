@@ -504,7 +504,25 @@ cmd_build() {
 
   # Images replaced by a rebuild are now dangling: drop them from buildah's storage.
   bah rmi --prune >/dev/null 2>&1 || true
+  prune_unplanned
   log "built ${#BUILT[@]}, up to date ${#UP_TO_DATE[@]}, in $(since "$started"); archives in $IMAGES_DIR ($(size_of "$IMAGES_DIR"))"
+}
+
+# Archives, keys and digests of images no longer planned (a binary dropped from images.txt, a
+# Go binary image from before the shared layout) would only take disk space: delete them.
+prune_unplanned() {
+  local ref file stem
+  local -A planned=()
+  while read -r ref; do
+    stem="$(basename "$(stem_of "$ref")")"
+    planned[$stem.tar]=1 planned[$stem.key]=1 planned[$stem.digest]=1
+  done < <(all_refs)
+  for file in "$IMAGES_DIR"/*.tar "$IMAGES_DIR"/*.key "$IMAGES_DIR"/*.digest "$IMAGES_DIR"/*.tmp; do
+    if [ -f "$file" ] && [ -z "${planned[$(basename "$file")]:-}" ]; then
+      log "deleting $file (no planned image has it)"
+      rm -f "$file"
+    fi
+  done
 }
 
 # ---- plan and load ---------------------------------------------------------------------------
