@@ -376,7 +376,7 @@ build_image() {
 # umoci adds the one layer in an OCI layout that holds the base once: about 1.7 s an image, where
 # buildah from/copy/commit/push took about 5.5 s and wrote a copy of the base per archive.
 build_binaries() {
-  local ref binary item tags started="$EPOCHREALTIME" todo=()
+  local ref binary digest item tags started="$EPOCHREALTIME" todo=()
   tags="$(umoci ls --layout "$BINARIES_LAYOUT" 2>/dev/null || true)"
   while read -r ref binary; do
     if [ -z "$ref" ] || [ ! -f "$NODE_CACHE/bin/$binary" ]; then
@@ -390,20 +390,26 @@ build_binaries() {
   [ ${#todo[@]} -gt 0 ] || return 0
 
   log "Go binary images: building ${#todo[@]} into $BINARIES_LAYOUT"
-  ensure_local "$BASE_IMAGE"
-  bah push "${PUSH_ARGS[@]}" "$BASE_IMAGE" "oci:$BINARIES_LAYOUT:$BASE_IMAGE"
+  # The base keeps its tag in the layout (same digest as its own archive), pushed when it changed.
+  if [ "$(layout_digests | awk -v ref="$BASE_IMAGE" '$1 == ref { print $2 }')" != \
+    "$(cat "$(stem_of "$BASE_IMAGE").digest")" ]; then
+    ensure_local "$BASE_IMAGE"
+    bah push "${PUSH_ARGS[@]}" "$BASE_IMAGE" "oci:$BINARIES_LAYOUT:$BASE_IMAGE"
+  fi
   for item in "${todo[@]}"; do
     read -r ref binary <<<"$item"
     add_binary_image "$ref" "$binary"
   done
-  # The layout keeps the planned images only: the base's own tag and dropped binaries go.
+  # The layout keeps the planned images only: binaries dropped from images.txt go.
   while read -r ref; do
-    if [ -n "$ref" ] && ! is_binary_image "$ref"; then
+    if [ -n "$ref" ] && [ "$ref" != "$BASE_IMAGE" ] && ! is_binary_image "$ref"; then
       umoci rm --image "$BINARIES_LAYOUT:$ref"
     fi
   done < <(umoci ls --layout "$BINARIES_LAYOUT")
   umoci gc --layout "$BINARIES_LAYOUT"
-  write_layout_digests
+  while read -r ref digest; do
+    if is_binary_image "$ref"; then printf '%s\n' "$digest" >"$(stem_of "$ref").digest"; fi
+  done < <(layout_digests)
   for item in "${todo[@]}"; do
     read -r ref binary <<<"$item"
     printf '%s\n' "${KEYS[$ref]}" >"$(stem_of "$ref").key"
@@ -430,16 +436,14 @@ add_binary_image() {
   log "$ref: built in $(since "$started")"
 }
 
-# <stem>.digest of every image in the binaries' layout, from its index.json.
-write_layout_digests() {
-  local ref digest
-  while read -r ref digest; do
-    printf '%s\n' "$digest" >"$(stem_of "$ref").digest"
-  done < <(python3 -c '
+# "<ref> <manifest digest>" of every image in the binaries' layout, from its index.json.
+layout_digests() {
+  [ -f "$BINARIES_LAYOUT/index.json" ] || return 0
+  python3 -c '
 import json, sys
 for m in json.load(open(sys.argv[1]))["manifests"]:
     print(m["annotations"]["org.opencontainers.image.ref.name"], m["digest"])
-' "$BINARIES_LAYOUT/index.json")
+' "$BINARIES_LAYOUT/index.json"
 }
 
 # The binary images whose binary (or images.txt itself) is missing, one per line.
