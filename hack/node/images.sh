@@ -506,21 +506,26 @@ cmd_build() {
   done < <(dockerfile_images)
   build_binaries
 
-  # Images replaced by a rebuild are now dangling: drop them from buildah's storage.
-  bah rmi --prune >/dev/null 2>&1 || true
   prune_unplanned
   log "built ${#BUILT[@]}, up to date ${#UP_TO_DATE[@]}, in $(since "$started"); archives in $IMAGES_DIR ($(size_of "$IMAGES_DIR"))"
 }
 
-# Archives, keys and digests of images no longer planned (a binary dropped from images.txt, a
-# Go binary image from before the shared layout) would only take disk space: delete them.
+# What no planned image needs would only take disk space: delete it. Archives, keys and digests
+# of images no longer planned (a binary dropped from images.txt, a Go binary image from before
+# the shared layout), and in buildah's own storage every image but the planned ones built there.
 prune_unplanned() {
   local ref file stem
-  local -A planned=()
+  local -A planned=() in_storage=()
   while read -r ref; do
     stem="$(basename "$(stem_of "$ref")")"
     planned[$stem.tar]=1 planned[$stem.key]=1 planned[$stem.digest]=1
+    is_binary_image "$ref" || in_storage[$ref]=1
   done < <(all_refs)
+  while read -r ref; do
+    if [ -z "${in_storage[$ref]:-}" ]; then bah rmi "$ref" >/dev/null; fi
+  done < <(bah images --format '{{.Name}}:{{.Tag}}' | grep -v '<none>')
+  # Images replaced by a rebuild are dangling now.
+  bah rmi --prune >/dev/null 2>&1 || true
   for file in "$IMAGES_DIR"/*.tar "$IMAGES_DIR"/*.key "$IMAGES_DIR"/*.digest "$IMAGES_DIR"/*.tmp; do
     if [ -f "$file" ] && [ -z "${planned[$(basename "$file")]:-}" ]; then
       log "deleting $file (no planned image has it)"
