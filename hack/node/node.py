@@ -789,6 +789,11 @@ def node_down(quiet: bool = False) -> None:
         pid_file = PATHS.run / "supervisor.pid"
         if pid_file.exists():
             state = {"pid": int(pid_file.read_text())}
+    if not state:
+        # No node of this cache: leave the cgroups and settings alone (another checkout's node).
+        if not quiet:
+            log(f"no node of {NODE_CACHE} is running")
+        return
     pid = int(state.get("pid", 0))
     if _alive(pid):
         os.kill(pid, signal.SIGTERM)
@@ -805,9 +810,8 @@ def node_down(quiet: bool = False) -> None:
                 os.kill(int(state[key]), signal.SIGKILL)
     sweep_cgroups()
     restore_kernel_sysctls()
-    STATE_FILE.unlink(missing_ok=True)
-    READY_FILE.unlink(missing_ok=True)
-    PATHS.kubeconfig.unlink(missing_ok=True)
+    for done in (STATE_FILE, READY_FILE, PATHS.run / "supervisor.pid", PATHS.kubeconfig):
+        done.unlink(missing_ok=True)
     if not quiet:
         log(f"down; logs kept in {PATHS.logs}/")
 
