@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import json
 import os
 import shutil
@@ -28,27 +27,14 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parents[1]
-sys.path.insert(0, str(HERE))
-import config  # noqa: E402  (hack/node/config.py: the pure builders)
-
-
-def _load(name: str, path: Path) -> ModuleType:
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None, f"cannot load {path}"
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-cp = _load("rouse_envtest_controlplane", REPO_ROOT / "hack" / "envtest" / "controlplane.py")
+# Sibling scripts, imported as modules: the pure builders and the envtest control plane's helpers.
+sys.path[:0] = [str(HERE), str(HERE.parent / "envtest")]
+import config  # noqa: E402
+import controlplane as cp  # noqa: E402
 
 NODE_CACHE = Path(os.environ.get("NODE_CACHE", REPO_ROOT / ".cache" / "node"))
 ENVTEST_BIN = cp.BIN_DIR
@@ -620,17 +606,26 @@ def wait_ready(supervisor: subprocess.Popen[bytes], timeout: float) -> dict[str,
     raise NodeError(f"the node was not up after {timeout:.0f}s; see {PATHS.logs}/")
 
 
-def apply_file(path: Path) -> None:
-    """Server-side apply; CRDs are waited for Established before anything that needs them."""
-    kubectl(
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "--field-manager=rouse-node",
-        "-f",
-        str(path),
-        timeout=300,
-    )
+def apply(source: Path | list[dict[str, Any]], attempts: int = 30) -> None:
+    """Server-side apply of a file or of manifest dicts, retried while webhooks are not up yet."""
+    if isinstance(source, Path):
+        args, text, what = ["-f", str(source)], None, str(source)
+    else:
+        args, text, what = (
+            ["-f", "-"],
+            json.dumps({"apiVersion": "v1", "kind": "List", "items": source}),
+            "manifests",
+        )
+    for attempt in range(1, attempts + 1):
+        proc = kubectl(
+            "apply", "--server-side", "--force-conflicts", "--field-manager=rouse-node", *args,
+            input=text, check=False, timeout=300,
+        )  # fmt: skip
+        if proc.returncode == 0:
+            return
+        if attempt == attempts:
+            raise NodeError(f"applying {what} failed:\n{proc.stderr.strip()[-2000:]}")
+        time.sleep(2)  # a webhook answers only once its pod is ready
 
 
 def wait_deployments(namespace: str, timeout: float) -> None:
@@ -666,36 +661,12 @@ def install_addons() -> None:
         interval=0.5,
     )
     log(f"node Ready ({time.monotonic() - started:.1f}s)")
-    docs = config.coredns_manifests(NET)
-    kubectl(
-        "apply",
-        "--server-side",
-        "--field-manager=rouse-node",
-        "-f",
-        "-",
-        input=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}),
-    )
+    apply(config.coredns_manifests(NET))
     for path in (MANIFESTS / name for name in KNATIVE_MANIFESTS):
         log(f"applying {path.name}")
-        for attempt in range(1, 31):  # webhooks answer only once their pods are ready
-            proc = kubectl(
-                "apply",
-                "--server-side",
-                "--force-conflicts",
-                "--field-manager=rouse-node",
-                "-f",
-                str(path),
-                check=False,
-                timeout=300,
-            )
-            if proc.returncode == 0:
-                break
-            if attempt == 30:
-                raise NodeError(f"applying {path} failed:\n{proc.stderr.strip()[-2000:]}")
-            time.sleep(2)
+        apply(path)
         kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
-    if KINGRESS_YAML.exists():
-        apply_file(KINGRESS_YAML)
+    apply(KINGRESS_YAML)
     for ns in SYSTEM_NAMESPACES:
         if kubectl("get", "namespace", ns, check=False).returncode == 0:
             wait_deployments(ns, 300)

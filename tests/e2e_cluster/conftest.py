@@ -34,7 +34,7 @@ def real_node(request: pytest.FixtureRequest) -> Iterator[Node]:
         )
     try:
         running = start_node()
-    except NodeError as exc:
+    except (NodeError, node.cp.ControlPlaneError) as exc:
         pytest.fail(f"the real node did not start: {exc}")
     request.config.stash[_NODE_KEY] = running
     try:

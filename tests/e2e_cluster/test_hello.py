@@ -63,6 +63,16 @@ def display_log(running: Node, namespace: str) -> str:
     return running.kubectl("-n", namespace, "logs", "deployment/event-display").stdout
 
 
+def wait_for_greeting(running: Node, namespace: str, name: str) -> None:
+    """The hello skill's reply to `name`, as the event display received it from the broker."""
+    wait_until(
+        lambda: f"Hello, {name}!" in display_log(running, namespace),
+        timeout=120,
+        interval=1,
+        what=f"the reply greeting {name} at the event display",
+    )
+
+
 def send(broker: PortForward, namespace: str, event_type: str, data: dict[str, Any]) -> str:
     """POST a binary-mode CloudEvent to the namespace's broker through the ingress."""
     event_id = f"test-{uuid.uuid4().hex[:8]}"
@@ -143,24 +153,14 @@ def test_event_wakes_skill_from_zero_and_reply_reaches_subscriber(
     )
     name = f"Ada-{uuid.uuid4().hex[:6]}"
     send(broker, hello, "dev.rouse.hello", {"name": name})
-    wait_until(
-        lambda: f"Hello, {name}!" in display_log(real_node, hello),
-        timeout=120,
-        interval=1,
-        what=f"the reply greeting {name} at the event display",
-    )
+    wait_for_greeting(real_node, hello, name)
     assert skill_pods(real_node, hello), "the reply came, so a skill pod must have started"
 
 
 def test_skill_scales_back_to_zero(real_node: Node, hello: str, broker: PortForward) -> None:
     name = f"Grace-{uuid.uuid4().hex[:6]}"
     send(broker, hello, "dev.rouse.hello", {"name": name})
-    wait_until(
-        lambda: f"Hello, {name}!" in display_log(real_node, hello),
-        timeout=120,
-        interval=1,
-        what="the reply",
-    )
+    wait_for_greeting(real_node, hello, name)
     assert skill_pods(real_node, hello)
     wait_until(
         lambda: not skill_pods(real_node, hello),
@@ -174,15 +174,7 @@ def test_without_its_trigger_the_event_never_arrives(
     real_node: Node, hello: str, rouse: str, broker: PortForward
 ) -> None:
     # The operator puts a deleted Trigger back: stop it first, so the Trigger stays gone.
-    real_node.kubectl(
-        "-n",
-        rouse,
-        "scale",
-        "deployment",
-        "-l",
-        "app.kubernetes.io/component=operator",
-        "--replicas=0",
-    )
+    scale_operator(real_node, rouse, 0)
     try:
         real_node.kubectl(
             "-n", hello, "delete", "triggers", "-l", "rouse.dev/agent=hello", "--wait=true"
@@ -190,15 +182,7 @@ def test_without_its_trigger_the_event_never_arrives(
         lost = f"Lost-{uuid.uuid4().hex[:6]}"
         send(broker, hello, "dev.rouse.hello", {"name": lost})
     finally:
-        real_node.kubectl(
-            "-n",
-            rouse,
-            "scale",
-            "deployment",
-            "-l",
-            "app.kubernetes.io/component=operator",
-            "--replicas=1",
-        )
+        scale_operator(real_node, rouse, 1)
     wait_until(
         lambda: (
             real_node.items("triggers", hello, "rouse.dev/agent=hello")
@@ -213,12 +197,7 @@ def test_without_its_trigger_the_event_never_arrives(
     )
     found = f"Found-{uuid.uuid4().hex[:6]}"
     send(broker, hello, "dev.rouse.hello", {"name": found})
-    wait_until(
-        lambda: f"Hello, {found}!" in display_log(real_node, hello),
-        timeout=120,
-        interval=1,
-        what="the later reply",
-    )
+    wait_for_greeting(real_node, hello, found)
     assert f"Hello, {lost}!" not in display_log(real_node, hello), (
         "an event sent without a Trigger was delivered"
     )
@@ -257,6 +236,13 @@ def test_broken_skill_keeps_agent_not_ready_and_says_why(real_node: Node, hello:
         says_why, timeout=300, interval=2, what="Agent broken Ready=False naming the handler"
     )
     assert real_node.get("agent", "broken", hello)["status"]["phase"] != "Ready", message
+
+
+def scale_operator(running: Node, namespace: str, replicas: int) -> None:
+    running.kubectl(
+        "-n", namespace, "scale", "deployment", "-l", "app.kubernetes.io/component=operator",
+        f"--replicas={replicas}",
+    )  # fmt: skip
 
 
 def _revision(running: Node, namespace: str) -> str:
