@@ -45,7 +45,7 @@ class State:
         self._store = store
 
     def _key(self, key: str) -> str:
-        return f"{self._ctx.config.agent}/{key}"
+        return self._ctx.config.scope.path(key)
 
     async def get(self, key: str, default: Any = None) -> Any:
         """The value stored under key by any skill of this agent, or default."""
@@ -133,7 +133,7 @@ class Context:
     def checkpoint_key(self) -> str:
         """Where this event's checkpoint lives: a redelivery of the event finds it again."""
         config, event = self.config, self.event
-        return f"{config.agent}/{config.skill}/{event['source']}/{event['id']}"
+        return config.scope.path(config.skill, event["source"], event["id"])
 
     @property
     def usage(self) -> dict[str, float]:

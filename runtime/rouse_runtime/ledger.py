@@ -21,7 +21,6 @@ from __future__ import annotations
 import abc
 import asyncio
 import operator
-import os
 import sqlite3
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
@@ -37,8 +36,6 @@ from rouse_runtime.store.sqlite_file import SqliteFile
 if TYPE_CHECKING:
     from rouse_runtime.store.sqlite import SqliteStore
 
-ENV_NAMESPACE = "ROUSE_NAMESPACE"
-SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 NANO = 1_000_000_000
 
 
@@ -93,18 +90,6 @@ def _line(
     )  # fmt: skip
 
 
-def own_namespace() -> str:
-    """The pod's namespace: ROUSE_NAMESPACE, else the service-account mount, else ""."""
-    value = os.environ.get(ENV_NAMESPACE, "").strip()
-    if value:
-        return value
-    try:
-        with open(SERVICE_ACCOUNT_NAMESPACE) as handle:
-            return handle.read().strip()
-    except OSError:
-        return ""
-
-
 def utc_day(now: datetime | None = None) -> str:
     """The ledger's day key, e.g. `2026-01-05` (budgets reset at 00:00 UTC)."""
     return (now or datetime.now(UTC)).astimezone(UTC).date().isoformat()
@@ -147,17 +132,16 @@ class Ledger(abc.ABC):
         input_tokens: int = 0,
         output_tokens: int = 0,
         cost_usd: float = 0.0,
-        namespace: str | None = None,
+        namespace: str,
     ) -> None:
-        """Add one invocation now (namespace default: ROUSE_NAMESPACE); the runtime uses `stage`."""
+        """Add one invocation now; the runtime uses `stage`."""
         entry = Entry.invocation(
             cold_start=cold_start,
             input_tokens=input_tokens,
             output_tokens=output_tokens,
             cost_usd=cost_usd,
         )
-        ns = namespace if namespace is not None else own_namespace()
-        await self.add(ns, agent, skill, entry)
+        await self.add(namespace, agent, skill, entry)
 
 
 def open_ledger(url: str) -> Ledger:

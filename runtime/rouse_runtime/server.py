@@ -14,7 +14,6 @@ budget stop is a 200 `dev.rouse.budget.exceeded` reply, never a retryable error.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import os
@@ -51,9 +50,10 @@ from rouse_runtime.events import (
     trace_attributes,
 )
 from rouse_runtime.handler import LoadedHandler, load_handler
-from rouse_runtime.ledger import Entry, Ledger, ledger_on, own_namespace
+from rouse_runtime.ledger import Entry, Ledger, ledger_on
 from rouse_runtime.metrics import CONTENT_TYPE, Metrics
 from rouse_runtime.protocol import MAX_HEADER_BYTES
+from rouse_runtime.scope import Scope as KeyScope
 from rouse_runtime.store import Store, StoreError, open_store
 from rouse_runtime.suspend import KEY_ATTRIBUTE, ResumeBusyError, Resumed, Resumer, Suspended
 
@@ -104,10 +104,9 @@ def json_response(
     return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 
-def idempotency_key(agent: str, skill: str, source: str, event_id: str) -> str:
-    """One key per (skill, event source, event id): each skill runs an event once."""
-    raw = "\x1f".join((agent, skill, source, event_id))
-    return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()
+def idempotency_key(scope: KeyScope, skill: str, source: str, event_id: str) -> str:
+    """One key per (namespace, agent, skill, event source, event id): each skill runs an event once."""
+    return scope.digest(skill, source, event_id)
 
 
 def process_age() -> float | None:
@@ -227,8 +226,7 @@ class Runtime:
         self._store: Store | None = None
         self._ledger: Ledger | None = None
         self._resumer: Resumer | None = None
-        # Read once: the pod's namespace does not change while it runs.
-        self.namespace = own_namespace()
+        self.namespace = config.namespace
         self._http: httpx.AsyncClient | None = None
         self._inflight: dict[str, asyncio.Future[Outcome]] = {}
         self._served = 0
@@ -280,7 +278,7 @@ class Runtime:
 
     async def invoke_once(self, event: CloudEvent) -> Outcome:
         """Run the skill for event unless this (source, id) already ran or is running."""
-        key = idempotency_key(self.config.agent, self.config.skill, event["source"], event["id"])
+        key = idempotency_key(self.config.scope, self.config.skill, event["source"], event["id"])
         running = self._inflight.get(key)
         while running is not None:
             try:

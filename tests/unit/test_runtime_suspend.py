@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from rouse_runtime.scope import Scope
 from rouse_runtime.store import open_store
 from rouse_runtime.suspend import resume_claim_key, waiting_key
 from rouse_testing.redis import RedisServer, start_redis
@@ -66,7 +67,9 @@ def store_call(state_url: str, method: str, *args: Any) -> Any:
 
 
 def waiting(state_url: str, number: str) -> Any:
-    return store_call(state_url, "get", waiting_key(AGENT, SKILL, "test.approved", number))
+    return store_call(
+        state_url, "get", waiting_key(Scope("default", AGENT), SKILL, "test.approved", number)
+    )
 
 
 def resumes(runs: Path) -> list[str]:
@@ -210,7 +213,7 @@ def test_resume_in_progress_elsewhere_is_409(
 ) -> None:
     assert post(runtime, ticket("t-4", "T-9")).status_code == 202
     record_id = waiting(state_url, "T-9")["id"]
-    claim_key = resume_claim_key(AGENT, SKILL, record_id)
+    claim_key = resume_claim_key(Scope("default", AGENT), SKILL, record_id)
     assert store_call(state_url, "claim", claim_key, "other-pod", 60.0).state == "claimed"
     busy = post(runtime, approval("a-6", "T-9"))
     assert busy.status_code == 409
