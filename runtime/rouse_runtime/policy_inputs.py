@@ -85,3 +85,14 @@ async def agent_usage(client: PrometheusClient, namespace: str, agent: str, now:
         ),
     )
     return Usage(tokens=tokens, cost_usd=cost, recorded=lines > 0)
+
+
+def parked_query(namespace: str, agent: str) -> str:
+    """Events the parking service holds for an agent (0 when none; empty without the exporter)."""
+    series = f"rouse_parked_events{selector(namespace=namespace, agent=agent, kind='park')}"
+    return f"(sum({series}) or vector(0)) and on() max(rouse_ledger_day_info)"
+
+
+async def parked_events(client: PrometheusClient, namespace: str, agent: str) -> float:
+    """How many events are parked for the agent; PrometheusError on a gap."""
+    return await client.value(parked_query(namespace, agent))

@@ -342,11 +342,18 @@ class Broker:
     def fire_schedule(self, skill: str, event: CloudEvent) -> EventRecord | None:
         """A PingSource event: delivered straight to its skill, as the PingSource's sink is the Service.
 
-        Not fired while the budget is spent: a replayed ping would match no
-        Trigger, and the next tick comes anyway.
+        While the budget is spent the tick is parked for its skill, as the
+        cluster's PingSource then points at the parking sink; the replay at
+        resume delivers one tick per skill, the latest (parking/replay.py).
         """
-        if self.parking is not None and self.parking.parking:
-            self.log(f"schedule of {skill} skipped: daily budget spent")
+        parking = self.parking
+        if parking is not None and parking.parking:
+            task = asyncio.create_task(parking.park(event, [skill]))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            self.log(
+                f"schedule of {skill} parked: daily budget spent (one tick replayed at resume)"
+            )
             return None
         record = EventRecord(
             id=str(event["id"]),
@@ -387,6 +394,7 @@ class Broker:
                 Route("/chains/{chain}", self._chain, methods=["GET"]),
                 Route("/deadletters", self._dead_letters, methods=["GET"]),
                 Route("/deadletters/{letter:int}/replay", self._replay, methods=["POST"]),
+                Route("/skills/{skill}", self._deliver_to_skill, methods=["POST"]),
                 *extra,
             ]
         )
@@ -475,6 +483,46 @@ class Broker:
 
     async def _dead_letters(self, request: Request) -> Response:
         return JSONResponse({"deadLetters": [d.as_json() for d in self.dead_letters.list()]})
+
+    def skill_url(self, base: str, skill: str) -> str:
+        """A skill's own address (as a Trigger's subscriber URI): where replays deliver."""
+        return f"{base.rstrip('/')}/skills/{skill}"
+
+    async def _deliver_to_skill(self, request: Request) -> Response:
+        """Deliver one event to one skill (its own delivery spec) and answer when it ended.
+
+        The replay of parked events calls this, as it calls a skill's Service in a
+        cluster: 202 once delivered (a reply went into the broker) or dead-lettered,
+        else 502 with why (the replay stops there, keeping the event).
+        """
+        skill = request.path_params["skill"]
+        if skill not in self.skills:
+            return JSONResponse({"error": f"no skill {skill!r}"}, status_code=404)
+        try:
+            event = from_http(dict(request.headers), await request.body())
+        except GenericException as exc:
+            return JSONResponse({"error": f"not a CloudEvent: {exc}"}, status_code=400)
+        record = EventRecord(
+            id=str(event["id"]),
+            type=str(event["type"]),
+            source=str(event["source"]),
+            chain=ensure_chain(event),
+            via="replay:parked",
+            data=_jsonable(event.data),
+            routed_to=[skill],
+        )
+        chain = self.chains.chain(record.chain)
+        chain.events.append(record)
+        delivery = Delivery(skill=skill)
+        record.deliveries.append(delivery)
+        chain.pending += 1
+        try:
+            await self.deliver(event, skill, delivery)
+        finally:
+            chain.pending -= 1
+        if delivery.outcome in ("accepted", "replied", "dead_lettered"):
+            return Response(status_code=202)
+        return JSONResponse({"error": delivery.error or delivery.outcome}, status_code=502)
 
     async def _replay(self, request: Request) -> Response:
         try:

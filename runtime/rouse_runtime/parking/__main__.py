@@ -24,6 +24,9 @@ def settings_from_env(env: dict[str, str] | None = None) -> ParkingSettings:
         broker_url=env.get("ROUSE_BROKER_URL") or None,
         # Match the skills' ROUSE_MAX_BODY_BYTES: a dead letter refused here is lost.
         max_body_bytes=int(env.get("ROUSE_MAX_BODY_BYTES") or DEFAULT_MAX_BODY_BYTES),
+        # A skill's address when a replay request names none: {service}, {namespace},
+        # {agent}, {skill} are filled in (default: the Knative Service's cluster-local URL).
+        **({"skill_url_template": env["ROUSE_SKILL_URL"]} if env.get("ROUSE_SKILL_URL") else {}),
     )
 
 

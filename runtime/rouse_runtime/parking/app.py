@@ -16,12 +16,14 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from pydantic import BaseModel, Field
 
+from rouse_runtime.agentspec import service_name
 from rouse_runtime.events import EventError, dump_event, parse_event
 from rouse_runtime.ledger import Ledger, ledger_registry, open_ledger, utc_day
+from rouse_runtime.local.delivery import delivery_spec
 from rouse_runtime.parking.queue import Filter, Kind, ParkingQueue, open_queue
-from rouse_runtime.parking.replay import replay
+from rouse_runtime.parking.replay import DEFAULT_LEASE_SECONDS, Replayer, Target
 from rouse_runtime.server import read_body
-from rouse_runtime.store import StoreError
+from rouse_runtime.store import Store, StoreError, open_store
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 DEFAULT_BROKER_INGRESS = "http://broker-ingress.knative-eventing.svc.cluster.local"
@@ -35,18 +37,38 @@ class ParkingSettings:
     # A fixed broker URL (local mode) instead of `<ingress>/<namespace>/<broker>`.
     broker_url: str | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    replay_timeout: float = 10.0
+    # A delivery to a skill lasts as long as the skill runs (Knative allows up to 600 s).
+    replay_timeout: float = 620.0
+    replay_lease_seconds: float = DEFAULT_LEASE_SECONDS
+    # A skill's address when the replay request names none (`rouse parked replay` by hand):
+    # the cluster-local address of its Knative Service.
+    skill_url_template: str = "http://{service}.{namespace}.svc.cluster.local"
 
     def broker_for(self, namespace: str, broker: str) -> str:
         if self.broker_url:
             return self.broker_url
         return f"{self.broker_ingress.rstrip('/')}/{namespace}/{broker}"
 
+    def default_target(self, namespace: str, agent: str, skill: str) -> Target:
+        service = service_name(agent, skill)
+        url = self.skill_url_template.format(
+            service=service, namespace=namespace, agent=agent, skill=skill
+        )
+        return Target(url)
+
+
+class TargetModel(BaseModel):
+    """A skill's address (the Trigger's subscriber URI) and its Trigger's `delivery`."""
+
+    url: str
+    delivery: dict[str, Any] = Field(default_factory=dict)
+
 
 class ReplayRequest(BaseModel):
     broker: str = "default"
     kind: Literal["park", "dead-letter"] = "park"
     ids: list[int] | None = None
+    targets: dict[str, TargetModel] | None = None
 
 
 class DropRequest(BaseModel):
@@ -70,7 +92,9 @@ def create_app(settings: ParkingSettings) -> FastAPI:
     """The app, with its queue, ledger and HTTP client opened for its lifetime."""
     queue: ParkingQueue = open_queue(settings.state_url)
     ledger: Ledger = open_ledger(settings.state_url)
+    leases: Store = open_store(settings.state_url)
     client = httpx.AsyncClient(timeout=settings.replay_timeout)
+    replayer = Replayer(queue, leases, client, lease_seconds=settings.replay_lease_seconds)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -80,6 +104,7 @@ def create_app(settings: ParkingSettings) -> FastAPI:
             await client.aclose()
             await queue.close()
             await ledger.close()
+            await leases.close()
 
     app = FastAPI(title="rouse parking", lifespan=lifespan)
 
@@ -104,10 +129,12 @@ def create_app(settings: ParkingSettings) -> FastAPI:
             event, _ = parse_event(request.headers, body)
         except EventError as exc:
             return JSONResponse(exc.body(), status_code=exc.status)
-        stored = await queue.append(
+        await queue.append(
             kind, ns, agent, skill, str(event["source"]), str(event["id"]), dump_event(event)
         )
-        return JSONResponse({"stored": stored, "kind": kind}, status_code=202)
+        # Knative's delivery contract: a 2xx answer is empty or a CloudEvent (a JSON body
+        # would be taken as a failed delivery, retried, then dead-lettered).
+        return Response(status_code=202)
 
     @app.post("/park/{ns}/{agent}/{skill}")
     async def park(request: Request, ns: str, agent: str, skill: str) -> Response:
@@ -129,14 +156,29 @@ def create_app(settings: ParkingSettings) -> FastAPI:
         bad = _bad_names(namespace=ns, agent=agent, broker=body.broker)
         if bad is not None:
             return bad
-        where = Filter(
-            namespace=ns,
-            agent=agent,
+        try:
+            given = {
+                skill: Target(t.url, delivery_spec({"delivery": t.delivery}))
+                for skill, t in (body.targets or {}).items()
+            }
+        except (ValueError, TypeError) as exc:
+            return _error(400, "invalid delivery", str(exc))
+
+        def target(skill: str) -> Target | None:
+            if body.targets is not None:  # the operator names every current skill
+                return given.get(skill)
+            return settings.default_target(ns, agent, skill)
+
+        result = await replayer.replay(
+            ns,
+            agent,
+            target,
+            reply_to=settings.broker_for(ns, body.broker),
             kind=body.kind,
             ids=None if body.ids is None else tuple(body.ids),
         )
-        result = await replay(queue, where, settings.broker_for(ns, body.broker), client)
-        return JSONResponse(result.as_json(), status_code=200 if result.error is None else 502)
+        status = 409 if result.busy else 502 if result.error is not None else 200
+        return JSONResponse(result.as_json(), status_code=status)
 
     @app.post("/drop/{ns}/{agent}")
     async def drop(ns: str, agent: str, body: DropRequest) -> Response:
