@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 import uvicorn
 
@@ -18,16 +19,18 @@ DEFAULT_STATE_URL = "sqlite:///tmp/rouse/state.db"
 
 def settings_from_env(env: dict[str, str] | None = None) -> ParkingSettings:
     env = dict(os.environ if env is None else env)
-    return ParkingSettings(
+    settings = ParkingSettings(
         state_url=env.get("ROUSE_STATE_URL", DEFAULT_STATE_URL),
         broker_ingress=env.get("ROUSE_BROKER_INGRESS", DEFAULT_BROKER_INGRESS),
         broker_url=env.get("ROUSE_BROKER_URL") or None,
         # Match the skills' ROUSE_MAX_BODY_BYTES: a dead letter refused here is lost.
         max_body_bytes=int(env.get("ROUSE_MAX_BODY_BYTES") or DEFAULT_MAX_BODY_BYTES),
-        # A skill's address when a replay request names none: {service}, {namespace},
-        # {agent}, {skill} are filled in (default: the Knative Service's cluster-local URL).
-        **({"skill_url_template": env["ROUSE_SKILL_URL"]} if env.get("ROUSE_SKILL_URL") else {}),
     )
+    # A skill's address when a replay request names none: {service}, {namespace}, {agent},
+    # {skill} are filled in (default: the Knative Service's cluster-local URL).
+    if env.get("ROUSE_SKILL_URL"):
+        settings = replace(settings, skill_url_template=env["ROUSE_SKILL_URL"])
+    return settings
 
 
 def main() -> None:
