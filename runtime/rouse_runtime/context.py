@@ -28,7 +28,7 @@ from rouse_runtime.suspend import Resumed, suspend
 if TYPE_CHECKING:
     import httpx
 
-    from rouse_runtime.llm import LLMClient
+    from rouse_runtime.llm import LLMClient, SpendRecorder
 
 T = TypeVar("T")
 
@@ -91,6 +91,7 @@ class Context:
         metrics: Metrics,
         http: Callable[[], httpx.AsyncClient],
         loop: asyncio.AbstractEventLoop,
+        record_spend: SpendRecorder | None = None,
     ) -> None:
         self.event = event
         self.config = config
@@ -103,6 +104,7 @@ class Context:
         self._loop_thread = threading.get_ident()
         self._emitted = 0
         self._llm: LLMClient | None = None
+        self._record_spend = record_spend
 
     # Built on first use: most invocations never touch them, and every event pays __init__.
     @functools.cached_property
@@ -169,6 +171,7 @@ class Context:
                 http=self._http,
                 before=self.budget.before_llm_call,
                 charge=self._charge,
+                record=self._record_spend,
             )
         return self._llm
 

@@ -10,7 +10,7 @@ first client is built, not at start-up.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +52,9 @@ def cost_usd(
 # Called with (model, input_tokens, output_tokens, cost) before the result is returned;
 # raises BudgetExceeded when the call crossed the token limit.
 UsageSink = Callable[[str, int, int, float], None]
+# Records a call's spend durably (the ledger) as soon as it is known, before anything
+# else can stop the invocation: a timeout or a killed pod must not hide it.
+SpendRecorder = Callable[[int, int, float], Awaitable[None]]
 
 
 class LLMClient:
@@ -67,6 +70,7 @@ class LLMClient:
         http: Callable[[], httpx.AsyncClient],
         before: Callable[[], None],
         charge: UsageSink,
+        record: SpendRecorder | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.model = model
@@ -75,6 +79,7 @@ class LLMClient:
         self._http = http
         self._before = before
         self._charge = charge
+        self._record = record
 
     async def chat(
         self, messages: list[dict[str, Any]], *, model: str | None = None, **params: Any
@@ -113,5 +118,7 @@ class LLMClient:
                 "no price for model %s in ROUSE_LLM_PRICES: its cost counts as 0", price_model
             )
         cost = cost_usd(self._prices, price_model, input_tokens, output_tokens)
+        if self._record is not None:
+            await self._record(input_tokens, output_tokens, cost)
         self._charge(chosen, input_tokens, output_tokens, cost)
         return ChatResult(content, answered, input_tokens, output_tokens, cost, body)

@@ -54,6 +54,7 @@ from rouse_runtime.ledger import Entry, Ledger, ledger_on
 from rouse_runtime.metrics import CONTENT_TYPE, Metrics
 from rouse_runtime.protocol import MAX_HEADER_BYTES
 from rouse_runtime.scope import Scope as KeyScope
+from rouse_runtime.spend import record_spend
 from rouse_runtime.store import Store, StoreError, open_store
 from rouse_runtime.suspend import KEY_ATTRIBUTE, ResumeBusyError, Resumed, Resumer, Suspended
 
@@ -383,6 +384,10 @@ class Runtime:
             self._not_counted(exc)
             return None
 
+    async def record_spend(self, input_tokens: int, output_tokens: int, cost_usd: float) -> None:
+        """Add one model call's spend to the ledger now (spend.py: a kill cannot hide it)."""
+        await record_spend(self, input_tokens, output_tokens, cost_usd)
+
     def _not_counted(self, exc: StoreError) -> None:
         cfg = self.config
         log.warning("ledger: invocation of %s/%s not recorded: %s", cfg.agent, cfg.skill, exc)
@@ -404,6 +409,7 @@ class Runtime:
             metrics=metrics,
             http=self.http,
             loop=asyncio.get_running_loop(),
+            record_spend=self.record_spend,
         )
         if resumed is not None:
             ctx.resumed = resumed
@@ -416,12 +422,8 @@ class Runtime:
             metrics.inflight.dec()
             metrics.duration.observe(time.perf_counter() - started)
         metrics.invocations[outcome.kind].inc()
-        usage = budget.usage  # exact figures for the policies (see ledger.py)
-        entry = Entry.invocation(
-            cold_start=cold_start, input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens, cost_usd=usage.cost_usd,
-        )  # fmt: skip
-        return outcome, entry
+        # The invocation and its cold start; its spend went in per model call (record_spend).
+        return outcome, Entry.invocation(cold_start=cold_start)
 
     async def _call(self, event: CloudEvent, ctx: Context, budget: Budget) -> Outcome:
         function = self.handler.function
