@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from rouse_runtime.redact import redact
+
 DEFAULT_BROKER_INGRESS = "http://broker-ingress.knative-eventing.svc.cluster.local"
 DEFAULT_PARKING_URL = "http://rouse-parking.rouse-system.svc.cluster.local"
 DEFAULT_PROMETHEUS_URL = "http://prometheus-operated.monitoring.svc:9090"
@@ -24,6 +26,9 @@ _SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 
 class SettingsError(ValueError):
     """A setting that cannot be used; the message names the variable."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(redact(message))  # a URL given in a variable may hold a password
 
 
 @dataclass(frozen=True)

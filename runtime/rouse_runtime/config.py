@@ -32,6 +32,7 @@ from rouse_runtime.envnames import (
     ENV_STATE_URL,
     ENV_TIMEOUT_SECONDS,
 )
+from rouse_runtime.redact import redact
 from rouse_runtime.scope import DEFAULT_NAMESPACE, DNS_LABEL, Scope
 
 DEFAULT_PORT = 8080
@@ -45,7 +46,10 @@ IDEMPOTENCY_TTL_SECONDS = 7 * 24 * 3600.0
 
 
 class ConfigError(ValueError):
-    """A ROUSE_* variable is missing or malformed; the message names it."""
+    """A ROUSE_* variable is missing or malformed; the message names it, never a credential."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(redact(message))
 
 
 @dataclass(frozen=True)

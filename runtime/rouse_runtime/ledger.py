@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from rouse_runtime.store import Store, StoreError, sqlite_path
+from rouse_runtime.store import Store, sqlite_path, unsupported_url
 from rouse_runtime.store.sqlite_file import SqliteFile
 
 if TYPE_CHECKING:
@@ -150,7 +150,7 @@ def open_ledger(url: str) -> Ledger:
         return SqliteLedger(sqlite_path(url))
     if url.startswith(("redis://", "rediss://", "unix://")):
         return RedisLedger(url)
-    raise StoreError(f"unsupported state URL {url!r}: expected sqlite:///path or redis://...")
+    raise unsupported_url(url)
 
 
 def ledger_on(store: Store, url: str) -> Ledger:

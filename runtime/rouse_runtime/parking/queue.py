@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from rouse_runtime.store import StoreError, sqlite_path
+from rouse_runtime.store import sqlite_path, unsupported_url
 from rouse_runtime.store.sqlite_file import SqliteFile
 
 Kind = Literal["park", "dead-letter"]
@@ -108,7 +108,7 @@ def open_queue(url: str) -> ParkingQueue:
         return SqliteQueue(sqlite_path(url))
     if url.startswith(("redis://", "rediss://", "unix://")):
         return RedisQueue(url)
-    raise StoreError(f"unsupported state URL {url!r}: expected sqlite:///path or redis://...")
+    raise unsupported_url(url)
 
 
 _SQL_SCHEMA = """

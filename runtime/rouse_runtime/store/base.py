@@ -14,9 +14,14 @@ import abc
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from rouse_runtime.redact import redact
+
 
 class StoreError(RuntimeError):
-    """The state store is misconfigured or unreachable."""
+    """The state store is misconfigured or unreachable; the message never holds a credential."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(redact(message))
 
 
 @dataclass(frozen=True)
