@@ -29,6 +29,7 @@ import httpx
 import kopf
 from prometheus_client import Histogram
 from rouse_runtime.budget_gate import sync_gate
+from rouse_runtime.parking.credential import bearer
 from rouse_runtime.policies.budget import Usage
 from rouse_runtime.policies.durations import parse_duration
 from rouse_runtime.policies.warm_pool import SkillWindow, Tuning
@@ -162,7 +163,7 @@ async def replay_parked(agent: dict[str, Any]) -> tuple[bool, int, str | None]:
     url = f"{SETTINGS.parking_url.rstrip('/')}/replay/{namespace}/{name}"
     body = {"broker": agent["spec"].get("broker", "default"), "kind": "park", "targets": targets}
     try:
-        response = await http().post(url, json=body)
+        response = await http().post(url, json=body, headers=bearer(SETTINGS.parking_token))
     except httpx.HTTPError as exc:
         return False, 0, f"parking service {SETTINGS.parking_url} unreachable: {exc}"
     if response.status_code == 409:  # another replayer holds the lease: next evaluation

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -14,7 +15,7 @@ from typing import cast
 
 import httpx
 import pytest
-from rouse_testing.parking import Parking, start_parking
+from rouse_testing.parking import AUTH, Parking, start_parking
 from rouse_testing.wait import free_port
 
 pytestmark = pytest.mark.integration
@@ -196,7 +197,7 @@ def test_parked_events_are_stored_once_and_replayed_to_their_own_skill_in_order(
 
     broker.refuse_after = 2  # the skill fails after two: its retries, then the order holds
     request = targets(broker, "triage", "draft")
-    first = httpx.post(f"{parking.url}/replay/ns-a/support", json=request, timeout=30)
+    first = httpx.post(f"{parking.url}/replay/ns-a/support", json=request, timeout=30, headers=AUTH)
     assert first.status_code == 502
     assert (first.json()["replayed"], first.json()["removed"], first.json()["remaining"]) == (
         2,
@@ -208,7 +209,9 @@ def test_parked_events_are_stored_once_and_replayed_to_their_own_skill_in_order(
 
     broker.refuse_after = None
     broker.reply_to_ids = {"e4"}  # the skill replies to e4: the reply goes into the broker
-    second = httpx.post(f"{parking.url}/replay/ns-a/support", json=request, timeout=30)
+    second = httpx.post(
+        f"{parking.url}/replay/ns-a/support", json=request, timeout=30, headers=AUTH
+    )
     assert second.status_code == 200, second.text
     assert (second.json()["replayed"], second.json()["remaining"]) == (4, 0)
     # Each event went to the skill it was parked for, once, in order; never into the broker.
@@ -228,7 +231,10 @@ def test_an_answer_knative_would_not_retry_moves_the_event_to_the_dead_letters(
         park(parking.url, "/park/ns-a/support/triage", binary(event_id))
     broker.answers = {"b2": 400}
     done = httpx.post(
-        f"{parking.url}/replay/ns-a/support", json=targets(broker, "triage"), timeout=30
+        f"{parking.url}/replay/ns-a/support",
+        json=targets(broker, "triage"),
+        timeout=30,
+        headers=AUTH,
     )
     assert done.status_code == 200, done.text
     assert (done.json()["replayed"], done.json()["dead_lettered"]) == (2, 1)
@@ -247,19 +253,21 @@ def test_one_replay_at_a_time(parking: Parking, broker: Endpoints) -> None:
     results: list[httpx.Response] = []
     first = threading.Thread(
         target=lambda: results.append(
-            httpx.post(f"{parking.url}/replay/ns-a/support", json=request, timeout=60)
+            httpx.post(f"{parking.url}/replay/ns-a/support", json=request, timeout=60, headers=AUTH)
         )
     )
     first.start()
     assert broker.holding.wait(timeout=30)  # the first replay is delivering s1
-    second = httpx.post(f"{parking.url}/replay/ns-a/support", json=request, timeout=30)
+    second = httpx.post(
+        f"{parking.url}/replay/ns-a/support", json=request, timeout=30, headers=AUTH
+    )
     assert (second.status_code, second.json()["busy"]) == (409, True)
     broker.hold.set()
     first.join(timeout=60)
     assert [r.status_code for r in results] == [200]
     assert broker.ids("/skills/triage") == ["s1", "s2"]  # once each, in order
     # The lease is free again: a later replay runs (and finds nothing).
-    third = httpx.post(f"{parking.url}/replay/ns-a/support", json=request, timeout=30)
+    third = httpx.post(f"{parking.url}/replay/ns-a/support", json=request, timeout=30, headers=AUTH)
     assert (third.status_code, third.json()["replayed"]) == (200, 0)
 
 
@@ -274,7 +282,10 @@ def test_schedule_ticks_parked_while_suspended_become_one_tick(
         park(parking.url, "/park/ns-a/support/digest", tick)
     park(parking.url, "/park/ns-a/support/digest", binary("real-1"))
     done = httpx.post(
-        f"{parking.url}/replay/ns-a/support", json=targets(broker, "digest"), timeout=30
+        f"{parking.url}/replay/ns-a/support",
+        json=targets(broker, "digest"),
+        timeout=30,
+        headers=AUTH,
     )
     assert (done.json()["replayed"], done.json()["coalesced"]) == (2, 2)
     assert broker.ids("/skills/digest") == ["tick-2", "real-1"]  # the latest tick, in its place
@@ -305,7 +316,7 @@ def test_refusals_name_the_problem(parking: Parking) -> None:
     assert "not a CloudEvent" in not_event.json()["detail"]
     big = binary("big", data={"x": "y" * (1024 * 1024 + 10)})
     assert park(parking.url, "/park/ns-a/support/triage", big).status_code == 413
-    nothing = httpx.post(f"{parking.url}/drop/ns-a/support", json={})
+    nothing = httpx.post(f"{parking.url}/drop/ns-a/support", json={}, headers=AUTH)
     assert nothing.status_code == 400
     assert httpx.get(f"{parking.url}/parked").json() == {"items": []}
 
@@ -376,3 +387,28 @@ def test_cli_lists_replays_and_drops(parking: Parking, broker: Endpoints) -> Non
     )
     assert down.returncode != 0
     assert "cannot reach the parking service" in down.stderr
+
+
+def test_drop_and_replay_need_the_token(parking: Parking) -> None:
+    park(parking.url, "/park/ns-a/support/triage", binary("t1"))
+    for path in ("/replay/ns-a/support", "/drop/ns-a/support"):
+        for headers in ({}, {"authorization": "Bearer wrong"}):
+            refused = httpx.post(f"{parking.url}{path}", json={"all": True}, headers=headers)
+            assert (refused.status_code, refused.json()["error"]) == (401, "unauthorized")
+    assert [i["eventId"] for i in httpx.get(f"{parking.url}/parked").json()["items"]] == ["t1"]
+    dropped = httpx.post(f"{parking.url}/drop/ns-a/support", json={"all": True}, headers=AUTH)
+    assert dropped.json() == {"dropped": 1}
+
+
+def test_the_service_does_not_start_without_a_token(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROUSE_")}
+    env["ROUSE_STATE_URL"] = f"sqlite:///{tmp_path}/state.db"
+    proc = subprocess.run(
+        [sys.executable, "-m", "rouse_runtime.parking"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "ROUSE_PARKING_TOKEN is not set" in proc.stderr

@@ -19,7 +19,7 @@ import httpx
 import pytest
 from rouse_testing.openai_server import FakeLLM, start_openai_server
 from rouse_testing.operator import OperatorProcess, get_json, install_agent_crd, start_operator
-from rouse_testing.parking import Parking, start_parking
+from rouse_testing.parking import TEST_TOKEN, Parking, start_parking
 from rouse_testing.prometheus import PrometheusServer, prometheus_server
 from rouse_testing.runtime import HttpSink, start_runtime, start_sink
 from rouse_testing.wait import wait_until
@@ -86,6 +86,7 @@ def world(
             extra_env={
                 "ROUSE_PROMETHEUS_URL": prometheus.url,
                 "ROUSE_PARKING_URL": parking.url,
+                "ROUSE_PARKING_TOKEN": TEST_TOKEN,
                 "ROUSE_EVAL_INTERVAL": "1",
                 "ROUSE_WARM_POOL_MIN_DWELL": "1",
                 "ROUSE_STATE_URL": f"sqlite:///{tmp_path}/state.db",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import replace
 
 import uvicorn
@@ -13,6 +14,7 @@ from rouse_runtime.parking.app import (
     ParkingSettings,
     create_app,
 )
+from rouse_runtime.parking.credential import ENV_PARKING_TOKEN
 
 DEFAULT_STATE_URL = "sqlite:///tmp/rouse/state.db"
 
@@ -34,9 +36,18 @@ def settings_from_env(env: dict[str, str] | None = None) -> ParkingSettings:
 
 
 def main() -> None:
+    token = os.environ.get(ENV_PARKING_TOKEN, "").strip()
+    if not token:
+        print(
+            f"rouse parking: {ENV_PARKING_TOKEN} is not set: drop and replay require a credential"
+            " (the chart generates one in a Secret)",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
     port = int(os.environ.get("PORT", "8080"))
     host = os.environ.get("ROUSE_HOST", "0.0.0.0")  # a cluster Service reaches it on the pod IP
-    uvicorn.run(create_app(settings_from_env()), host=host, port=port, log_level="warning")
+    settings = replace(settings_from_env(), token=token)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
 
 
 if __name__ == "__main__":

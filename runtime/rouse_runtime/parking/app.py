@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import httpx
@@ -20,6 +20,7 @@ from rouse_runtime.agentspec import service_name
 from rouse_runtime.events import EventError, dump_event, parse_event
 from rouse_runtime.ledger import Ledger, ledger_registry, open_ledger, utc_day
 from rouse_runtime.local.delivery import delivery_spec
+from rouse_runtime.parking.credential import authorized
 from rouse_runtime.parking.queue import Filter, Kind, ParkingQueue, open_queue
 from rouse_runtime.parking.replay import DEFAULT_LEASE_SECONDS, Replayer, Target
 from rouse_runtime.server import read_body
@@ -43,6 +44,8 @@ class ParkingSettings:
     # A skill's address when the replay request names none (`rouse parked replay` by hand):
     # the cluster-local address of its Knative Service.
     skill_url_template: str = "http://{service}.{namespace}.svc.cluster.local"
+    # Required by drop and replay (credential.py); None only in local mode (one machine).
+    token: str | None = field(default=None, repr=False)
 
     def broker_for(self, namespace: str, broker: str) -> str:
         if self.broker_url:
@@ -82,9 +85,9 @@ def _error(status: int, error: str, detail: str) -> JSONResponse:
 
 
 def _bad_names(**names: str) -> JSONResponse | None:
-    for field, value in names.items():
+    for name, value in names.items():
         if not DNS_LABEL.match(value):
-            return _error(400, "invalid name", f"{field} {value!r} is not a DNS-1123 label")
+            return _error(400, "invalid name", f"{name} {value!r} is not a DNS-1123 label")
     return None
 
 
@@ -107,6 +110,15 @@ def create_app(settings: ParkingSettings) -> FastAPI:
             await leases.close()
 
     app = FastAPI(title="rouse parking", lifespan=lifespan)
+
+    def refused(request: Request) -> JSONResponse | None:
+        if authorized(request.headers, settings.token):
+            return None
+        return JSONResponse(
+            {"error": "unauthorized", "detail": "drop and replay need the parking token (Bearer)"},
+            status_code=401,
+            headers={"www-authenticate": "Bearer"},
+        )
 
     @app.exception_handler(StoreError)
     async def store_error(_: Request, exc: StoreError) -> JSONResponse:
@@ -152,7 +164,9 @@ def create_app(settings: ParkingSettings) -> FastAPI:
         return {"items": [item.as_json() for item in items]}
 
     @app.post("/replay/{ns}/{agent}")
-    async def replay_agent(ns: str, agent: str, body: ReplayRequest) -> Response:
+    async def replay_agent(request: Request, ns: str, agent: str, body: ReplayRequest) -> Response:
+        if (no := refused(request)) is not None:
+            return no
         bad = _bad_names(namespace=ns, agent=agent, broker=body.broker)
         if bad is not None:
             return bad
@@ -181,7 +195,9 @@ def create_app(settings: ParkingSettings) -> FastAPI:
         return JSONResponse(result.as_json(), status_code=status)
 
     @app.post("/drop/{ns}/{agent}")
-    async def drop(ns: str, agent: str, body: DropRequest) -> Response:
+    async def drop(request: Request, ns: str, agent: str, body: DropRequest) -> Response:
+        if (no := refused(request)) is not None:
+            return no
         if body.ids is None and not body.all:
             return _error(400, "nothing selected", "give ids, or all=true to drop every match")
         where = Filter(
