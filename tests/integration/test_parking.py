@@ -318,7 +318,7 @@ def test_refusals_name_the_problem(parking: Parking) -> None:
     assert park(parking.url, "/park/ns-a/support/triage", big).status_code == 413
     nothing = httpx.post(f"{parking.url}/drop/ns-a/support", json={}, headers=AUTH)
     assert nothing.status_code == 400
-    assert httpx.get(f"{parking.url}/parked").json() == {"items": []}
+    assert httpx.get(f"{parking.url}/parked").json() == {"items": [], "next": None}
 
 
 def test_body_limit_streamed_and_set_by_env(tmp_path: Path, broker: Endpoints) -> None:
@@ -412,3 +412,18 @@ def test_the_service_does_not_start_without_a_token(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "ROUSE_PARKING_TOKEN is not set" in proc.stderr
+
+
+def test_parked_is_served_a_page_at_a_time(parking: Parking) -> None:
+    for n in range(5):
+        park(parking.url, "/park/ns-a/support/triage", binary(f"p{n}"))
+    first = httpx.get(f"{parking.url}/parked", params={"limit": 2}).json()
+    assert [i["eventId"] for i in first["items"]] == ["p0", "p1"]
+    second = httpx.get(f"{parking.url}/parked", params={"limit": 2, "after": first["next"]}).json()
+    assert [i["eventId"] for i in second["items"]] == ["p2", "p3"]
+    last = httpx.get(f"{parking.url}/parked", params={"limit": 2, "after": second["next"]}).json()
+    assert ([i["eventId"] for i in last["items"]], last["next"]) == (["p4"], None)
+    too_many = httpx.get(f"{parking.url}/parked", params={"limit": 5000})
+    assert too_many.status_code == 422
+    listed = parking.cli("parked", "list")  # the CLI follows the pages
+    assert [row.split()[-1] for row in listed.stdout.splitlines()] == [f"id=p{n}" for n in range(5)]

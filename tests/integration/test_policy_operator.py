@@ -319,7 +319,7 @@ def run_budget_story(
         what=f"parked events replayed in order to the skill (got {skill.received!r})",
     )
     assert ingress.received == []  # the broker's other subscribers had them already
-    assert httpx.get(f"{parking.url}/parked").json() == {"items": []}
+    assert httpx.get(f"{parking.url}/parked").json() == {"items": [], "next": None}
     resumed = agent_obj(cluster, namespace)
     assert resumed["status"]["phase"] != "Suspended"
     assert condition(resumed, "WithinBudget")["reason"] in ("BudgetRaised", "WithinBudget")

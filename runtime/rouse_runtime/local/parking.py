@@ -113,8 +113,9 @@ class LocalParking:
     async def refresh_counts(self) -> dict[str, int]:
         """Parked events per skill, read from the queue (``rouse parked drop`` changes it too)."""
         counts: dict[str, int] = {}
-        for item in await self.queue.items(self.where()):
-            counts[item.skill] = counts.get(item.skill, 0) + 1
+        for (namespace, agent, skill, kind), n in (await self.queue.counts()).items():
+            if (namespace, agent, kind) == (self.namespace, self.agent, "park"):
+                counts[skill] = n
         self.counts = counts
         return counts
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import httpx
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -29,6 +29,8 @@ from rouse_runtime.store import Store, StoreError, open_store
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 DEFAULT_BROKER_INGRESS = "http://broker-ingress.knative-eventing.svc.cluster.local"
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+PAGE = 100  # GET /parked's default page
+MAX_PAGE = 1000
 
 
 @dataclass(frozen=True)
@@ -158,10 +160,17 @@ def create_app(settings: ParkingSettings) -> FastAPI:
 
     @app.get("/parked")
     async def parked(
-        namespace: str | None = None, agent: str | None = None, kind: Kind | None = None
+        namespace: str | None = None,
+        agent: str | None = None,
+        kind: Kind | None = None,
+        after: int = Query(0, ge=0, description="list events with an id above this (a cursor)"),
+        limit: int = Query(PAGE, ge=1, le=MAX_PAGE),
     ) -> dict[str, Any]:
-        items = await queue.items(Filter(namespace=namespace, agent=agent, kind=kind))
-        return {"items": [item.as_json() for item in items]}
+        """One page, oldest first; `next` is the cursor of the next page (None: no more)."""
+        where = Filter(namespace=namespace, agent=agent, kind=kind)
+        items = await queue.items(where, after=after, limit=limit)
+        more = len(items) == limit
+        return {"items": [i.as_json() for i in items], "next": items[-1].id if more else None}
 
     @app.post("/replay/{ns}/{agent}")
     async def replay_agent(request: Request, ns: str, agent: str, body: ReplayRequest) -> Response:
@@ -206,18 +215,16 @@ def create_app(settings: ParkingSettings) -> FastAPI:
             kind=body.kind,
             ids=None if body.ids is None else tuple(body.ids),
         )
-        items = await queue.items(where)
-        return JSONResponse({"dropped": await queue.remove([item.id for item in items])})
+        dropped = 0
+        while items := await queue.items(where, limit=MAX_PAGE):  # a page at a time
+            dropped += await queue.remove([item.id for item in items])
+        return JSONResponse({"dropped": dropped})
 
     @app.get("/metrics")
     async def metrics() -> Response:
         day = utc_day()
         registry = ledger_registry(await ledger.lines(day=day), day)
-        items = await queue.items()
-        counts: dict[tuple[str, str, str, str], int] = {}
-        for item in items:
-            key: tuple[str, str, str, str] = (item.namespace, item.agent, item.skill, item.kind)
-            counts[key] = counts.get(key, 0) + 1
+        counts = await queue.counts()  # a grouped count: no event body is read
         parked_family = GaugeMetricFamily(
             "rouse_parked_events",
             "Events held by the parking service",

@@ -80,8 +80,16 @@ def _call(args: argparse.Namespace, method: str, path: str, **kwargs: Any) -> An
 
 
 def _list(args: argparse.Namespace) -> int:
-    params = {k: v for k in ("namespace", "agent", "kind") if (v := getattr(args, k))}
-    items = _call(args, "GET", "/parked", params=params)["items"]
+    params: dict[str, Any] = {
+        k: v for k in ("namespace", "agent", "kind") if (v := getattr(args, k))
+    }
+    items: list[dict[str, Any]] = []
+    while True:  # the service answers a page at a time
+        page = _call(args, "GET", "/parked", params=params)
+        items += page["items"]
+        if page.get("next") is None:
+            break
+        params["after"] = page["next"]
     if args.json:
         print(json.dumps(items, indent=2))
         return 0

@@ -19,7 +19,9 @@ too. It stops taking new events after `time_budget` seconds (`more` says so)
 so the lease never outlives its holder's work.
 
 Schedule ticks (PingSource events) parked while suspended are coalesced: one
-tick per skill, the latest, is delivered at resume; the older ones are dropped.
+tick per skill, the latest, is delivered at resume; the older ones are dropped
+(within each page of `PAGE` events read: a longer suspension can leave one
+tick per page).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from rouse_runtime.store import Store
 PING_TYPE = "dev.knative.sources.ping"
 DEFAULT_LEASE_SECONDS = 900.0
 DEFAULT_TIME_BUDGET_SECONDS = 60.0
+PAGE = 100  # events read at a time: a replay never loads a whole queue
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -151,9 +154,9 @@ class Replayer:
         replayed = removed = coalesced = dead = 0
         error: str | None = None
         more = False
-        skipped: set[int] = set()  # parked for a skill without an address: left for later
         while error is None:
-            items = [i for i in await self.queue.items(where) if i.id not in skipped]
+            # A page at a time (delivered events are removed, so the next page starts after).
+            items = await self.queue.items(where, limit=PAGE)
             if not items:
                 break
             items, drop = coalesce_ticks(items)
@@ -164,9 +167,8 @@ class Replayer:
                     break
                 target = targets(item.skill)
                 if target is None:
-                    skipped.add(item.id)
                     error = f"no address for skill {item.skill!r}: its events stay parked"
-                    continue
+                    break
                 outcome = await self._deliver(item, target)
                 if outcome.status is not None and 200 <= outcome.status < 300:
                     problem = await self._forward_reply(outcome, reply_to)
@@ -187,7 +189,7 @@ class Replayer:
                     break
             if more:
                 break
-        remaining = len(await self.queue.items(where))
+        remaining = await self.queue.count(where)
         return ReplayResult(
             replayed, removed, remaining, error, more=more, coalesced=coalesced, dead_lettered=dead
         )
