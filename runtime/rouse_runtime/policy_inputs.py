@@ -77,14 +77,15 @@ async def skill_window(
 async def agent_usage(client: PrometheusClient, namespace: str, agent: str, now: datetime) -> Usage:
     """Tokens and cost of an agent since 00:00 UTC; PrometheusError on a gap."""
     day = utc_day(now)
-    tokens, cost, lines = await asyncio.gather(
+    tokens, cost, lines, unpriced = await asyncio.gather(
         client.value(today_query("rouse_ledger_tokens_today", namespace, agent, day)),
         client.value(today_query("rouse_ledger_cost_usd_today", namespace, agent, day)),
         client.value(
             today_query("rouse_ledger_tokens_today", namespace, agent, day, aggregate="count")
         ),
+        client.value(today_query("rouse_ledger_unpriced_tokens_today", namespace, agent, day)),
     )
-    return Usage(tokens=tokens, cost_usd=cost, recorded=lines > 0)
+    return Usage(tokens=tokens, cost_usd=cost, recorded=lines > 0, unpriced_tokens=unpriced)
 
 
 def parked_query(namespace: str, agent: str) -> str:

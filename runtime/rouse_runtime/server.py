@@ -384,9 +384,11 @@ class Runtime:
             self._not_counted(exc)
             return None
 
-    async def record_spend(self, input_tokens: int, output_tokens: int, cost_usd: float) -> None:
+    async def record_spend(
+        self, input_tokens: int, output_tokens: int, cost_usd: float, priced: bool
+    ) -> None:
         """Add one model call's spend to the ledger now (spend.py: a kill cannot hide it)."""
-        await record_spend(self, input_tokens, output_tokens, cost_usd)
+        await record_spend(self, input_tokens, output_tokens, cost_usd, priced)
 
     def _not_counted(self, exc: StoreError) -> None:
         cfg = self.config

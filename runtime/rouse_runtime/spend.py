@@ -23,23 +23,24 @@ if TYPE_CHECKING:
 log = logging.getLogger("rouse.spend")
 
 
-def spend_entry(input_tokens: int, output_tokens: int, cost_usd: float) -> Entry:
-    """The ledger line of one model call: spend only."""
+def spend_entry(input_tokens: int, output_tokens: int, cost_usd: float, priced: bool) -> Entry:
+    """The ledger line of one model call: spend only (tokens of an unknown price flagged)."""
     return Entry(
         invocations=0,
         cold_starts=0,
         input_tokens=input_tokens,
         output_tokens=output_tokens,
         cost_nano_usd=nano_usd(cost_usd),
+        unpriced_tokens=0 if priced else input_tokens + output_tokens,
     )
 
 
 async def record_spend(
-    runtime: Runtime, input_tokens: int, output_tokens: int, cost_usd: float
+    runtime: Runtime, input_tokens: int, output_tokens: int, cost_usd: float, priced: bool
 ) -> None:
     """Add a model call's spend to the runtime's ledger line and wait until it is durable."""
     cfg = runtime.config
-    entry = spend_entry(input_tokens, output_tokens, cost_usd)
+    entry = spend_entry(input_tokens, output_tokens, cost_usd, priced)
     try:
         await runtime.ledger.stage(cfg.namespace, cfg.agent, cfg.skill, entry)
     except StoreError as exc:
