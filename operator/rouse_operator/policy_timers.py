@@ -184,8 +184,13 @@ async def evaluate_policies(body: kopf.Body, namespace: str | None, name: str, *
     agent["metadata"].setdefault("namespace", namespace)
     ns = str(namespace)
     now = datetime.now(UTC)
+    # Only an Agent that has (or had: status.budget) a budget can have parked events.
+    may_have_parked = has_daily_budget(agent["spec"]) or bool(
+        (agent.get("status") or {}).get("budget")
+    )
     (windows, usage, gap), parked = await asyncio.gather(
-        read_figures(agent, now), parked_count(ns, name)
+        read_figures(agent, now),
+        parked_count(ns, name) if may_have_parked else _none(),
     )
     evaluation: Evaluation = evaluate(
         agent, windows=windows, usage=usage, gap=gap, now=now, tuning=TUNING, parked=parked
