@@ -17,27 +17,11 @@ import pytest
 from rouse_runtime.budget_gate import gate_key
 from rouse_runtime.ledger import open_ledger
 from rouse_runtime.store import open_store
-from rouse_testing.redis import RedisServer, start_redis
 from rouse_testing.runtime import RunningRuntime, start_runtime
 from rouse_testing.wait import wait_until
 
 HANDLERS = Path(__file__).parent / "runtime_handlers"
 AGENT = "support"
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = start_redis(tmp_path_factory.mktemp("redis"))
-    yield server
-    server.stop()
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/state.db"
-    server: RedisServer = request.getfixturevalue("redis_server")
-    return server.url
 
 
 @pytest.fixture

@@ -18,7 +18,6 @@ import httpx
 import pytest
 from rouse_runtime.ledger import Line, open_ledger
 from rouse_testing.openai_server import FakeLLM, start_openai_server
-from rouse_testing.redis import RedisServer, start_redis
 from rouse_testing.runtime import start_runtime
 from rouse_testing.wait import wait_until
 
@@ -31,21 +30,6 @@ async def spend_then_hang(event, ctx):
     await asyncio.sleep(3600)  # killed here
 """
 PRICES = {"m": {"input": 1.5, "output": 2.0}}  # USD per 1M tokens
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = start_redis(tmp_path_factory.mktemp("redis"))
-    yield server
-    server.stop()
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/state.db"
-    server: RedisServer = request.getfixturevalue("redis_server")
-    return server.url
 
 
 @pytest.fixture

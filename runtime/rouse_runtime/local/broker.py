@@ -151,6 +151,20 @@ class Broker:
         self.chains.chain(record.chain).events.append(record)
         return record
 
+    def _direct_record(self, event: CloudEvent, skill: str, *, via: str) -> EventRecord:
+        """The record of an event sent straight to one skill (no Trigger routing), in its chain."""
+        record = EventRecord(
+            id=str(event["id"]),
+            type=str(event["type"]),
+            source=str(event["source"]),
+            chain=ensure_chain(event),
+            via=via,
+            data=_jsonable(event.data),
+            routed_to=[skill],
+        )
+        self.chains.chain(record.chain).events.append(record)
+        return record
+
     def start_delivery(
         self,
         event: CloudEvent,
@@ -320,16 +334,7 @@ class Broker:
                 f"dead letter {letter_id} is for skill {letter.skill!r}, which this agent does not have"
             )
         event = from_dict(letter.event)
-        record = EventRecord(
-            id=str(event["id"]),
-            type=str(event["type"]),
-            source=str(event["source"]),
-            chain=ensure_chain(event),
-            via=f"replay:{letter_id}",
-            data=_jsonable(event.data),
-            routed_to=[letter.skill],
-        )
-        self.chains.chain(record.chain).events.append(record)
+        record = self._direct_record(event, letter.skill, via=f"replay:{letter_id}")
         self.log(f"replaying dead letter {letter_id} ({letter.event_type}) to {letter.skill}")
         self.start_delivery(
             event,
@@ -355,16 +360,7 @@ class Broker:
                 f"schedule of {skill} parked: daily budget spent (one tick replayed at resume)"
             )
             return None
-        record = EventRecord(
-            id=str(event["id"]),
-            type=str(event["type"]),
-            source=str(event["source"]),
-            chain=ensure_chain(event),
-            via="schedule",
-            data=_jsonable(event.data),
-            routed_to=[skill],
-        )
-        self.chains.chain(record.chain).events.append(record)
+        record = self._direct_record(event, skill, via="schedule")
         self.metrics.schedules.labels(agent=self.agent_name, skill=skill).inc()
         self.start_delivery(event, skill, record)
         return record
@@ -502,17 +498,8 @@ class Broker:
             event = from_http(dict(request.headers), await request.body())
         except GenericException as exc:
             return JSONResponse({"error": f"not a CloudEvent: {exc}"}, status_code=400)
-        record = EventRecord(
-            id=str(event["id"]),
-            type=str(event["type"]),
-            source=str(event["source"]),
-            chain=ensure_chain(event),
-            via="replay:parked",
-            data=_jsonable(event.data),
-            routed_to=[skill],
-        )
+        record = self._direct_record(event, skill, via="replay:parked")
         chain = self.chains.chain(record.chain)
-        chain.events.append(record)
         delivery = Delivery(skill=skill)
         record.deliveries.append(delivery)
         chain.pending += 1
