@@ -50,6 +50,8 @@ FIELD_MANAGER = "rouse-policy"
 SETTINGS = handlers.SETTINGS
 TUNING = Tuning(min_dwell_seconds=SETTINGS.warm_pool_min_dwell)
 QUERY_TIMEOUT = min(10.0, max(1.0, SETTINGS.eval_interval / 2))
+# The parking service stops taking events after 60 s; a delivery in flight may take longer.
+REPLAY_TIMEOUT = 90.0
 log = logging.getLogger("rouse.operator.policy")
 POLICY_SECONDS = Histogram(
     "rouse_operator_policy_evaluation_seconds",
@@ -163,7 +165,13 @@ async def replay_parked(agent: dict[str, Any]) -> tuple[bool, int, str | None]:
     url = f"{SETTINGS.parking_url.rstrip('/')}/replay/{namespace}/{name}"
     body = {"broker": agent["spec"].get("broker", "default"), "kind": "park", "targets": targets}
     try:
-        response = await http().post(url, json=body, headers=bearer(SETTINGS.parking_token))
+        response = await http().post(
+            url, json=body, headers=bearer(SETTINGS.parking_token), timeout=REPLAY_TIMEOUT
+        )
+    except httpx.TimeoutException:
+        # A skill answering slowly: the replay goes on under its lease; next evaluation.
+        log.info("replay of %s/%s still running after %ss", namespace, name, REPLAY_TIMEOUT)
+        return False, 0, None
     except httpx.HTTPError as exc:
         return False, 0, f"parking service {SETTINGS.parking_url} unreachable: {exc}"
     if response.status_code == 409:  # another replayer holds the lease: next evaluation

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,8 +17,9 @@ from typing import cast
 
 import httpx
 import pytest
+from rouse_runtime.parking.replay import lease_key
 from rouse_testing.parking import AUTH, Parking, start_parking
-from rouse_testing.wait import free_port
+from rouse_testing.wait import free_port, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -244,8 +247,35 @@ def test_an_answer_knative_would_not_retry_moves_the_event_to_the_dead_letters(
     assert [(i["kind"], i["eventId"]) for i in left] == [("dead-letter", "b2")]
 
 
-def test_one_replay_at_a_time(parking: Parking, broker: Endpoints) -> None:
-    """A second replay while one runs (operator retry, a second replica, by hand) is refused."""
+def lease_expiry(parking: Parking) -> float:
+    """When the replay lease of ns-a/support runs out, read from the state file."""
+    db = sqlite3.connect(parking.env["ROUSE_STATE_URL"].removeprefix("sqlite:///"))
+    try:
+        row = db.execute(
+            "SELECT expires FROM idempotency WHERE key = ?", (lease_key("ns-a", "support"),)
+        ).fetchone()
+    finally:
+        db.close()
+    return float(row[0])
+
+
+@pytest.fixture
+def short_lease(tmp_path: Path, broker: Endpoints) -> Iterator[Parking]:
+    """A parking service whose replay lease lasts 1.5 s unless renewed."""
+    service = start_parking(
+        tmp_path,
+        f"sqlite:///{tmp_path}/state.db",
+        broker.url,
+        {"ROUSE_SKILL_URL": broker.base + "/skills/{skill}", "ROUSE_REPLAY_LEASE_SECONDS": "1.5"},
+    )
+    yield service
+    service.stop()
+
+
+def test_one_replay_at_a_time(short_lease: Parking, broker: Endpoints) -> None:
+    """A second replay while one runs (operator retry, a second replica, by hand) is refused,
+    also when the skill takes longer to answer than the lease lasts (it is renewed)."""
+    parking = short_lease
     for event_id in ("s1", "s2"):
         park(parking.url, "/park/ns-a/support/triage", binary(event_id))
     broker.hold = threading.Event()
@@ -262,13 +292,19 @@ def test_one_replay_at_a_time(parking: Parking, broker: Endpoints) -> None:
         f"{parking.url}/replay/ns-a/support", json=request, timeout=30, headers=AUTH
     )
     assert (second.status_code, second.json()["busy"]) == (409, True)
+    # While s1 hangs, the lease outlives its first expiry: renewed, still refusing others.
+    first_expiry = lease_expiry(parking)
+    wait_until(lambda: lease_expiry(parking) > first_expiry, timeout=10, what="a lease renewal")
+    wait_until(lambda: time.time() > first_expiry + 0.5, timeout=10, what="the first expiry")
+    third = httpx.post(f"{parking.url}/replay/ns-a/support", json=request, timeout=30, headers=AUTH)
+    assert (third.status_code, third.json()["busy"]) == (409, True)
     broker.hold.set()
     first.join(timeout=60)
     assert [r.status_code for r in results] == [200]
     assert broker.ids("/skills/triage") == ["s1", "s2"]  # once each, in order
     # The lease is free again: a later replay runs (and finds nothing).
-    third = httpx.post(f"{parking.url}/replay/ns-a/support", json=request, timeout=30, headers=AUTH)
-    assert (third.status_code, third.json()["replayed"]) == (200, 0)
+    again = httpx.post(f"{parking.url}/replay/ns-a/support", json=request, timeout=30, headers=AUTH)
+    assert (again.status_code, again.json()["replayed"]) == (200, 0)
 
 
 def test_schedule_ticks_parked_while_suspended_become_one_tick(

@@ -13,7 +13,9 @@ event to the dead letters of that skill, where it can be listed and dropped.
 Single flight: a replay holds a lease in the state store (the idempotency
 claim, per namespace and agent) so an operator retry, a second parking replica
 and `rouse parked replay` by hand never send an event twice or out of order;
-a replay that finds the lease held answers `busy`. It drains in rounds: what is
+a replay that finds the lease held answers `busy`. The lease is renewed while the
+replay runs (a skill may take minutes to answer) and frees itself soon after a
+replayer dies. It drains in rounds: what is
 parked while it runs (late deliveries of the Triggers being restored) is sent
 too. It stops taking new events after `time_budget` seconds (`more` says so)
 so the lease never outlives its holder's work.
@@ -27,6 +29,7 @@ tick per page).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
@@ -40,10 +43,10 @@ from rouse_runtime.events import EventError, load_event, parse_event, to_http
 from rouse_runtime.local.delivery import DeliverySpec, backoff_seconds, retryable
 from rouse_runtime.parking.queue import Filter, Kind, Parked, ParkingQueue
 from rouse_runtime.scope import Scope
-from rouse_runtime.store import Store
+from rouse_runtime.store import Store, StoreError
 
 PING_TYPE = "dev.knative.sources.ping"
-DEFAULT_LEASE_SECONDS = 900.0
+DEFAULT_LEASE_SECONDS = 60.0  # renewed every third of it while the replay runs
 DEFAULT_TIME_BUDGET_SECONDS = 60.0
 PAGE = 100  # events read at a time: a replay never loads a whole queue
 
@@ -141,11 +144,23 @@ class Replayer:
             return ReplayResult(
                 0, 0, -1, error="another replay of this agent is running", busy=True
             )
+        renewing = asyncio.create_task(self._renew(key, owner))
         try:
             where = Filter(namespace=namespace, agent=agent, kind=kind, ids=ids)
             return await self._drain(where, targets, reply_to)
         finally:
+            renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewing
             await self.store.release(key, owner)
+
+    async def _renew(self, key: str, owner: str) -> None:
+        """Keep the lease while the replay runs, however long a skill takes to answer; a
+        replayer that dies stops renewing, and the lease frees itself within `lease_seconds`."""
+        while True:
+            await asyncio.sleep(self.lease_seconds / 3)
+            with contextlib.suppress(StoreError):  # a blip: the next renewal may still make it
+                await self.store.extend(key, owner, self.lease_seconds)
 
     async def _drain(
         self, where: Filter, targets: Callable[[str], Target | None], reply_to: str | None

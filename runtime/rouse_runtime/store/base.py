@@ -68,5 +68,10 @@ class Store(abc.ABC):
         """Drop owner's unfinished claim; False if the key is not owner's claim."""
 
     @abc.abstractmethod
+    async def extend(self, key: str, owner: str, lease: float) -> bool:
+        """Renew owner's unfinished claim for `lease` seconds from now; False if it is not
+        owner's any more (expired and taken, or released)."""
+
+    @abc.abstractmethod
     async def close(self) -> None:
         """Release connections."""
