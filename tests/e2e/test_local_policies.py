@@ -228,6 +228,20 @@ def test_spent_budget_parks_events_and_the_reset_replays_them_in_order(
     assert len(llm.requests) == 1
     assert "SUSPENDED" in out.getvalue() and "replayed 5 parked event(s) in order" in out.getvalue()
 
+    # `rouse parked replay` by hand, once the agent may spend: to the skill's own address.
+    headers = {
+        "ce-specversion": "1.0",
+        "ce-type": "e2e.record",
+        "ce-source": "/e2e/policies",
+        "ce-id": "by-hand-1",
+        "content-type": "application/json",
+    }
+    stored = httpx.post(f"{url}/park/default/pol/record", headers=headers, content=b'{"n": 9}')
+    assert stored.status_code == 202, stored.text
+    by_hand = httpx.post(f"{url}/replay/default/pol", json={}, timeout=60)
+    assert (by_hand.status_code, by_hand.json()["replayed"]) == (200, 1), by_hand.text
+    assert [(r["n"], r["id"]) for r in records(work)][-1] == (9, "by-hand-1")
+
 
 @dataclass
 class ManualClock:

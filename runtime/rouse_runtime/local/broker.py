@@ -480,10 +480,6 @@ class Broker:
     async def _dead_letters(self, request: Request) -> Response:
         return JSONResponse({"deadLetters": [d.as_json() for d in self.dead_letters.list()]})
 
-    def skill_url(self, base: str, skill: str) -> str:
-        """A skill's own address (as a Trigger's subscriber URI): where replays deliver."""
-        return f"{base.rstrip('/')}/skills/{skill}"
-
     async def _deliver_to_skill(self, request: Request) -> Response:
         """Deliver one event to one skill (its own delivery spec) and answer when it ended.
 
@@ -524,9 +520,9 @@ class Broker:
 class _GuardedReplay:
     """``POST /replay/<ns>/<agent>`` of the parking API, refused while the agent is suspended.
 
-    Replaying then would park each event again, and a replay removes what it
-    sent: the events would be lost. The lock keeps a replay and the start of a
-    suspension apart.
+    Replaying then would run the skills while their budget is spent; the events
+    replay by themselves at the reset. The lock keeps a replay and the start of
+    a suspension apart.
     """
 
     def __init__(self, broker: Broker, parking_api: ASGIApp) -> None:
@@ -547,8 +543,8 @@ class _GuardedReplay:
                         "error": "agent suspended",
                         "detail": (
                             f"agent {self.broker.agent_name} is suspended ({decision.message}): "
-                            "replaying now would park the events again; they replay by "
-                            "themselves at the reset"
+                            "replaying now would run the skills while the budget is spent; "
+                            "they replay by themselves at the reset"
                         ),
                     },
                     status_code=409,

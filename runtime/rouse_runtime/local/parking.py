@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -35,6 +36,12 @@ from rouse_runtime.store import StoreError, open_store
 LOCAL_NAMESPACE = "default"
 
 Log = Callable[[str], None]
+
+
+def skill_url(broker_url: str, skill: str) -> str:
+    """A skill's own address on the local broker (`POST /skills/<skill>`, as a Trigger's
+    subscriber URI in a cluster): where replays of parked events deliver."""
+    return f"{broker_url.rstrip('/')}/skills/{skill}"
 
 
 class LocalParking:
@@ -142,10 +149,15 @@ class LocalParking:
         """Replay in the background (the broker may not be serving yet when this is called)."""
         task = asyncio.create_task(self.replay())
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._replay_done)
+
+    def _replay_done(self, task: asyncio.Task[ReplayResult]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self._log(f"replay of parked events failed: {task.exception()!r}")
 
     async def replay(self) -> ReplayResult:
-        """Send every parked event of the agent back into the broker, oldest first."""
+        """Send every parked event of the agent to its skill, oldest first."""
         async with self.lock:
             return await self._replay_locked()
 
@@ -155,22 +167,33 @@ class LocalParking:
         While it runs, newcomers are parked behind it (``holds``), so none
         overtakes an older parked event; the replayer drains them too.
         """
-        self._draining = True
+        replayed = coalesced = 0
         try:
             async with httpx.AsyncClient(timeout=None) as client:
                 replayer = Replayer(self.queue, self.store, client)
-                base = self._broker_url()
-                result = await replayer.replay(
-                    self.namespace,
-                    self.agent,
-                    lambda skill: Target(f"{base.rstrip('/')}/skills/{skill}"),
-                    reply_to=None,  # the local broker routes the skills' replies itself
-                )
+                while True:
+                    self._draining = True
+                    result = await replayer.replay(
+                        self.namespace,
+                        self.agent,
+                        self._target,
+                        reply_to=None,  # the local broker routes the skills' replies itself
+                    )
+                    replayed += result.replayed
+                    coalesced += result.coalesced
+                    # Newcomers go straight to their skills from here on; one parked behind
+                    # the replay after its last read is caught by the count (never stranded).
+                    self._draining = False
+                    if result.error is not None or result.busy or self.parking:
+                        break
+                    if not result.more and await self.queue.count(self.where()) == 0:
+                        break
         except StoreError as exc:
             self._log(f"cannot replay parked events: {exc}")
-            return ReplayResult(0, 0, remaining=-1, error=str(exc))
+            return ReplayResult(replayed, 0, remaining=-1, error=str(exc))
         finally:
             self._draining = False
+        result = replace(result, replayed=replayed, coalesced=coalesced)
         if result.replayed or result.error or result.coalesced:
             self._log(
                 f"replayed {result.replayed} parked event(s) in order to their skills"
@@ -181,6 +204,10 @@ class LocalParking:
         with contextlib.suppress(StoreError):
             await self.refresh_counts()
         return result
+
+    def _target(self, skill: str) -> Target:
+        """A skill's own address on the local broker; its delivery spec applies there."""
+        return Target(skill_url(self._broker_url(), skill))
 
     def as_json(self) -> dict[str, Any]:
         """The budget part of GET /skills."""
