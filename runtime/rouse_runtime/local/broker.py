@@ -42,6 +42,7 @@ from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rouse_runtime.agentspec import Agent
+from rouse_runtime.delivery import DeliverySpec, backoff_seconds, delivery_spec, retryable
 from rouse_runtime.local import routing
 from rouse_runtime.local.chains import (
     TRACEPARENT,
@@ -52,7 +53,6 @@ from rouse_runtime.local.chains import (
     new_traceparent,
 )
 from rouse_runtime.local.deadletters import DeadLetterStore
-from rouse_runtime.local.delivery import DeliverySpec, backoff_seconds, delivery_spec, retryable
 from rouse_runtime.local.metrics import LocalMetrics
 from rouse_runtime.local.parking import LocalParking
 from rouse_runtime.local.supervisor import SkillPool, StartFailedError

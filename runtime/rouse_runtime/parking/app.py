@@ -17,9 +17,9 @@ from prometheus_client.registry import Collector
 from pydantic import BaseModel, Field
 
 from rouse_runtime.agentspec import service_name
+from rouse_runtime.delivery import delivery_spec
 from rouse_runtime.events import EventError, dump_event, parse_event
 from rouse_runtime.ledger import Ledger, ledger_registry, open_ledger, utc_day
-from rouse_runtime.local.delivery import delivery_spec
 from rouse_runtime.parking.credential import authorized
 from rouse_runtime.parking.queue import Filter, Kind, ParkingQueue, open_queue
 from rouse_runtime.parking.replay import DEFAULT_LEASE_SECONDS, Replayer, Target

@@ -4,7 +4,7 @@ An event is parked per skill (its Trigger pointed at the parking sink instead
 of the skill), so it is replayed to that skill's own address only, never into
 the broker: every other subscriber of the broker had it already. Each delivery
 follows the skill's delivery spec (retries, backoff; Knative's rules in
-`local/delivery.py`); a reply event the skill answers with goes into the broker,
+`delivery.py`); a reply event the skill answers with goes into the broker,
 as Knative does with a subscriber's reply. Oldest first; a delivery that still
 fails after its retries stops the replay so order holds (the rest stays parked
 for the next replay); an answer Knative would not retry (e.g. 400) moves the
@@ -39,8 +39,8 @@ from typing import Any
 
 import httpx
 
+from rouse_runtime.delivery import DeliverySpec, backoff_seconds, retryable
 from rouse_runtime.events import EventError, load_event, parse_event, to_http
-from rouse_runtime.local.delivery import DeliverySpec, backoff_seconds, retryable
 from rouse_runtime.parking.queue import Filter, Kind, Parked, ParkingQueue
 from rouse_runtime.scope import Scope
 from rouse_runtime.store import Store, StoreError
