@@ -230,8 +230,8 @@ def test_make_dry_run_of_the_kind_targets() -> None:
         "hack/kind/knative.sh --name rouse",
         "hack/kind/images.sh --name rouse",
         "cp crds/agent.yaml charts/rouse/files/agent.yaml",
-        "hack/kind/deploy.sh --name rouse --namespace rouse-system",
-        "hack/kind/example.sh --name rouse --agent hello",
+        "hack/kind/deploy.sh --namespace rouse-system",
+        "hack/kind/example.sh --agent hello",
         "hack/kind/e2e.sh",
         "hack/kind/kind-down.sh --name rouse",
     ]
