@@ -28,13 +28,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector, CollectorRegistry
-
 from rouse_runtime.store import Store, StoreError, sqlite_path
 from rouse_runtime.store.sqlite_file import SqliteFile
 
 if TYPE_CHECKING:
+    from prometheus_client.core import Metric
+    from prometheus_client.registry import CollectorRegistry
+
     from rouse_runtime.store.sqlite import SqliteStore
 
 ENV_NAMESPACE = "ROUSE_NAMESPACE"
@@ -379,12 +379,16 @@ class RedisLedger(Ledger):
         await self._redis.aclose()
 
 
-class _LinesCollector(Collector):
+class _LinesCollector:
+    """Ledger lines as metric families (prometheus_client, imported only to export them)."""
+
     def __init__(self, lines: Iterable[Line], day: str) -> None:
         self._lines = list(lines)
         self._day = day
 
     def collect(self) -> Iterable[Metric]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
         keys = ["namespace", "agent", "skill"]
         invocations = CounterMetricFamily(
             "rouse_ledger_invocations", "Invocations recorded in the ledger", labels=keys
@@ -423,6 +427,8 @@ class _LinesCollector(Collector):
 
 def ledger_registry(lines: Iterable[Line], day: str) -> CollectorRegistry:
     """A registry exposing the ledger's lines read for `day` (one per scrape, fresh read)."""
+    from prometheus_client.registry import CollectorRegistry
+
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_LinesCollector(lines, day))
     return registry

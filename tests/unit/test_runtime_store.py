@@ -122,3 +122,22 @@ async def test_unwritable_sqlite_path_is_a_store_error(tmp_path: Path) -> None:
     store = open_store(f"sqlite:///{blocker}/sub/state.db")
     with pytest.raises(StoreError, match="cannot open SQLite state file"):
         await store.get("x")
+
+
+async def test_prepare_opens_the_sqlite_file_and_leaves_errors_to_first_use(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state" / "store.db"
+    store = open_store(f"sqlite:///{path}")
+    store.prepare()  # what rouse-runtime runs in a thread while it imports
+    assert path.exists()
+    await store.set("k", 1)
+    assert await store.get("k") == 1
+    await store.close()
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    broken = open_store(f"sqlite:///{blocker}/sub/state.db")
+    broken.prepare()  # no exception here: the first request reports it (503)
+    with pytest.raises(StoreError, match="cannot open SQLite state file"):
+        await broken.get("x")

@@ -107,6 +107,10 @@ class SqliteStore(Store):
             else:
                 future.set_exception(error)
 
+    def prepare(self) -> None:
+        with contextlib.suppress(StoreError):
+            self._file.run("open", lambda db: None)
+
     def _read(self, sql: str, args: tuple[Any, ...]) -> Any:
         return self._file.run("read", lambda db: db.execute(sql, args).fetchone())
 
