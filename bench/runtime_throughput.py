@@ -94,7 +94,6 @@ def cpu_seconds(pid: int) -> float:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-
 def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> float:
     deadline = time.perf_counter() + timeout
     while time.perf_counter() < deadline:

@@ -43,6 +43,7 @@ def main() -> int:
         port=config.port,
         http=JsonErrorH11Protocol,
         ws="none",  # no WebSocket routes: skip looking for a WebSocket library
+        proxy_headers=False,  # nothing reads the client address: skip scanning for X-Forwarded-*
         h11_max_incomplete_event_size=MAX_HEADER_BYTES,
         log_config=None,
         access_log=False,
@@ -61,7 +62,7 @@ def open_store_early(url: str) -> Store | None:
     from rouse_runtime.store import StoreError, open_store
 
     try:
-        store = open_store(url)
+        store = open_store(url, sole_writer=True)  # nothing else in this process writes it
     except StoreError:
         return None
     threading.Thread(target=store.prepare, name="rouse-store-open", daemon=True).start()

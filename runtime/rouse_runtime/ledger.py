@@ -23,6 +23,7 @@ import asyncio
 import operator
 import os
 import sqlite3
+import time
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -108,6 +109,19 @@ def own_namespace() -> str:
 def utc_day(now: datetime | None = None) -> str:
     """The ledger's day key, e.g. `2026-01-05` (budgets reset at 00:00 UTC)."""
     return (now or datetime.now(UTC)).astimezone(UTC).date().isoformat()
+
+
+_today: tuple[float, str] = (0.0, "")  # (when the day ends, epoch seconds; the day)
+
+
+def current_day() -> str:
+    """`utc_day()` for now, worked out again only when the UTC day ends (once per event)."""
+    global _today
+    now = time.time()
+    if now >= _today[0]:
+        # POSIX time has no leap seconds: every UTC day is 86400 s from the epoch on.
+        _today = ((now // 86400 + 1) * 86400, datetime.fromtimestamp(now, UTC).date().isoformat())
+    return _today[1]
 
 
 class Ledger(abc.ABC):
@@ -266,7 +280,7 @@ class SqliteLedger(Ledger):
             # One upsert per line per group commit, however many invocations it holds.
             self._batch = {}
             self._batch_added = store.enqueue(self._add_batch)
-        line = (namespace, agent, skill, day or utc_day())
+        line = (namespace, agent, skill, day or current_day())
         add = (
             entry.invocations,
             entry.cold_starts,

@@ -63,6 +63,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("rouse.runtime")
 
+# Request headers an event is read from (ASGI names are lower case): the CloudEvents
+# attributes, content type and length. Knative's proxies add a dozen others per request.
+EVENT_HEADERS = (b"ce-", b"content-")
+
 BYTES_HINT = (
     " (return bytes alone for an application/octet-stream reply, or a CloudEvent with"
     " bytes data; inside JSON, encode them, e.g. base64)"
@@ -245,7 +249,7 @@ class Runtime:
     @property
     def store(self) -> Store:
         if self._store is None:
-            self._store = open_store(self.config.state_url)
+            self._store = open_store(self.config.state_url, sole_writer=True)
         return self._store
 
     @property
@@ -601,7 +605,8 @@ def create_app(
         header_bytes = 0
         for key, value in scope["headers"]:
             header_bytes += len(key) + len(value)
-            headers[key.decode("latin-1")] = value.decode("latin-1")
+            if key.startswith(EVENT_HEADERS):  # what the binding reads; proxies add many more
+                headers[key.decode("latin-1")] = value.decode("latin-1")
         if header_bytes > MAX_HEADER_BYTES:
             # h11 only bounds headers that arrive in pieces; one big read gets here.
             await send_error(
