@@ -5,7 +5,6 @@ calls go through `kube.Kube`.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import threading
@@ -57,9 +56,10 @@ def spec_hash(manifest: Manifest) -> str:
 
 
 def with_hash(manifest: Manifest) -> Manifest:
-    stamped = copy.deepcopy(manifest)
-    stamped["metadata"].setdefault("annotations", {})[HASH_ANNOTATION] = spec_hash(manifest)
-    return stamped
+    """The manifest stamped with its hash (in place: the builders make a new one each time)."""
+    digest = spec_hash(manifest)
+    manifest["metadata"].setdefault("annotations", {})[HASH_ANNOTATION] = digest
+    return manifest
 
 
 def contains(current: Any, wanted: Any) -> bool:
