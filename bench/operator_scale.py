@@ -156,6 +156,7 @@ class Run:
     rss: float  # peak RSS MiB when every Agent was handled
     writes: collections.Counter[str]  # API writes until then
     cpu: dict[str, float]  # CPU seconds until then: the operator and the control plane's parts
+    reconciles: float  # Rouse's reconciles until then (NaN for the no-op operator)
     resync_writes: collections.Counter[str] | None = None  # writes of one resync round
 
 
@@ -196,7 +197,8 @@ def run_one(
         rss = peak_rss_mib(proc.pid)
         cpu = {"operator": cpu_seconds(proc.pid)}
         cpu |= {k: v - cpu_before[k] for k, v in plane_cpu(cluster).items()}
-        result = Run(count / elapsed, rss, api_writes() - before, cpu)
+        reconciles = operator_metric(port, "rouse_operator_reconciles_total")
+        result = Run(count / elapsed, rss, api_writes() - before, cpu, reconciles)
         if resync is not None:
             # Count from the end of a round that began after every Agent was handled to the
             # end of the next: exactly one resync round of settled Agents (and its pause).
@@ -279,6 +281,12 @@ def main() -> int:
                     )
                     cpu = ", ".join(f"{k} {v:.1f}" for k, v in run.cpu.items())
                     print(f"{count:>6} {name:>10} CPU seconds: {cpu}", flush=True)
+                    if run.reconciles == run.reconciles:  # not NaN: Rouse's metrics answered
+                        print(
+                            f"{count:>6} {name:>10} reconciles: {run.reconciles:.0f}"
+                            f" ({run.reconciles / count:.2f} per Agent)",
+                            flush=True,
+                        )
                     if run.resync_writes is not None:
                         print(
                             f"{count:>6} {name:>10} one resync round of {count} settled Agents:"

@@ -2,10 +2,11 @@
 
 `create_app(config)` builds the app on Starlette (FastAPI's own core: the skill
 server uses no FastAPI feature, and importing FastAPI was half of a cold start).
-One invocation is: read the body within the size limit → parse the CloudEvent (400/413/415 on bad input) →
-admission checks (the hook where a "reject with 429 while suspended" policy
-goes) → idempotency (an in-process future per key plus a store-level claim, so
-duplicates run once across processes) → the skill under its budget → reply.
+One invocation is: read the body within the size limit → parse the CloudEvent
+(400/413/415 on bad input) → admission checks (the hook where a "reject with 429
+while suspended" policy goes) → idempotency (an in-process future per key plus a
+store-level claim, so duplicates run once across processes) → the skill under its
+budget → reply.
 
 Replies follow Knative: 200 with a CloudEvent (same HTTP mode as the request) is a
 reply the broker feeds back; 202 without body is none; 500 means "retry me"; a
