@@ -49,8 +49,12 @@ class _State:
     def __init__(self) -> None:
         self.known: dict[tuple[str, str], Any] = {}  # (namespace, name) -> policy inputs
         self.bodies: dict[tuple[str, str], kopf.Body] = {}  # (namespace, name) -> latest body
-        # kopf's per-object context (where kopf.info/kopf.warn can post Events), per Agent
+        # A context where kopf.info/kopf.warn can post Events, per Agent: all the same one,
+        # copied in the first Agent handler (kopf sets its Event queue, one per operator, in
+        # each object's task). A copy per Agent also kept each one's first cause (body, diff,
+        # patch) alive.
         self.contexts: dict[tuple[str, str], contextvars.Context] = {}
+        self.operator_context: contextvars.Context | None = None
         self.periodic: list[tuple[tuple[float, float], RoundFn]] = []
         self.tasks: list[asyncio.Task[None]] = []
 
@@ -162,7 +166,9 @@ async def agent_event(
         return
     STATE.bodies[key] = body
     if key not in STATE.contexts:
-        STATE.contexts[key] = contextvars.copy_context()
+        if STATE.operator_context is None:
+            STATE.operator_context = contextvars.copy_context()  # holds kopf's Event queue
+        STATE.contexts[key] = STATE.operator_context
     try:
         inputs = policy_inputs(dict(body))
     except (KeyError, TypeError, ValueError):  # not a valid Agent (yet): spec handlers report
