@@ -10,20 +10,27 @@ handler succeeded). Three operators take turns, each in a fresh namespace:
 - rouse: `python -m rouse_operator`, the whole operator (reconciler + policy timers that
   query Prometheus for every Agent).
 
-Prints Agents reconciled per second and peak RSS of each, and the ratios
-to the baseline. Usage (needs `make envtest`):
-    python bench/operator_scale.py [--sizes 100 1000]
+Prints Agents reconciled per second and peak RSS of each, the API writes each
+made (counted by the API server itself: `apiserver_request_total` by verb, for
+Agents, their children and Events), and the ratios to the baseline. For `rouse`
+it then lets two drift resync rounds pass (ROUSE_RESYNC_INTERVAL) and counts the
+writes of the second: a resync of unchanged Agents should write nothing. The
+headline ratios are the last lines. Usage (needs `make envtest`):
+    python bench/operator_scale.py [--sizes 100 1000] [--operators baseline reconcile rouse]
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +70,9 @@ RECONCILER_ONLY = (
     "kopf.run(standalone=True, namespaces=sys.argv[1:])"
 )
 HANDLED = "rouse.dev/last-handled-configuration"
+WRITE_VERBS = ("POST", "PUT", "PATCH", "APPLY", "DELETE")
+# What an Agent operator writes: Agents (status, kopf's annotations), children, Events.
+WRITTEN = {"agents", "services", "triggers", "pingsources", "events"}
 
 
 def agent(name: str) -> dict[str, Any]:
@@ -99,26 +109,109 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def api_writes() -> collections.Counter[str]:
+    """Writes the API server has served so far, by verb, from its own /metrics."""
+    api = client.ApiClient()  # the kubeconfig's client certificate authenticates
+    response = api.call_api("GET", f"{api.configuration.host}/metrics")
+    counts: collections.Counter[str] = collections.Counter()
+    for line in response.read().decode().splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels = dict(
+            part.split("=", 1) for part in line[line.index("{") + 1 : line.rindex("}")].split(",")
+        )
+        verb, resource = labels.get("verb", "").strip('"'), labels.get("resource", "").strip('"')
+        if verb in WRITE_VERBS and resource in WRITTEN:
+            counts[verb] += int(float(line.rsplit(" ", 1)[1]))
+    return counts
+
+
+def operator_metric(port: int, name: str) -> float:
+    """A counter the operator exposes (summed over its labels)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+    except OSError:
+        return float("nan")
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+
+def show(writes: collections.Counter[str]) -> str:
+    return " ".join(f"{verb}={writes[verb]}" for verb in WRITE_VERBS if writes[verb]) or "none"
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process, all its threads (Linux /proc, 10 ms ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def plane_cpu(cluster: Any) -> dict[str, float]:
+    return {name: cpu_seconds(pid) for name, pid in cluster.plane.pids.items()}
+
+
+@dataclass
+class Run:
+    rate: float  # Agents reconciled per second
+    rss: float  # peak RSS MiB when every Agent was handled
+    writes: collections.Counter[str]  # API writes until then
+    cpu: dict[str, float]  # CPU seconds until then: the operator and the control plane's parts
+    reconciles: float  # Rouse's reconciles until then (NaN for the no-op operator)
+    resync_writes: collections.Counter[str] | None = None  # writes of one resync round
+
+
 def run_one(
-    cluster: Any, api: client.CustomObjectsApi, argv: list[str], count: int, log: Path
-) -> tuple[float, float]:
-    """(agents reconciled per second, peak RSS MiB) of one operator over `count` fresh Agents."""
+    cluster: Any,
+    api: client.CustomObjectsApi,
+    argv: list[str],
+    count: int,
+    log: Path,
+    resync: float | None = None,
+) -> Run:
+    """One operator over `count` fresh Agents; with `resync` (seconds), also one resync round."""
     namespace = cluster.create_namespace("bench")
     create_agents(api, namespace, count)
-    env = cluster.env | {"ROUSE_METRICS_PORT": str(free_port()), "ROUSE_RESYNC_INTERVAL": "3600"}
+    port = free_port()
+    interval = resync if resync is not None else 3600
+    env = cluster.env | {"ROUSE_METRICS_PORT": str(port), "ROUSE_RESYNC_INTERVAL": str(interval)}
+    before, cpu_before = api_writes(), plane_cpu(cluster)
     with log.open("wb") as out:
         started = time.perf_counter()
         proc = subprocess.Popen([*argv, namespace], stdout=out, stderr=subprocess.STDOUT, env=env)
     try:
-        deadline = started + 600
-        while handled(api, namespace) < count:
+        deadline = started + 1800
+
+        def alive() -> None:
             if proc.poll() is not None:
                 raise SystemExit(f"operator exited {proc.returncode}; see {log}")
             if time.perf_counter() > deadline:
                 raise SystemExit(f"timed out: {handled(api, namespace)}/{count} handled; see {log}")
-            time.sleep(0.2)
+
+        # Listing N Agents costs the API server (and this process) in proportion to N:
+        # poll less often when there are many (the rate's error is one poll interval).
+        poll = max(0.2, count / 2000)
+        while handled(api, namespace) < count:
+            alive()
+            time.sleep(poll)
         elapsed = time.perf_counter() - started
         rss = peak_rss_mib(proc.pid)
+        cpu = {"operator": cpu_seconds(proc.pid)}
+        cpu |= {k: v - cpu_before[k] for k, v in plane_cpu(cluster).items()}
+        reconciles = operator_metric(port, "rouse_operator_reconciles_total")
+        result = Run(count / elapsed, rss, api_writes() - before, cpu, reconciles)
+        if resync is not None:
+            # Count from the end of a round that began after every Agent was handled to the
+            # end of the next: exactly one resync round of settled Agents (and its pause).
+            def round_ends() -> None:
+                rounds = operator_metric(port, "rouse_operator_resyncs_total")
+                while operator_metric(port, "rouse_operator_resyncs_total") <= rounds:
+                    alive()
+                    time.sleep(0.2)
+
+            round_ends()
+            mark = api_writes()
+            round_ends()
+            result.resync_writes = api_writes() - mark
     finally:
         proc.terminate()
         try:
@@ -128,13 +221,37 @@ def run_one(
             proc.kill()
             proc.wait(timeout=10)
         cluster.delete_namespace(namespace)
-    return count / elapsed, rss
+        # The next operator starts on a quiet control plane: no cascade of deletions to
+        # compete with, and none of its writes counted as that operator's.
+        wait_gone(namespace, time.perf_counter() + 600)
+    return result
+
+
+def wait_gone(namespace: str, deadline: float) -> None:
+    core = client.CoreV1Api()
+    while time.perf_counter() < deadline:
+        try:
+            core.read_namespace(namespace)
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return
+            raise
+        time.sleep(0.5)
+    raise SystemExit(f"namespace {namespace} still there after 600 s")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000])
+    parser.add_argument(
+        "--operators", nargs="+", default=["baseline", "reconcile", "rouse"],
+        choices=["baseline", "reconcile", "rouse"],
+    )  # fmt: skip
+    parser.add_argument(
+        "--resync", type=float, default=10.0, help="rouse's resync interval, seconds (default 10)"
+    )
     args = parser.parse_args()
+    headlines: list[str] = []
     with tempfile.TemporaryDirectory(prefix="rouse-bench-") as tmp:
         work = Path(tmp)
         noop = work / "noop_operator.py"
@@ -149,26 +266,53 @@ def main() -> int:
                 "reconcile": [sys.executable, "-c", RECONCILER_ONLY],
                 "rouse": [sys.executable, "-m", "rouse_operator", "--namespace"],
             }
-            print(f"{'N':>6} {'operator':>10} {'agents/s':>9} {'peak RSS MiB':>13}")
+            print(f"{'N':>6} {'operator':>10} {'agents/s':>9} {'peak RSS MiB':>13}  API writes")
             for count in args.sizes:
-                results = {}
-                for name, argv in operators.items():
-                    rate, rss = run_one(cluster, api, argv, count, work / f"{name}-{count}.log")
-                    results[name] = (rate, rss)
-                    print(f"{count:>6} {name:>10} {rate:>9.1f} {rss:>13.1f}", flush=True)
-                rate_b, rss_b = results["baseline"]
-                for name in ("reconcile", "rouse"):
-                    rate, rss = results[name]
+                results: dict[str, Run] = {}
+                for name in args.operators:
+                    resync = args.resync if name == "rouse" else None
+                    log = work / f"{name}-{count}.log"
+                    run = run_one(cluster, api, operators[name], count, log, resync)
+                    results[name] = run
                     print(
-                        f"{count:>6} ratio {name}/baseline: throughput {rate / rate_b:.2f}, "
-                        f"peak RSS {rss / rss_b:.2f}",
+                        f"{count:>6} {name:>10} {run.rate:>9.1f} {run.rss:>13.1f}  {show(run.writes)}"
+                        f" ({sum(run.writes.values()) / count:.1f} per Agent)",
                         flush=True,
                     )
+                    cpu = ", ".join(f"{k} {v:.1f}" for k, v in run.cpu.items())
+                    print(f"{count:>6} {name:>10} CPU seconds: {cpu}", flush=True)
+                    if run.reconciles == run.reconciles:  # not NaN: Rouse's metrics answered
+                        print(
+                            f"{count:>6} {name:>10} reconciles: {run.reconciles:.0f}"
+                            f" ({run.reconciles / count:.2f} per Agent)",
+                            flush=True,
+                        )
+                    if run.resync_writes is not None:
+                        print(
+                            f"{count:>6} {name:>10} one resync round of {count} settled Agents:"
+                            f" API writes {show(run.resync_writes)}",
+                            flush=True,
+                        )
+                base = results.get("baseline")
+                for name, run in results.items():
+                    if name == "baseline" or base is None:
+                        continue
+                    headlines.append(
+                        f"{count:>6} ratio {name}/baseline: throughput {run.rate / base.rate:.2f}"
+                        f" (aim >= 0.5, goal 0.8), peak RSS {run.rss / base.rss:.2f} (aim <= 1.5)"
+                    )
+                    if run.resync_writes is not None:
+                        headlines.append(
+                            f"{count:>6} resync writes ({name}): {sum(run.resync_writes.values())}"
+                            " (aim 0)"
+                        )
         finally:
             cluster.plane.stop()
     print(
         f"(python {sys.version.split()[0]}, {os.cpu_count()} CPUs, kube-apiserver + etcd on the same host)"
     )
+    for line in headlines:
+        print(line)
     return 0
 
 

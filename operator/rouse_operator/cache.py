@@ -35,6 +35,9 @@ class ChildCache:
         self._lock = threading.Lock()
         self._primed: set[str] = set()
         self._objects: dict[str, dict[str, dict[ChildKind, dict[str, Obj]]]] = {}
+        # (namespace, kind, name) -> agent: `agent_of` in one lookup, not a scan of every
+        # Agent in the namespace (which made creating N Agents' children O(N^2)).
+        self._owners: dict[tuple[str, ChildKind, str], str] = {}
 
     def primed(self, namespace: str) -> bool:
         with self._lock:
@@ -50,7 +53,15 @@ class ChildCache:
                 if agent and meta.get("name"):
                     fresh.setdefault(agent, {}).setdefault(kind, {})[meta["name"]] = _slim(obj)
         with self._lock:
+            for by_kind in self._objects.get(namespace, {}).values():
+                for kind, by_name in by_kind.items():
+                    for name in by_name:
+                        self._owners.pop((namespace, kind, name), None)
             self._objects[namespace] = fresh
+            for agent, by_kind in fresh.items():
+                for kind, by_name in by_kind.items():
+                    for name in by_name:
+                        self._owners[(namespace, kind, name)] = agent
             self._primed.add(namespace)
 
     def expire(self) -> None:
@@ -69,6 +80,7 @@ class ChildCache:
             current = by_kind.setdefault(kind, {}).get(name)
             if current is None or _version(obj) >= _version(current):
                 by_kind[kind][name] = _slim(obj)
+                self._owners[(namespace, kind, name)] = agent
 
     def drop(self, kind: ChildKind, namespace: str, agent: str, name: str) -> None:
         """Forget a deleted child, and the agent's and namespace's entries once they are empty
@@ -76,7 +88,9 @@ class ChildCache:
         with self._lock:
             by_agent = self._objects.get(namespace, {})
             by_kind = by_agent.get(agent, {})
-            by_kind.get(kind, {}).pop(name, None)
+            dropped = by_kind.get(kind, {}).pop(name, None) is not None
+            if dropped and self._owners.get((namespace, kind, name)) == agent:
+                del self._owners[(namespace, kind, name)]
             if not by_kind.get(kind, True):
                 del by_kind[kind]
             if agent in by_agent and not by_kind:
@@ -89,7 +103,10 @@ class ChildCache:
         the objects; a late event for one of them is dropped or pruned by `drop`)."""
         with self._lock:
             by_agent = self._objects.get(namespace, {})
-            by_agent.pop(agent, None)
+            for kind, by_name in by_agent.pop(agent, {}).items():
+                for name in by_name:
+                    if self._owners.get((namespace, kind, name)) == agent:
+                        del self._owners[(namespace, kind, name)]
             if namespace in self._objects and not by_agent:
                 del self._objects[namespace]
 
@@ -101,10 +118,7 @@ class ChildCache:
     def agent_of(self, kind: ChildKind, namespace: str, name: str) -> str | None:
         """The Agent (by its label) whose child of this kind and name is cached, if any."""
         with self._lock:
-            for agent, by_kind in self._objects.get(namespace, {}).items():
-                if name in by_kind.get(kind, {}):
-                    return agent
-        return None
+            return self._owners.get((namespace, kind, name))
 
     def children(self, namespace: str, agent: str) -> dict[ChildKind, dict[str, Obj]]:
         """A copy of the agent's children by kind and name."""

@@ -27,13 +27,14 @@ import kopf
 from rouse_operator import health, metrics
 from rouse_operator import settings as operator_settings
 from rouse_operator.kube import AGENTS, Kube
-from rouse_operator.reconcile import Outcome, Reconciler
+from rouse_operator.reconcile import Change, Outcome, Reconciler
 from rouse_operator.resources.meta import CHILD_KINDS, LABEL_AGENT, LABEL_MANAGED_BY, MANAGED_BY
 from rouse_operator.resources.policy import policy_inputs
 
 SETTINGS = operator_settings.from_env()
 GROUP, VERSION, PLURAL = AGENTS.group, AGENTS.version, AGENTS.plural
 log = logging.getLogger("rouse.operator")
+EVENT_MESSAGE_LIMIT = 1000  # kopf truncates an Event's message at 1024 characters
 
 
 PeriodicFn = Callable[..., Awaitable[None]]
@@ -48,8 +49,12 @@ class _State:
     def __init__(self) -> None:
         self.known: dict[tuple[str, str], Any] = {}  # (namespace, name) -> policy inputs
         self.bodies: dict[tuple[str, str], kopf.Body] = {}  # (namespace, name) -> latest body
-        # kopf's per-object context (where kopf.info/kopf.warn can post Events), per Agent
+        # A context where kopf.info/kopf.warn can post Events, per Agent: all the same one,
+        # copied in the first Agent handler (kopf sets its Event queue, one per operator, in
+        # each object's task). A copy per Agent also kept each one's first cause (body, diff,
+        # patch) alive.
         self.contexts: dict[tuple[str, str], contextvars.Context] = {}
+        self.operator_context: contextvars.Context | None = None
         self.periodic: list[tuple[tuple[float, float], RoundFn]] = []
         self.tasks: list[asyncio.Task[None]] = []
 
@@ -64,13 +69,35 @@ def reconciler() -> Reconciler:
 
 
 def report(body: Any, outcome: Outcome | None) -> None:
-    """Kubernetes Events on the Agent for what changed and for new problems."""
+    """Kubernetes Events on the Agent for what changed and for new problems.
+
+    One Event per action (Created, Updated, Deleted) naming every child it touched, not one
+    per child: a new Agent costs the API server one Event write, not one per child.
+    """
     if outcome is None:
         return
-    for change in outcome.changes:
-        kopf.info(body, reason=change.action, message=f"{change.kind} {change.name}: {change.why}")
+    for action, message in change_messages(outcome.changes):
+        kopf.info(body, reason=action, message=message)
     for problem in outcome.new_problems:
         kopf.warn(body, reason=problem.reason, message=problem.message)
+
+
+def change_messages(changes: list[Change]) -> list[tuple[str, str]]:
+    """(reason, message) of the Events for `changes`: one per action, each message under
+    EVENT_MESSAGE_LIMIT (kopf cuts longer ones), so an Agent of many skills gets a few."""
+    grouped: dict[str, list[str]] = {}
+    for change in changes:
+        grouped.setdefault(change.action, []).append(f"{change.kind} {change.name}: {change.why}")
+    events: list[tuple[str, str]] = []
+    for action, parts in grouped.items():
+        message = ""
+        for part in parts:
+            if message and len(message) + 2 + len(part) > EVENT_MESSAGE_LIMIT:
+                events.append((action, message))
+                message = ""
+            message = f"{message}; {part}" if message else part
+        events.append((action, message))
+    return events
 
 
 def run(namespace: str, name: str, body: Any = None, fresh: bool = False) -> None:
@@ -139,7 +166,9 @@ async def agent_event(
         return
     STATE.bodies[key] = body
     if key not in STATE.contexts:
-        STATE.contexts[key] = contextvars.copy_context()
+        if STATE.operator_context is None:
+            STATE.operator_context = contextvars.copy_context()  # holds kopf's Event queue
+        STATE.contexts[key] = STATE.operator_context
     try:
         inputs = policy_inputs(dict(body))
     except (KeyError, TypeError, ValueError):  # not a valid Agent (yet): spec handlers report
@@ -198,6 +227,7 @@ async def _resync_forever(interval: float) -> None:
                 log.warning(
                     "resync of %s/%s failed: %s: %s", namespace, name, type(exc).__name__, exc
                 )
+        metrics.RESYNCS.inc()
 
 
 def _context_of(namespace: str, name: str) -> contextvars.Context:

@@ -19,6 +19,10 @@ CHILD_WRITES = Counter(
     "Children written, by kind and action (created, updated, deleted).",
     ["kind", "action"],
 )
+RESYNCS = Counter(
+    "rouse_operator_resyncs_total",
+    "Drift resync rounds completed (every known Agent reconciled once; ROUSE_RESYNC_INTERVAL).",
+)
 TRACKED_AGENTS = Gauge(
     "rouse_operator_tracked_agents",
     "Agents the operator keeps per-Agent state for, by store (locks, children, known): "

@@ -5,7 +5,6 @@ calls go through `kube.Kube`.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import threading
@@ -57,9 +56,10 @@ def spec_hash(manifest: Manifest) -> str:
 
 
 def with_hash(manifest: Manifest) -> Manifest:
-    stamped = copy.deepcopy(manifest)
-    stamped["metadata"].setdefault("annotations", {})[HASH_ANNOTATION] = spec_hash(manifest)
-    return stamped
+    """The manifest stamped with its hash (in place: the builders make a new one each time)."""
+    digest = spec_hash(manifest)
+    manifest["metadata"].setdefault("annotations", {})[HASH_ANNOTATION] = digest
+    return manifest
 
 
 def contains(current: Any, wanted: Any) -> bool:
@@ -133,6 +133,10 @@ class Reconciler:
     _locks: dict[tuple[str, str], threading.Lock] = field(default_factory=dict)
     _guard: threading.Lock = field(default_factory=threading.Lock)
     _brokers_seen: dict[tuple[str, str], float] = field(default_factory=dict)
+    # Children being applied now -> the resourceVersion of a watch event seen meanwhile (the
+    # echo can arrive before the apply returns); Agents to reconcile again for a foreign write.
+    _applying: dict[tuple[str, str, str], str | None] = field(default_factory=dict)
+    _dirty: set[tuple[str, str]] = field(default_factory=set)
 
     def _lock(self, namespace: str, name: str) -> threading.Lock:
         with self._guard:
@@ -156,8 +160,17 @@ class Reconciler:
             lock.release()
 
     def ours(self, kind: str, namespace: str, name: str, resource_version: str) -> bool:
-        """Whether this child event is the echo of our own last write (nothing to do)."""
-        return self.written.get((kind, namespace, name)) == resource_version
+        """Whether this child event is the echo of our own last write (nothing to do).
+
+        During our apply of the child the answer waits for the apply: the event is noted,
+        and a newer version than ours makes the reconcile run again (see `_apply`).
+        """
+        key = (kind, namespace, name)
+        with self._guard:
+            if key in self._applying:
+                self._applying[key] = resource_version
+                return True
+            return self.written.get(key) == resource_version
 
     def forget(self, kind: str, namespace: str, name: str) -> None:
         """A child is gone: drop the record of our last write to it (no unbounded growth)."""
@@ -196,6 +209,15 @@ class Reconciler:
                     metrics.RECONCILES.labels("gone").inc()
                 else:
                     outcome = self._reconcile(agent)
+                    for _ in range(3):  # someone else wrote a child while we applied it
+                        if not self._take_dirty(namespace, name):
+                            break
+                        agent = self.kube.get_agent(namespace, name)
+                        if agent is None or agent["metadata"].get("deletionTimestamp"):
+                            break
+                        again = self._reconcile(agent)
+                        again.changes[:0] = outcome.changes
+                        outcome = again
             except Exception:
                 metrics.RECONCILES.labels("error").inc()
                 raise
@@ -249,7 +271,7 @@ class Reconciler:
                 problems.append(agent_status.Problem(condition, "NameConflict", message))
                 continue
             try:
-                applied = self.kube.apply(kind, manifest, force=current is not None)
+                applied = self._apply(kind, manifest, name, force=current is not None)
             except (ConflictError, RejectedError) as exc:
                 if isinstance(exc, ConflictError):
                     reason = "NameConflict"
@@ -260,7 +282,6 @@ class Reconciler:
                 continue
             existing[kind][child_name] = applied
             self.cache.put(kind, applied)
-            self._remember(kind, applied)
             action = "Created" if current is None else "Updated"
             outcome.changes.append(
                 Change(action, kind.kind, child_name, why_applied(current, manifest))
@@ -302,7 +323,37 @@ class Reconciler:
             self._brokers_seen.pop(key, None)
         return exists
 
-    def _remember(self, kind: ChildKind, obj: Obj) -> None:
-        meta = obj.get("metadata") or {}
-        key = (kind.kind, str(meta.get("namespace")), str(meta.get("name")))
-        self.written[key] = str(meta.get("resourceVersion"))
+    def _apply(self, kind: ChildKind, manifest: Manifest, agent: str, force: bool) -> Obj:
+        """Apply a child, telling its watch echo from someone else's write even when the
+        event arrives before the apply returns (a missed echo costs a whole reconcile)."""
+        meta = manifest["metadata"]
+        key = (kind.kind, str(meta["namespace"]), str(meta["name"]))
+        with self._guard:
+            self._applying[key] = None
+        applied: Obj | None = None
+        try:
+            applied = self.kube.apply(kind, manifest, force=force)
+        finally:
+            with self._guard:
+                seen = self._applying.pop(key, None)
+                version = None
+                if applied is not None:
+                    version = str((applied.get("metadata") or {}).get("resourceVersion"))
+                    self.written[key] = version
+                if seen is not None and seen != version and _newer(seen, version):
+                    self._dirty.add((key[1], agent))
+        return applied
+
+    def _take_dirty(self, namespace: str, name: str) -> bool:
+        with self._guard:
+            if (namespace, name) in self._dirty:
+                self._dirty.discard((namespace, name))
+                return True
+            return False
+
+
+def _newer(seen: str, ours: str | None) -> bool:
+    """Whether resourceVersion `seen` is later than `ours` (None: our write failed)."""
+    if ours is None:
+        return True
+    return seen.isdigit() and ours.isdigit() and int(seen) > int(ours)

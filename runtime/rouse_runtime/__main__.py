@@ -5,6 +5,11 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rouse_runtime.store import Store
 
 ENV_HOST = "ROUSE_HOST"
 KNATIVE_SERVICE = "K_SERVICE"  # set by Knative Serving in every user container
@@ -31,6 +36,8 @@ def main() -> int:
         print(json.dumps({"level": "error", "msg": f"rouse-runtime: {exc}"}), file=sys.stderr)
         return 2
 
+    store = open_store_early(config.state_url)
+
     import uvicorn
 
     from rouse_runtime.logs import setup_logging
@@ -49,12 +56,14 @@ def main() -> int:
         # achieved"); one that exits puts this line in its Revision's status, and so in the Agent's.
         report_termination(loaded.error)
         return 1
-    app = create_app(config, handler=loaded)
+    app = create_app(config, handler=loaded, store=store)
     uvicorn.run(
         app,
         host=os.environ.get(ENV_HOST, "0.0.0.0"),  # a pod must listen on its IP
         port=config.port,
         http=JsonErrorH11Protocol,
+        ws="none",  # no WebSocket routes: skip looking for a WebSocket library
+        proxy_headers=False,  # nothing reads the client address: skip scanning for X-Forwarded-*
         h11_max_incomplete_event_size=MAX_HEADER_BYTES,
         log_config=None,
         access_log=False,
@@ -62,6 +71,22 @@ def main() -> int:
         timeout_graceful_shutdown=30,
     )
     return 0
+
+
+def open_store_early(url: str) -> Store | None:
+    """The state store, its slow set-up (a new SQLite file's fsyncs) started in a thread.
+
+    The set-up waits on the disk while this thread imports the server, so the
+    first event does not wait for it. A bad URL is left to the server to report.
+    """
+    from rouse_runtime.store import StoreError, open_store
+
+    try:
+        store = open_store(url, sole_writer=True)  # nothing else in this process writes it
+    except StoreError:
+        return None
+    threading.Thread(target=store.prepare, name="rouse-store-open", daemon=True).start()
+    return store
 
 
 if __name__ == "__main__":

@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any
 from cloudevents.http import CloudEvent
 from starlette.responses import JSONResponse, Response
 
-from rouse_runtime.policies.budget import BudgetDecision
 from rouse_runtime.store import Store, StoreError
 
 if TYPE_CHECKING:
+    from rouse_runtime.policies.budget import BudgetDecision
     from rouse_runtime.server import Runtime
 
 GATE_PREFIX = "rouse/budget-gate/"

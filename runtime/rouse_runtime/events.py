@@ -11,6 +11,7 @@ the skill as the exact bytes sent.
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from collections.abc import Mapping
@@ -59,6 +60,7 @@ def is_json(content_type: str | None) -> bool:
     return mt in ("application/json", "text/json") or mt.endswith("+json")
 
 
+@functools.lru_cache(maxsize=64)  # a stream of events mostly repeats one content type
 def _binary_data(content_type: str | None) -> Any:
     """The unmarshaller for a binary-mode body of this content type."""
     mt = media_type(content_type)

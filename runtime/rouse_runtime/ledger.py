@@ -22,18 +22,19 @@ import abc
 import asyncio
 import operator
 import sqlite3
+import time
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector, CollectorRegistry
-
 from rouse_runtime.store import Store, sqlite_path, unsupported_url
 from rouse_runtime.store.sqlite_file import SqliteFile
 
 if TYPE_CHECKING:
+    from prometheus_client.core import Metric
+    from prometheus_client.registry import CollectorRegistry
+
     from rouse_runtime.store.sqlite import SqliteStore
 
 NANO = 1_000_000_000
@@ -96,6 +97,19 @@ def _line(
 def utc_day(now: datetime | None = None) -> str:
     """The ledger's day key, e.g. `2026-01-05` (budgets reset at 00:00 UTC)."""
     return (now or datetime.now(UTC)).astimezone(UTC).date().isoformat()
+
+
+_today: tuple[float, str] = (0.0, "")  # (when the day ends, epoch seconds; the day)
+
+
+def current_day() -> str:
+    """`utc_day()` for now, worked out again only when the UTC day ends (once per event)."""
+    global _today
+    now = time.time()
+    if now >= _today[0]:
+        # POSIX time has no leap seconds: every UTC day is 86400 s from the epoch on.
+        _today = ((now // 86400 + 1) * 86400, datetime.fromtimestamp(now, UTC).date().isoformat())
+    return _today[1]
 
 
 class Ledger(abc.ABC):
@@ -267,7 +281,7 @@ class SqliteLedger(Ledger):
             # One upsert per line per group commit, however many invocations it holds.
             self._batch = {}
             self._batch_added = store.enqueue(self._add_batch)
-        line = (namespace, agent, skill, day or utc_day())
+        line = (namespace, agent, skill, day or current_day())
         add = (
             entry.invocations,
             entry.cold_starts,
@@ -399,12 +413,16 @@ class RedisLedger(Ledger):
         await self._redis.aclose()
 
 
-class _LinesCollector(Collector):
+class _LinesCollector:
+    """Ledger lines as metric families (prometheus_client, imported only to export them)."""
+
     def __init__(self, lines: Iterable[Line], day: str) -> None:
         self._lines = list(lines)
         self._day = day
 
     def collect(self) -> Iterable[Metric]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
         keys = ["namespace", "agent", "skill"]
         invocations = CounterMetricFamily(
             "rouse_ledger_invocations", "Invocations recorded in the ledger", labels=keys
@@ -449,6 +467,8 @@ class _LinesCollector(Collector):
 
 def ledger_registry(lines: Iterable[Line], day: str) -> CollectorRegistry:
     """A registry exposing the ledger's lines read for `day` (one per scrape, fresh read)."""
+    from prometheus_client.registry import CollectorRegistry
+
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_LinesCollector(lines, day))
     return registry

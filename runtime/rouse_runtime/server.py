@@ -1,10 +1,12 @@
 """The skill's HTTP server: CloudEvents in on POST /, replies out, health and metrics.
 
-`create_app(config)` builds the FastAPI app. One invocation is: read the body
-within the size limit → parse the CloudEvent (400/413/415 on bad input) →
-admission checks (the hook where a "reject with 429 while suspended" policy
-goes) → idempotency (an in-process future per key plus a store-level claim, so
-duplicates run once across processes) → the skill under its budget → reply.
+`create_app(config)` builds the app on Starlette (FastAPI's own core: the skill
+server uses no FastAPI feature, and importing FastAPI was half of a cold start).
+One invocation is: read the body within the size limit → parse the CloudEvent
+(400/413/415 on bad input) → admission checks (the hook where a "reject with 429
+while suspended" policy goes) → idempotency (an in-process future per key plus a
+store-level claim, so duplicates run once across processes) → the skill under its
+budget → reply.
 
 Replies follow Knative: 200 with a CloudEvent (same HTTP mode as the request) is a
 reply the broker feeds back; 202 without body is none; 500 means "retry me"; a
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from cloudevents.http import CloudEvent
-from fastapi import FastAPI
+from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -51,7 +53,7 @@ from rouse_runtime.events import (
 )
 from rouse_runtime.handler import LoadedHandler, load_handler
 from rouse_runtime.ledger import Entry, Ledger, ledger_on
-from rouse_runtime.metrics import CONTENT_TYPE, Metrics
+from rouse_runtime.metrics import Metrics
 from rouse_runtime.protocol import MAX_HEADER_BYTES
 from rouse_runtime.scope import Scope as KeyScope
 from rouse_runtime.spend import record_spend
@@ -62,6 +64,10 @@ if TYPE_CHECKING:
     import httpx
 
 log = logging.getLogger("rouse.runtime")
+
+# Request headers an event is read from (ASGI names are lower case): the CloudEvents
+# attributes, content type and length. Knative's proxies add a dozen others per request.
+EVENT_HEADERS = (b"ce-", b"content-")
 
 BYTES_HINT = (
     " (return bytes alone for an application/octet-stream reply, or a CloudEvent with"
@@ -191,12 +197,12 @@ class RawEndpoint:
         await self.app(scope, receive, send)
 
 
-class SkillApp(FastAPI):
-    """The FastAPI app, with the hot path (POST /) served as a bare ASGI endpoint.
+class SkillApp(Starlette):
+    """The Starlette app, with the hot path (POST /) served as a bare ASGI endpoint.
 
-    Events skip the middleware stack (FastAPI's telemetry, body limit and exit
-    stack, Starlette's routing); health, readiness, metrics and errors go through
-    FastAPI as usual. Every event costs the same few microseconds less.
+    Events skip the middleware stack and Starlette's routing; health, readiness,
+    metrics and errors go through Starlette as usual. Every event costs the
+    same few microseconds less.
     """
 
     receive_event: ASGIApp | None = None
@@ -217,14 +223,18 @@ class Runtime:
     """The skill's process-wide state: handler, store, metrics, in-flight invocations."""
 
     def __init__(
-        self, config: Config, handler: LoadedHandler, metrics: Metrics | None = None
+        self,
+        config: Config,
+        handler: LoadedHandler,
+        metrics: Metrics | None = None,
+        store: Store | None = None,
     ) -> None:
         self.config = config
         self.handler = handler
         self.metrics = metrics or Metrics(config.agent, config.skill)
         self.admission_checks: list[AdmissionCheck] = []
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._store: Store | None = None
+        self._store = store
         self._ledger: Ledger | None = None
         self._resumer: Resumer | None = None
         self.namespace = config.namespace
@@ -239,7 +249,7 @@ class Runtime:
     @property
     def store(self) -> Store:
         if self._store is None:
-            self._store = open_store(self.config.state_url)
+            self._store = open_store(self.config.state_url, sole_writer=True)
         return self._store
 
     @property
@@ -549,17 +559,23 @@ async def respond(send: Send, outcome: Outcome, mode: Mode) -> None:
 
 
 def create_app(
-    config: Config, handler: LoadedHandler | None = None, metrics: Metrics | None = None
-) -> FastAPI:
-    """The skill's ASGI app; imports the handler now unless one is given."""
+    config: Config,
+    handler: LoadedHandler | None = None,
+    metrics: Metrics | None = None,
+    store: Store | None = None,
+) -> SkillApp:
+    """The skill's ASGI app; imports the handler now unless one is given.
+
+    `store`: the state store already opened for config.state_url (else opened on first use).
+    """
     loaded = handler if handler is not None else load_handler(config.handler)
-    runtime = Runtime(config, loaded, metrics)
+    runtime = Runtime(config, loaded, metrics, store)
     runtime.admission_checks.append(BudgetGate.for_runtime(runtime))  # onExhausted: reject
     if loaded.error:
         log.error("handler not loaded: %s", loaded.error)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # Ready: handler imported, app started; uvicorn opens the port right after this.
         age = process_age()
         if age is not None:
@@ -573,7 +589,7 @@ def create_app(
         yield
         await runtime.close()
 
-    app = SkillApp(lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None)
+    app = SkillApp(lifespan=lifespan)
     app.state.runtime = runtime
     max_body = config.max_body_bytes
 
@@ -592,7 +608,8 @@ def create_app(
         header_bytes = 0
         for key, value in scope["headers"]:
             header_bytes += len(key) + len(value)
-            headers[key.decode("latin-1")] = value.decode("latin-1")
+            if key.startswith(EVENT_HEADERS):  # what the binding reads; proxies add many more
+                headers[key.decode("latin-1")] = value.decode("latin-1")
         if header_bytes > MAX_HEADER_BYTES:
             # h11 only bounds headers that arrive in pieces; one big read gets here.
             await send_error(
@@ -631,7 +648,8 @@ def create_app(
         return Response(b'{"status":"ready"}', media_type="application/json")
 
     async def metrics_endpoint(request: Request) -> Response:
-        return Response(runtime.metrics.render(), media_type=CONTENT_TYPE)
+        body, content_type = runtime.metrics.render()
+        return Response(body, media_type=content_type)
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -643,7 +661,7 @@ def create_app(
 
     app.receive_event = receive_event
     # Also routed (never reached for POST /, which the fast path takes), so that
-    # other methods on / get FastAPI's 405 instead of a 404.
+    # other methods on / get a 405 instead of a 404.
     app.router.routes.append(Route("/", RawEndpoint(receive_event), methods=["POST"]))
     app.add_route("/healthz", healthz, methods=["GET"])
     app.add_route("/readyz", readyz, methods=["GET"])

@@ -112,3 +112,10 @@ async def test_on_the_store_lines_join_its_group_commit_and_sum_exactly(tmp_path
     ]
     await ledger.close()
     await store.close()
+
+
+def test_current_day_is_utc_day() -> None:
+    from rouse_runtime.ledger import current_day, utc_day
+
+    before, day, after = utc_day(), current_day(), utc_day()
+    assert day in (before, after)  # equal unless the test straddles midnight UTC

@@ -84,3 +84,24 @@ def test_a_deleted_agent_leaves_no_entries_behind() -> None:
     assert cache.agents() == 0 and cache._objects == {}
     assert cache.primed("ns") and cache.children("ns", "other")[SERVICE] == {}
     cache.forget_agent("ns", "other")  # twice (DELETED and a late child event): harmless
+
+
+def test_agent_of_follows_puts_drops_primes_and_forgets() -> None:
+    """The owner index agrees with the cached children through every change."""
+    cache = ChildCache()
+    cache.put(SERVICE, obj("x-s", "1", agent="x"))
+    cache.put(SERVICE, obj("y-s", "1", agent="y"))
+    assert (cache.agent_of(SERVICE, "ns", "x-s"), cache.agent_of(SERVICE, "ns", "y-s")) == (
+        "x",
+        "y",
+    )
+    cache.drop(SERVICE, "ns", "x", "x-s")
+    assert cache.agent_of(SERVICE, "ns", "x-s") is None
+    cache.forget_agent("ns", "y")
+    assert cache.agent_of(SERVICE, "ns", "y-s") is None
+    cache.put(SERVICE, obj("y-s", "1", agent="y"))
+    cache.prime(
+        "ns", {SERVICE: [obj("z-s", "1", agent="z")]}
+    )  # a fresh listing replaces the namespace
+    assert cache.agent_of(SERVICE, "ns", "y-s") is None
+    assert cache.agent_of(SERVICE, "ns", "z-s") == "z"

@@ -19,9 +19,11 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.stop()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.integration)])
+@pytest.fixture(
+    params=["sqlite", "sqlite-sole-writer", pytest.param("redis", marks=pytest.mark.integration)]
+)
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
+    if request.param.startswith("sqlite"):
         return f"sqlite:///{tmp_path}/state/store.db"
     server: RedisServer = request.getfixturevalue("redis_server")
     client = redis.Redis.from_url(server.url)
@@ -31,8 +33,9 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-async def store(url: str) -> AsyncIterator[Store]:
-    s = open_store(url)
+async def store(url: str, request: pytest.FixtureRequest) -> AsyncIterator[Store]:
+    # The skill server's mode: writes run at once in a transaction the loop turn commits.
+    s = open_store(url, sole_writer="sole-writer" in request.node.callspec.id)
     yield s
     await s.close()
 
@@ -136,3 +139,43 @@ async def test_unwritable_sqlite_path_is_a_store_error(tmp_path: Path) -> None:
     store = open_store(f"sqlite:///{blocker}/sub/state.db")
     with pytest.raises(StoreError, match="cannot open SQLite state file"):
         await store.get("x")
+
+
+async def test_prepare_opens_the_sqlite_file_and_leaves_errors_to_first_use(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state" / "store.db"
+    store = open_store(f"sqlite:///{path}")
+    store.prepare()  # what rouse-runtime runs in a thread while it imports
+    assert path.exists()
+    await store.set("k", 1)
+    assert await store.get("k") == 1
+    await store.close()
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    broken = open_store(f"sqlite:///{blocker}/sub/state.db")
+    broken.prepare()  # no exception here: the first request reports it (503)
+    with pytest.raises(StoreError, match="cannot open SQLite state file"):
+        await broken.get("x")
+
+
+async def test_a_sole_writer_commits_at_the_end_of_the_turn(tmp_path: Path) -> None:
+    """Another process (here: another connection) sees a sole writer's claim once its turn ends."""
+    import sqlite3
+
+    path = tmp_path / "state.db"
+    store = open_store(f"sqlite:///{path}", sole_writer=True)
+    try:
+        assert await store.claim("k", "me", 30) == Claim("claimed")  # answered in this turn
+        other = sqlite3.connect(path, timeout=10)
+        # The claim's transaction commits when the loop turns; until then, writers wait.
+        await asyncio.sleep(0)
+        row = other.execute("SELECT owner, state FROM idempotency WHERE key = 'k'").fetchone()
+        assert row == ("me", "running")
+        assert await store.complete("k", "me", {"status": 202}, 60) is True
+        row = other.execute("SELECT state FROM idempotency WHERE key = 'k'").fetchone()
+        assert row == ("done",)  # complete returned only after its commit
+        other.close()
+    finally:
+        await store.close()

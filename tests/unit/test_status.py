@@ -279,9 +279,16 @@ def test_a_deleted_child_is_forgotten() -> None:
     from kubernetes import client
     from rouse_operator.kube import Kube
 
-    reconciler = reconcile.Reconciler(Kube(client.CustomObjectsApi(client.ApiClient())), Settings())
     applied = {"metadata": {"namespace": "team-a", "name": "bot-triage", "resourceVersion": "7"}}
-    reconciler._remember(SERVICE, applied)
+
+    class Applies(Kube):
+        def apply(self, kind: Any, manifest: Any, force: bool) -> Any:
+            return applied
+
+    reconciler = reconcile.Reconciler(
+        Applies(client.CustomObjectsApi(client.ApiClient())), Settings()
+    )
+    reconciler._apply(SERVICE, applied, "bot", force=False)
     assert reconciler.ours("Service", "team-a", "bot-triage", "7")
     reconciler.forget("Service", "team-a", "bot-triage")
     assert not reconciler.ours("Service", "team-a", "bot-triage", "7")

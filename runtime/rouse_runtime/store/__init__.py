@@ -11,12 +11,16 @@ from __future__ import annotations
 from rouse_runtime.store.base import Claim, Store, StoreError
 
 
-def open_store(url: str) -> Store:
-    """The store a state URL names; raises StoreError for an unknown scheme."""
+def open_store(url: str, *, sole_writer: bool = False) -> Store:
+    """The store a state URL names; raises StoreError for an unknown scheme.
+
+    `sole_writer`: this process writes a SQLite file only through this store (the
+    skill server), which lets writes run at once (see SqliteStore).
+    """
     if url.startswith("sqlite://"):
         from rouse_runtime.store.sqlite import SqliteStore
 
-        return SqliteStore(sqlite_path(url))
+        return SqliteStore(sqlite_path(url), sole_writer=sole_writer)
     if url.startswith(("redis://", "rediss://", "unix://")):
         from rouse_runtime.store.redis import RedisStore
 

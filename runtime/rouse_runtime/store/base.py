@@ -55,6 +55,15 @@ class Store(abc.ABC):
     async def load_checkpoint(self, key: str) -> Any:
         """The checkpoint under key, or None."""
 
+    def prepare(self) -> None:
+        """Do slow set-up now (open files), from any thread; the default has none.
+
+        The runtime calls it in a thread while it still imports, so a new state
+        file's fsyncs do not wait for the first event. Errors are left for that
+        event's first use of the store to report.
+        """
+        return None
+
     @abc.abstractmethod
     async def claim(self, key: str, owner: str, lease: float) -> Claim:
         """Take key for owner for lease seconds unless it is done or held by a live claim."""

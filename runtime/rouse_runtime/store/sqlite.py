@@ -47,11 +47,24 @@ Op = Callable[[sqlite3.Connection], Any]
 
 
 class SqliteStore(Store):
-    def __init__(self, path: str) -> None:
+    """The state file; `sole_writer`: this process writes the file through this store alone.
+
+    A sole writer (the skill server) runs each write at once, inside a transaction
+    begun by the turn's first write and committed at the end of the turn (the
+    group commit): a claim's answer needs no trip through the event loop, and a
+    quick skill's claim, result and ledger line share one transaction. Holding
+    the write lock for the rest of a turn is safe only when no other connection
+    of this thread writes the file (it would wait on that lock while blocking the
+    loop that releases it), hence opt-in. Other processes wait at most a turn.
+    """
+
+    def __init__(self, path: str, *, sole_writer: bool = False) -> None:
         self.path = path
         self._file = SqliteFile(path, _SCHEMA, "state file", synchronous="NORMAL")
+        self._sole_writer = sole_writer
         self._pending: list[tuple[Op, asyncio.Future[Any]]] = []
         self._flush_scheduled = False
+        self._open: sqlite3.Connection | None = None  # sole writer: this turn's transaction
         self._last_record: tuple[Any, str] | None = None
 
     def enqueue(self, op: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
@@ -64,21 +77,62 @@ class SqliteStore(Store):
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._pending.append((op, future))
+        self._schedule_flush(loop)
+        return future
+
+    def _schedule_flush(self, loop: asyncio.AbstractEventLoop) -> None:
         if not self._flush_scheduled:
             self._flush_scheduled = True
             loop.call_soon(self._flush)
-        return future
 
-    _write = enqueue  # awaited by each write below
+    async def _write(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        """op's result once it is committed (a sole writer runs op at once, see the class)."""
+        if not self._sole_writer:
+            return await self.enqueue(op)
+        value = self._now(op)
+        return await self.enqueue(lambda db: value)  # resolved when this turn commits
+
+    def _now(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        """(sole writer) op inside this turn's transaction, begun now if need be."""
+        db = self._open
+        if db is None:
+            self._file.lock.acquire()  # held until _flush commits, at the end of this turn
+            try:
+                db = self._file.conn()
+                db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                self._file.lock.release()
+                raise self._file.error("begin", exc) from exc
+            except BaseException:
+                self._file.lock.release()
+                raise
+            self._open = db
+            self._schedule_flush(asyncio.get_running_loop())
+        try:
+            return op(db)
+        except sqlite3.Error as exc:  # that statement is undone; the rest commit
+            raise self._file.error("write", exc) from exc
 
     def _flush(self) -> None:
         batch, self._pending = self._pending, []
         self._flush_scheduled = False
+        opened, self._open = self._open, None
+        try:
+            self._commit(batch, opened)
+        finally:
+            if opened is not None:
+                self._file.lock.release()  # taken by _now when it began the transaction
+
+    def _commit(
+        self, batch: list[tuple[Op, asyncio.Future[Any]]], db: sqlite3.Connection | None
+    ) -> None:
+        """Run batch's ops in a transaction (db's, already begun, or a new one) and commit."""
         results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         with self._file.lock:
             try:
-                db = self._file.conn()
-                db.execute("BEGIN IMMEDIATE")
+                if db is None:
+                    db = self._file.conn()
+                    db.execute("BEGIN IMMEDIATE")
             except (StoreError, sqlite3.Error) as exc:
                 begin_error = exc if isinstance(exc, StoreError) else self._file.error("begin", exc)
                 for _, future in batch:
@@ -106,6 +160,10 @@ class SqliteStore(Store):
                 future.set_result(value)
             else:
                 future.set_exception(error)
+
+    def prepare(self) -> None:
+        with contextlib.suppress(StoreError):
+            self._file.run("open", lambda db: None)
 
     def _read(self, sql: str, args: tuple[Any, ...]) -> Any:
         return self._file.run("read", lambda db: db.execute(sql, args).fetchone())
@@ -146,6 +204,10 @@ class SqliteStore(Store):
         return self._get(_CHECKPOINT, key)
 
     async def claim(self, key: str, owner: str, lease: float) -> Claim:
+        """A sole writer answers at once, without waiting for the commit: no other
+        process can read the claim's key before this turn's transaction commits (it
+        holds the write lock), and a claim lost to a crash only frees the key early."""
+
         def op(db: sqlite3.Connection) -> Claim:
             # Insert, or take over a claim whose lease ran out; else report what is there.
             now = time.time()
@@ -165,6 +227,8 @@ class SqliteStore(Store):
                 return Claim("done", json.loads(row[1]))
             return Claim("busy")
 
+        if self._sole_writer:
+            return self._now(op)
         return await self._write(op)
 
     async def complete(self, key: str, owner: str, record: Any, ttl: float) -> bool:
@@ -213,6 +277,6 @@ class SqliteStore(Store):
         return await self._write(op)
 
     async def close(self) -> None:
-        if self._pending:
+        if self._pending or self._open is not None:
             self._flush()
         self._file.close()

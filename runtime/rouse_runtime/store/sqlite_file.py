@@ -20,7 +20,7 @@ T = TypeVar("T")
 
 
 class SqliteFile:
-    """A lazily opened connection to `path`, guarded by `lock`.
+    """A lazily opened connection to `path`, guarded by `lock` (reentrant).
 
     `label` names the user in errors ("state file", "ledger", ...);
     `synchronous` sets PRAGMA synchronous when given (else SQLite's default).
@@ -30,7 +30,7 @@ class SqliteFile:
         self, path: str, schema: str, label: str, *, synchronous: str | None = None
     ) -> None:
         self.path = path
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # re-entered by a sole writer's reads in its open transaction
         self._schema = schema
         self._label = label
         self._synchronous = synchronous
