@@ -7,12 +7,13 @@ source "$(dirname "$0")/lib.sh"
 
 usage() {
   cat <<USAGE
-Usage: $(basename "$0") [--name NAME | --context CTX] [--namespace NS] [--agent AGENT] [--tag TAG] [--assert] [--timeout SECONDS]
+Usage: $(basename "$0") [--name NAME | --context CTX] [--namespace NS] [--agent AGENT] [--tag TAG] [--release-namespace NS] [--assert] [--timeout SECONDS]
 
-In namespace NS (labelled pod-security.kubernetes.io/enforce=restricted): create
-the Broker 'default', an event display subscribed to every event of the
+In namespace NS (labelled pod-security.kubernetes.io/enforce=restricted): copy
+the chart Redis's state URL Secret (rouse-redis, key url) from the release
+namespace (skills read it in their own namespace), create the Broker 'default', an event display subscribed to every event of the
 broker, and the example agent examples/AGENT/agent.yaml; wait until the Agent
-is Ready; POST one CloudEvent to the broker ingress from a pod; print the
+is Ready; POST one CloudEvent to the broker ingress through kubectl port-forward; print the
 events that flow back through the broker.
 
 Agents and what they answer:
@@ -27,6 +28,7 @@ Options:
   --namespace NS     namespace of the example (default: rouse-demo)
   --agent AGENT      hello or support-triage (default: hello)
   --tag TAG          tag of the example image built by images.sh (default: $ROUSE_TAG)
+  --release-namespace NS  namespace of the Rouse release (default: rouse-system)
   --assert           exit non-zero unless every expected event type is seen
   --timeout SECONDS  how long to wait for readiness and for the chain (default: 300)
   -h, --help         show this help
@@ -42,6 +44,7 @@ agent=hello
 tag="$ROUSE_TAG"
 assert=0
 timeout=300
+release_namespace=rouse-system
 while [ $# -gt 0 ]; do
   case "$1" in
     --name) need_value "$1" $# "${2:-}"; name="$2"; context="kind-$2"; shift 2 ;;
@@ -49,6 +52,7 @@ while [ $# -gt 0 ]; do
     --namespace) need_value "$1" $# "${2:-}"; namespace="$2"; shift 2 ;;
     --agent) need_value "$1" $# "${2:-}"; agent="$2"; shift 2 ;;
     --tag) need_value "$1" $# "${2:-}"; tag="$2"; shift 2 ;;
+    --release-namespace) need_value "$1" $# "${2:-}"; release_namespace="$2"; shift 2 ;;
     --timeout) need_value "$1" $# "${2:-}"; timeout="$2"; shift 2 ;;
     --assert) assert=1; shift ;;
     -h | --help) usage; exit 0 ;;
@@ -57,6 +61,7 @@ while [ $# -gt 0 ]; do
 done
 check_name "cluster name" "$name"
 check_name "namespace" "$namespace"
+check_name "release namespace" "$release_namespace"
 [[ "$timeout" =~ ^[1-9][0-9]*$ ]] || usage_error "timeout '$timeout' is not a positive number of seconds"
 case "$agent" in
   hello)
@@ -82,6 +87,16 @@ restricted='{"allowPrivilegeEscalation": false, "runAsNonRoot": true, "capabilit
 log "namespace $namespace (Pod Security Standards: restricted)"
 "${kc[@]}" create namespace "$namespace" --dry-run=client -o yaml | "${kc[@]}" apply -f -
 "${kc[@]}" label namespace "$namespace" --overwrite pod-security.kubernetes.io/enforce=restricted
+
+# The chart's Redis has a generated password; skills read the URL from a Secret in their own
+# namespace. Copied as base64 data, never decoded or printed here.
+secret=rouse-redis
+if "${kc[@]}" -n "$release_namespace" get secret "$secret" >/dev/null 2>&1; then
+  log "state store Secret $secret from $release_namespace"
+  data=$("${kc[@]}" -n "$release_namespace" get secret "$secret" -o jsonpath='{.data.url}')
+  printf '{"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": {"name": "%s", "namespace": "%s"}, "data": {"url": "%s"}}' \
+    "$secret" "$namespace" "$data" | "${kc[@]}" apply -f - >/dev/null
+fi
 
 log "broker and event display"
 "${kc[@]}" "${ns[@]}" apply -f - <<YAML

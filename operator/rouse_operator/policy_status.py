@@ -135,8 +135,15 @@ def evaluate(
     gap: str | None,
     now: datetime,
     tuning: Tuning = DEFAULT_TUNING,
+    parked: float | None = None,
 ) -> Evaluation:
-    """Run both policies for one Agent and say what its status should hold."""
+    """Run both policies for one Agent and say what its status should hold.
+
+    `parked`: events the parking service holds for the agent (None: unknown). While
+    the agent may spend, any parked event makes a replay due, whatever parked it
+    and whatever the budget says now (limits removed, park switched to reject):
+    nothing parked is left without a way out.
+    """
     spec, meta = agent["spec"], agent["metadata"]
     status = agent.get("status") or {}
     events: list[Event] = []
@@ -156,6 +163,7 @@ def evaluate(
         pending = not decision.suspended and (
             bool(saved_budget.get("replayPending"))
             or (resumed and previous is not None and previous.action == "park")
+            or bool(parked)
         )
         replay_due = pending
         result["budget"] = budget_status(bspec, decision, pending)
@@ -173,7 +181,7 @@ def evaluate(
             events.append(Event("Normal", decision.reason, decision.message))
     else:
         conditions.append(condition(WITHIN_BUDGET, "True", "NoDailyBudget", "no daily limits"))
-        if saved_budget.get("replayPending"):  # limits removed while events were parked
+        if saved_budget.get("replayPending") or parked:  # limits removed while events were parked
             replay_due = True
             result["budget"] = {"exhausted": False, "replayPending": True}
 

@@ -5,9 +5,11 @@ Every ROUSE_EVAL_INTERVAL seconds per Agent: read the ledger's figures from Prom
 own status fields are untouched). The reconciler reacts to a changed
 `status.warmPool` / `status.budget.exhausted` by rebuilding the Services'
 min-scale and re-pointing the Triggers. When a spent budget comes back the
-Triggers are restored first (a replay into a broker whose Triggers still point
-at the parking sink would only park the events again), then the parked events
-are replayed in order through the parking service (ROUSE_PARKING_URL).
+Triggers are restored first, and once Knative reports them Ready on their
+skills again, the parked events are replayed in order through the parking
+service (ROUSE_PARKING_URL) to each skill's own address (replay_targets.py).
+Any event still parked while the agent may spend (per the parking service's
+`rouse_parked_events`) makes a replay due, so nothing parked is stranded.
 
 The loop runs through `handlers.every_agent`, not kopf.timer: a kopf timer puts a
 finalizer on every Agent, which would leave Agents undeletable once the operator is gone.
@@ -27,10 +29,11 @@ import httpx
 import kopf
 from prometheus_client import Histogram
 from rouse_runtime.budget_gate import sync_gate
+from rouse_runtime.parking.credential import bearer
 from rouse_runtime.policies.budget import Usage
 from rouse_runtime.policies.durations import parse_duration
 from rouse_runtime.policies.warm_pool import SkillWindow, Tuning
-from rouse_runtime.policy_inputs import agent_usage, skill_window
+from rouse_runtime.policy_inputs import agent_usage, parked_events, skill_window
 from rouse_runtime.prometheus import PrometheusClient, PrometheusError
 from rouse_runtime.store import Store, StoreError, open_store
 
@@ -41,11 +44,14 @@ from rouse_operator.policy_status import (
     has_daily_budget,
     policy_fields_changed,
 )
+from rouse_operator.replay_targets import replay_targets
 
 FIELD_MANAGER = "rouse-policy"
 SETTINGS = handlers.SETTINGS
 TUNING = Tuning(min_dwell_seconds=SETTINGS.warm_pool_min_dwell)
 QUERY_TIMEOUT = min(10.0, max(1.0, SETTINGS.eval_interval / 2))
+# The parking service stops taking events after 60 s; a delivery in flight may take longer.
+REPLAY_TIMEOUT = 90.0
 log = logging.getLogger("rouse.operator.policy")
 POLICY_SECONDS = Histogram(
     "rouse_operator_policy_evaluation_seconds",
@@ -135,16 +141,45 @@ async def sync_reject_gate(agent: dict[str, Any], evaluation: Evaluation) -> Non
         log.warning("budget gate of %s/%s not written: %s", meta["namespace"], meta["name"], exc)
 
 
-async def replay_parked(namespace: str, name: str, broker: str) -> str | None:
-    """Replay the Agent's parked events in order; None when all went, else why not."""
-    url = f"{SETTINGS.parking_url.rstrip('/')}/replay/{namespace}/{name}"
+async def parked_count(namespace: str, name: str) -> float | None:
+    """Events parked for the Agent, per the parking service's exporter; None when unknown."""
     try:
-        response = await http().post(url, json={"broker": broker, "kind": "park"})
+        return await parked_events(prometheus(), namespace, name)
+    except PrometheusError:
+        return None
+
+
+async def replay_parked(agent: dict[str, Any]) -> tuple[bool, int, str | None]:
+    """Replay the Agent's parked events to their skills: (done, how many went, why not).
+
+    Waits (not done, no problem) until the restored Triggers are Ready, or while
+    another replay of the agent runs (the parking service's lease answers 409).
+    """
+    meta = agent["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    children = handlers.reconciler().cache.children(namespace, name)
+    targets, waiting = replay_targets(agent, children, SETTINGS.parking_url)
+    if targets is None:
+        log.info("replay of %s/%s waits: %s", namespace, name, waiting)
+        return False, 0, None
+    url = f"{SETTINGS.parking_url.rstrip('/')}/replay/{namespace}/{name}"
+    body = {"broker": agent["spec"].get("broker", "default"), "kind": "park", "targets": targets}
+    try:
+        response = await http().post(
+            url, json=body, headers=bearer(SETTINGS.parking_token), timeout=REPLAY_TIMEOUT
+        )
+    except httpx.TimeoutException:
+        # A skill answering slowly: the replay goes on under its lease; next evaluation.
+        log.info("replay of %s/%s still running after %ss", namespace, name, REPLAY_TIMEOUT)
+        return False, 0, None
     except httpx.HTTPError as exc:
-        return f"parking service {SETTINGS.parking_url} unreachable: {exc}"
+        return False, 0, f"parking service {SETTINGS.parking_url} unreachable: {exc}"
+    if response.status_code == 409:  # another replayer holds the lease: next evaluation
+        return False, 0, None
     if response.status_code != 200:
-        return f"replay stopped: HTTP {response.status_code} {response.text[:300]}"
-    return None
+        return False, 0, f"replay stopped: HTTP {response.status_code} {response.text[:300]}"
+    result = response.json()
+    return not result.get("more"), int(result.get("replayed") or 0), None
 
 
 @handlers.every_agent(SETTINGS.eval_interval, initial_delay=1)  # not kopf.timer: no finalizer
@@ -157,9 +192,16 @@ async def evaluate_policies(body: kopf.Body, namespace: str | None, name: str, *
     agent["metadata"].setdefault("namespace", namespace)
     ns = str(namespace)
     now = datetime.now(UTC)
-    windows, usage, gap = await read_figures(agent, now)
+    # Only an Agent that has (or had: status.budget) a budget can have parked events.
+    may_have_parked = has_daily_budget(agent["spec"]) or bool(
+        (agent.get("status") or {}).get("budget")
+    )
+    (windows, usage, gap), parked = await asyncio.gather(
+        read_figures(agent, now),
+        parked_count(ns, name) if may_have_parked else _none(),
+    )
     evaluation: Evaluation = evaluate(
-        agent, windows=windows, usage=usage, gap=gap, now=now, tuning=TUNING
+        agent, windows=windows, usage=usage, gap=gap, now=now, tuning=TUNING, parked=parked
     )
     loop = asyncio.get_running_loop()
     if policy_fields_changed(agent, evaluation.status):
@@ -171,13 +213,18 @@ async def evaluate_policies(body: kopf.Body, namespace: str | None, name: str, *
         # Triggers back to the skills first (reconcile now), then the parked events.
         context = contextvars.copy_context()  # kopf's Event posting needs the handler context
         await loop.run_in_executor(None, context.run, handlers.run, ns, name)
-        problem = await replay_parked(ns, name, agent["spec"].get("broker", "default"))
-        if problem is None:
-            done = dict(evaluation.status)
-            done["budget"] = {**done.get("budget", {}), "replayPending": False}
-            await loop.run_in_executor(None, apply_policy_status, ns, name, done)
-            kopf.info(body, reason="ParkedReplayed", message="parked events replayed in order")
-        else:
+        done, replayed, problem = await replay_parked(agent)
+        if done:
+            cleared = dict(evaluation.status)
+            cleared["budget"] = {**cleared.get("budget", {}), "replayPending": False}
+            await loop.run_in_executor(None, apply_policy_status, ns, name, cleared)
+            if replayed:
+                kopf.info(
+                    body,
+                    reason="ParkedReplayed",
+                    message=f"{replayed} parked event(s) replayed in order to their skills",
+                )
+        elif problem is not None:
             kopf.warn(body, reason="ReplayFailed", message=problem)
     POLICY_SECONDS.observe(time.perf_counter() - started)
 

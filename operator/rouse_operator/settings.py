@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
+
+from rouse_runtime.redact import redact
 
 DEFAULT_BROKER_INGRESS = "http://broker-ingress.knative-eventing.svc.cluster.local"
 DEFAULT_PARKING_URL = "http://rouse-parking.rouse-system.svc.cluster.local"
@@ -24,6 +26,9 @@ _SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 
 class SettingsError(ValueError):
     """A setting that cannot be used; the message names the variable."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(redact(message))  # a URL given in a variable may hold a password
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,8 @@ class Settings:
     state_url: str = ""
     # When set, skills read ROUSE_STATE_URL from this Secret (secretKeyRef), never a plain value.
     state_url_secret: SecretRef | None = None
+    # The parking service's token for replay (ROUSE_PARKING_TOKEN, from a Secret by reference).
+    parking_token: str | None = field(default=None, repr=False)
     prometheus_url: str = DEFAULT_PROMETHEUS_URL
     eval_interval: float = 60.0
     metrics_port: int = 8080
@@ -127,6 +134,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         parking_url=_url(env, "ROUSE_PARKING_URL", DEFAULT_PARKING_URL),
         state_url=env.get("ROUSE_STATE_URL", "").strip(),
         state_url_secret=_secret_ref(env, "ROUSE_STATE_URL_SECRET"),
+        parking_token=env.get("ROUSE_PARKING_TOKEN", "").strip() or None,
         prometheus_url=_url(env, "ROUSE_PROMETHEUS_URL", DEFAULT_PROMETHEUS_URL),
         eval_interval=seconds(env, "ROUSE_EVAL_INTERVAL", 60.0),
         metrics_port=_port(env, "ROUSE_METRICS_PORT", 8080),

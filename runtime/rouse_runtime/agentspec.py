@@ -29,6 +29,7 @@ from rouse_runtime.envnames import ENV_HANDLER as ENV_HANDLER
 from rouse_runtime.envnames import ENV_MAX_STEPS as ENV_MAX_STEPS
 from rouse_runtime.envnames import ENV_MAX_TOKENS as ENV_MAX_TOKENS
 from rouse_runtime.envnames import ENV_MAX_TOOL_CALLS as ENV_MAX_TOOL_CALLS
+from rouse_runtime.envnames import ENV_NAMESPACE as ENV_NAMESPACE
 from rouse_runtime.envnames import ENV_REPLY_TYPE as ENV_REPLY_TYPE
 from rouse_runtime.envnames import ENV_SKILL as ENV_SKILL
 from rouse_runtime.envnames import ENV_STATE_URL as ENV_STATE_URL
@@ -92,6 +93,9 @@ def skill_env(agent: Agent, skill: Skill, broker_url: str) -> dict[str, str]:
         ENV_REPLY_TYPE: reply_type(skill),
         ENV_BROKER_URL: broker_url,
     }
+    namespace = agent["metadata"].get("namespace")
+    if namespace:  # the runtime keys all its data by it (skill pods mount no token to learn it)
+        env[ENV_NAMESPACE] = str(namespace)
     limits = {
         ENV_MAX_STEPS: per_invocation.get("maxSteps"),
         ENV_MAX_TOOL_CALLS: per_invocation.get("maxToolCalls"),

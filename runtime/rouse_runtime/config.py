@@ -15,6 +15,7 @@ from rouse_runtime.envnames import (
     ENV_AGENT,
     ENV_BROKER_URL,
     ENV_HANDLER,
+    ENV_KUBERNETES_SERVICE_HOST,
     ENV_LLM_API_KEY,
     ENV_LLM_BASE_URL,
     ENV_LLM_MODEL,
@@ -24,12 +25,15 @@ from rouse_runtime.envnames import (
     ENV_MAX_STEPS,
     ENV_MAX_TOKENS,
     ENV_MAX_TOOL_CALLS,
+    ENV_NAMESPACE,
     ENV_PORT,
     ENV_REPLY_TYPE,
     ENV_SKILL,
     ENV_STATE_URL,
     ENV_TIMEOUT_SECONDS,
 )
+from rouse_runtime.redact import redact
+from rouse_runtime.scope import DEFAULT_NAMESPACE, DNS_LABEL, Scope
 
 DEFAULT_PORT = 8080
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
@@ -42,7 +46,10 @@ IDEMPOTENCY_TTL_SECONDS = 7 * 24 * 3600.0
 
 
 class ConfigError(ValueError):
-    """A ROUSE_* variable is missing or malformed; the message names it."""
+    """A ROUSE_* variable is missing or malformed; the message names it, never a credential."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(redact(message))
 
 
 @dataclass(frozen=True)
@@ -80,6 +87,12 @@ class Config:
     llm_model: str | None = None
     llm_prices: Mapping[str, Price] = field(default_factory=dict)
     log_level: str = "INFO"
+    namespace: str = DEFAULT_NAMESPACE
+
+    @property
+    def scope(self) -> Scope:
+        """The (namespace, agent) every store key of this skill is scoped by."""
+        return Scope(self.namespace, self.agent)
 
     @property
     def lease_seconds(self) -> float:
@@ -153,6 +166,26 @@ def reply_source(agent: str, skill: str) -> str:
     return f"/agents/{agent}/{skill}"
 
 
+def _namespace(env: Mapping[str, str]) -> str:
+    """ROUSE_NAMESPACE; outside a cluster `default`; in a cluster without it, an error.
+
+    Skill pods mount no service-account token, so only the launcher can say the
+    namespace; guessing there would key the ledger and gates under the wrong one
+    (a budget that never trips, a reject gate never read).
+    """
+    namespace = env.get(ENV_NAMESPACE, "").strip()
+    if not namespace:
+        if env.get(ENV_KUBERNETES_SERVICE_HOST, "").strip():
+            raise ConfigError(
+                f"{ENV_NAMESPACE} is not set, and this process runs in a Kubernetes pod: set it to"
+                " the pod's namespace (the operator does; by hand: a fieldRef to metadata.namespace)"
+            )
+        return DEFAULT_NAMESPACE
+    if not DNS_LABEL.match(namespace):
+        raise ConfigError(f"{ENV_NAMESPACE}={namespace!r} is not a DNS-1123 label")
+    return namespace
+
+
 def load_config(env: Mapping[str, str]) -> Config:
     """Read the env contract; raise ConfigError naming the first bad variable."""
     handler = env.get(ENV_HANDLER, "").strip()
@@ -190,4 +223,5 @@ def load_config(env: Mapping[str, str]) -> Config:
         llm_model=env.get(ENV_LLM_MODEL, "").strip() or None,
         llm_prices=parse_prices(env.get(ENV_LLM_PRICES, "")),
         log_level=level,
+        namespace=_namespace(env),
     )

@@ -28,7 +28,7 @@ from rouse_runtime.suspend import Resumed, suspend
 if TYPE_CHECKING:
     import httpx
 
-    from rouse_runtime.llm import LLMClient
+    from rouse_runtime.llm import LLMClient, SpendRecorder
 
 T = TypeVar("T")
 
@@ -45,7 +45,7 @@ class State:
         self._store = store
 
     def _key(self, key: str) -> str:
-        return f"{self._ctx.config.agent}/{key}"
+        return self._ctx.config.scope.path(key)
 
     async def get(self, key: str, default: Any = None) -> Any:
         """The value stored under key by any skill of this agent, or default."""
@@ -91,6 +91,7 @@ class Context:
         metrics: Metrics,
         http: Callable[[], httpx.AsyncClient],
         loop: asyncio.AbstractEventLoop,
+        record_spend: SpendRecorder | None = None,
     ) -> None:
         self.event = event
         self.config = config
@@ -103,6 +104,7 @@ class Context:
         self._loop_thread = threading.get_ident()
         self._emitted = 0
         self._llm: LLMClient | None = None
+        self._record_spend = record_spend
 
     # Built on first use: most invocations never touch them, and every event pays __init__.
     @functools.cached_property
@@ -133,7 +135,7 @@ class Context:
     def checkpoint_key(self) -> str:
         """Where this event's checkpoint lives: a redelivery of the event finds it again."""
         config, event = self.config, self.event
-        return f"{config.agent}/{config.skill}/{event['source']}/{event['id']}"
+        return config.scope.path(config.skill, event["source"], event["id"])
 
     @property
     def usage(self) -> dict[str, float]:
@@ -169,6 +171,7 @@ class Context:
                 http=self._http,
                 before=self.budget.before_llm_call,
                 charge=self._charge,
+                record=self._record_spend,
             )
         return self._llm
 

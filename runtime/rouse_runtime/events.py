@@ -22,9 +22,11 @@ from cloudevents import exceptions as ce_errors
 from cloudevents.conversion import to_binary, to_json, to_structured
 from cloudevents.http import CloudEvent, from_http, from_json
 
+from rouse_runtime.ce_attributes import InvalidAttributeError, check_attributes, check_names
+
 Mode = Literal["binary", "structured"]
 
-SPECVERSIONS = ("1.0", "0.3")
+SPECVERSIONS = ("1.0",)  # what Knative speaks; ce_attributes checks the 1.0 rules
 REQUIRED = ("id", "source", "type")
 STRUCTURED_JSON = "application/cloudevents+json"
 BUDGET_EXCEEDED_TYPE = "dev.rouse.budget.exceeded"
@@ -92,11 +94,11 @@ def _binary_data(content_type: str | None) -> Any:
 
 
 def _check_attributes(event: CloudEvent, where: str) -> CloudEvent:
-    bad = [name for name in REQUIRED if not isinstance(event.get(name), str) or not event.get(name)]
-    if bad:
-        raise EventError(
-            400, "invalid attribute", f"{', '.join(bad)} must be a non-empty string ({where})"
-        )
+    """The spec's naming rules and type system on what the SDK parsed (ce_attributes.py)."""
+    try:
+        check_attributes(event.get_attributes())
+    except InvalidAttributeError as exc:
+        raise EventError(400, "invalid attribute", f"{exc} ({where})") from None
     return event
 
 
@@ -183,6 +185,10 @@ def _parse_structured(headers: Mapping[str, str], body: bytes) -> CloudEvent:
     missing = [name for name in REQUIRED if name not in raw]
     if missing:
         raise EventError(400, "missing attribute", f"structured event lacks {', '.join(missing)}")
+    try:
+        check_names(raw)
+    except InvalidAttributeError as exc:
+        raise EventError(400, "invalid attribute", f"{exc} (structured mode)") from None
     try:
         event = from_http(headers, body)
     except Exception as exc:  # never let a malformed request become a 500

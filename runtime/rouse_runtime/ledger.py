@@ -21,7 +21,6 @@ from __future__ import annotations
 import abc
 import asyncio
 import operator
-import os
 import sqlite3
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
@@ -31,14 +30,12 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from rouse_runtime.store import Store, StoreError, sqlite_path
+from rouse_runtime.store import Store, sqlite_path, unsupported_url
 from rouse_runtime.store.sqlite_file import SqliteFile
 
 if TYPE_CHECKING:
     from rouse_runtime.store.sqlite import SqliteStore
 
-ENV_NAMESPACE = "ROUSE_NAMESPACE"
-SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 NANO = 1_000_000_000
 
 
@@ -56,6 +53,8 @@ class Entry:
     input_tokens: int = 0
     output_tokens: int = 0
     cost_nano_usd: int = 0
+    # Tokens of calls whose model has no known price (prices.py): counted at 0 USD.
+    unpriced_tokens: int = 0
 
     @staticmethod
     def invocation(
@@ -80,29 +79,18 @@ class Line:
     day: str
     tokens_day: int
     cost_nano_usd_day: int
+    unpriced_tokens_day: int = 0
 
 
 def _line(
     namespace: str, agent: str, skill: str, counters: list[int], day: str, daily: list[int]
 ) -> Line:
-    invocations, cold_starts, input_tokens, output_tokens, cost = counters
-    tokens_day, cost_day = daily
+    invocations, cold_starts, input_tokens, output_tokens, cost = counters[:5]
+    tokens_day, cost_day, unpriced_day = daily
     return Line(
         namespace, agent, skill, invocations, cold_starts, input_tokens, output_tokens, cost,
-        day, tokens_day, cost_day,
+        day, tokens_day, cost_day, unpriced_day,
     )  # fmt: skip
-
-
-def own_namespace() -> str:
-    """The pod's namespace: ROUSE_NAMESPACE, else the service-account mount, else ""."""
-    value = os.environ.get(ENV_NAMESPACE, "").strip()
-    if value:
-        return value
-    try:
-        with open(SERVICE_ACCOUNT_NAMESPACE) as handle:
-            return handle.read().strip()
-    except OSError:
-        return ""
 
 
 def utc_day(now: datetime | None = None) -> str:
@@ -147,17 +135,16 @@ class Ledger(abc.ABC):
         input_tokens: int = 0,
         output_tokens: int = 0,
         cost_usd: float = 0.0,
-        namespace: str | None = None,
+        namespace: str,
     ) -> None:
-        """Add one invocation now (namespace default: ROUSE_NAMESPACE); the runtime uses `stage`."""
+        """Add one invocation now; the runtime uses `stage`."""
         entry = Entry.invocation(
             cold_start=cold_start,
             input_tokens=input_tokens,
             output_tokens=output_tokens,
             cost_usd=cost_usd,
         )
-        ns = namespace if namespace is not None else own_namespace()
-        await self.add(ns, agent, skill, entry)
+        await self.add(namespace, agent, skill, entry)
 
 
 def open_ledger(url: str) -> Ledger:
@@ -166,7 +153,7 @@ def open_ledger(url: str) -> Ledger:
         return SqliteLedger(sqlite_path(url))
     if url.startswith(("redis://", "rediss://", "unix://")):
         return RedisLedger(url)
-    raise StoreError(f"unsupported state URL {url!r}: expected sqlite:///path or redis://...")
+    raise unsupported_url(url)
 
 
 def ledger_on(store: Store, url: str) -> Ledger:
@@ -192,7 +179,10 @@ def ledger_for(url: str) -> Ledger:
     return _opened[url]
 
 
-_COUNTERS = ("invocations", "cold_starts", "input_tokens", "output_tokens", "cost_nano_usd")
+_COUNTERS = (
+    "invocations", "cold_starts", "input_tokens", "output_tokens", "cost_nano_usd",
+    "unpriced_tokens",
+)  # fmt: skip
 
 _SQL_SCHEMA = """
 CREATE TABLE IF NOT EXISTS ledger (
@@ -200,25 +190,28 @@ CREATE TABLE IF NOT EXISTS ledger (
   invocations INTEGER NOT NULL DEFAULT 0, cold_starts INTEGER NOT NULL DEFAULT 0,
   input_tokens INTEGER NOT NULL DEFAULT 0, output_tokens INTEGER NOT NULL DEFAULT 0,
   cost_nano_usd INTEGER NOT NULL DEFAULT 0,
+  unpriced_tokens INTEGER NOT NULL DEFAULT 0,
   PRIMARY KEY (ns, agent, skill, day)
 );
 """
 _SQL_ADD = """
 INSERT INTO ledger (ns, agent, skill, day, invocations, cold_starts, input_tokens,
-                    output_tokens, cost_nano_usd)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    output_tokens, cost_nano_usd, unpriced_tokens)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (ns, agent, skill, day) DO UPDATE SET
   invocations = invocations + excluded.invocations,
   cold_starts = cold_starts + excluded.cold_starts,
   input_tokens = input_tokens + excluded.input_tokens,
   output_tokens = output_tokens + excluded.output_tokens,
-  cost_nano_usd = cost_nano_usd + excluded.cost_nano_usd
+  cost_nano_usd = cost_nano_usd + excluded.cost_nano_usd,
+  unpriced_tokens = unpriced_tokens + excluded.unpriced_tokens
 """
 _SQL_LINES = """
 SELECT ns, agent, skill, SUM(invocations), SUM(cold_starts), SUM(input_tokens),
        SUM(output_tokens), SUM(cost_nano_usd),
        SUM(CASE WHEN day = ?1 THEN input_tokens + output_tokens ELSE 0 END),
-       SUM(CASE WHEN day = ?1 THEN cost_nano_usd ELSE 0 END)
+       SUM(CASE WHEN day = ?1 THEN cost_nano_usd ELSE 0 END),
+       SUM(CASE WHEN day = ?1 THEN unpriced_tokens ELSE 0 END)
 FROM ledger GROUP BY ns, agent, skill ORDER BY ns, agent, skill
 """
 
@@ -229,12 +222,20 @@ def _values(
     return (
         namespace, agent, skill, day or utc_day(),
         entry.invocations, entry.cold_starts, entry.input_tokens, entry.output_tokens,
-        entry.cost_nano_usd,
+        entry.cost_nano_usd, entry.unpriced_tokens,
     )  # fmt: skip
 
 
 def _create_table(db: sqlite3.Connection) -> None:
     db.execute(_SQL_SCHEMA)
+    _add_missing_columns(db)
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    """A ledger table made before `unpriced_tokens` existed gets the column (0 so far)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(ledger)")}
+    if "unpriced_tokens" not in columns:
+        db.execute("ALTER TABLE ledger ADD COLUMN unpriced_tokens INTEGER NOT NULL DEFAULT 0")
 
 
 class SqliteLedger(Ledger):
@@ -273,6 +274,7 @@ class SqliteLedger(Ledger):
             entry.input_tokens,
             entry.output_tokens,
             entry.cost_nano_usd,
+            entry.unpriced_tokens,
         )  # fmt: skip  (the order of _COUNTERS)
         counts = self._batch.get(line)
         self._batch[line] = add if counts is None else tuple(map(operator.add, counts, add))
@@ -293,13 +295,30 @@ class SqliteLedger(Ledger):
             await self.stage(namespace, agent, skill, entry, day=day)
             return
         values = _values(namespace, agent, skill, entry, day)
-        self._file.run("add", lambda db: db.execute(_SQL_ADD, values))
+
+        def add(db: sqlite3.Connection) -> None:
+            _add_missing_columns(db)
+            db.execute(_SQL_ADD, values)
+
+        self._file.run("add", add)
 
     async def lines(self, *, day: str | None = None) -> list[Line]:
         today = day or utc_day()
-        rows = self._file.run("read", lambda db: db.execute(_SQL_LINES, (today,)).fetchall())
+
+        def read(db: sqlite3.Connection) -> list[Any]:
+            _add_missing_columns(db)
+            return db.execute(_SQL_LINES, (today,)).fetchall()
+
+        rows = self._file.run("read", read)
         return [
-            _line(row[0], row[1], row[2], [int(v) for v in row[3:8]], today, [row[8], row[9]])
+            _line(
+                row[0],
+                row[1],
+                row[2],
+                [int(v) for v in row[3:8]],
+                today,
+                [int(row[8]), int(row[9]), int(row[10])],
+            )
             for row in rows
         ]
 
@@ -370,6 +389,7 @@ class RedisLedger(Ledger):
                     [
                         int(daily.get("input_tokens", 0)) + int(daily.get("output_tokens", 0)),
                         int(daily.get("cost_nano_usd", 0)),
+                        int(daily.get("unpriced_tokens", 0)),
                     ],
                 )
             )
@@ -404,6 +424,11 @@ class _LinesCollector(Collector):
         cost_day = GaugeMetricFamily(
             "rouse_ledger_cost_usd_today", "Cost (USD) since 00:00 UTC", labels=[*keys, "day"]
         )
+        unpriced_day = GaugeMetricFamily(
+            "rouse_ledger_unpriced_tokens_today",
+            "Tokens since 00:00 UTC from models without a known price (counted at 0 USD)",
+            labels=[*keys, "day"],
+        )
         for line in self._lines:
             key = [line.namespace, line.agent, line.skill]
             invocations.add_metric(key, line.invocations)
@@ -413,12 +438,13 @@ class _LinesCollector(Collector):
             cost.add_metric(key, line.cost_nano_usd / NANO)
             tokens_day.add_metric([*key, line.day], line.tokens_day)
             cost_day.add_metric([*key, line.day], line.cost_nano_usd_day / NANO)
+            unpriced_day.add_metric([*key, line.day], line.unpriced_tokens_day)
         # Present whenever the exporter is: tells "no spend today" from "no exporter".
         day_info = GaugeMetricFamily(
             "rouse_ledger_day_info", "The UTC day the *_today figures are for", labels=["day"]
         )
         day_info.add_metric([self._day], 1)
-        yield from (invocations, cold, tokens, cost, tokens_day, cost_day, day_info)
+        yield from (invocations, cold, tokens, cost, tokens_day, cost_day, unpriced_day, day_info)
 
 
 def ledger_registry(lines: Iterable[Line], day: str) -> CollectorRegistry:

@@ -1,20 +1,22 @@
 """`ctx.llm`: an OpenAI-compatible chat client that meters every call.
 
 It posts to `{ROUSE_LLM_BASE_URL}/chat/completions`, reads `usage` from the
-response, and charges the invocation's budget and the token/cost metrics with
-the price table from `ROUSE_LLM_PRICES` (USD per million tokens). A model with
-no price counts tokens at cost 0 and logs that once. httpx is imported when the
-first client is built, not at start-up.
+response, and charges the invocation's budget and the token/cost metrics at the
+price of `prices.call_cost` (the genai-prices catalog, `ROUSE_LLM_PRICES` as
+override). A model with no known price counts at cost 0, logs that once, and its
+tokens go into the ledger as unpriced. httpx is imported when the first client
+is built, not at start-up.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from rouse_runtime.config import Price
+from rouse_runtime.prices import call_cost
 
 if TYPE_CHECKING:
     import httpx
@@ -39,19 +41,13 @@ class ChatResult:
     raw: Mapping[str, Any]
 
 
-def cost_usd(
-    prices: Mapping[str, Price], model: str, input_tokens: int, output_tokens: int
-) -> float:
-    """Cost of a call by the price table (0 for a model without a price)."""
-    price = prices.get(model)
-    if price is None:
-        return 0.0
-    return (input_tokens * price.input + output_tokens * price.output) / 1_000_000
-
-
 # Called with (model, input_tokens, output_tokens, cost) before the result is returned;
 # raises BudgetExceeded when the call crossed the token limit.
 UsageSink = Callable[[str, int, int, float], None]
+# Records a call's spend durably (the ledger) as soon as it is known, before anything
+# else can stop the invocation: a timeout or a killed pod must not hide it.
+# The last argument says whether the price is known (prices.py): unknown ones are 0 USD.
+SpendRecorder = Callable[[int, int, float, bool], Awaitable[None]]
 
 
 class LLMClient:
@@ -67,6 +63,7 @@ class LLMClient:
         http: Callable[[], httpx.AsyncClient],
         before: Callable[[], None],
         charge: UsageSink,
+        record: SpendRecorder | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.model = model
@@ -75,6 +72,7 @@ class LLMClient:
         self._http = http
         self._before = before
         self._charge = charge
+        self._record = record
 
     async def chat(
         self, messages: list[dict[str, Any]], *, model: str | None = None, **params: Any
@@ -106,12 +104,17 @@ class LLMClient:
             raise LLMError(
                 f"POST {url} answered a body that is not a chat completion: {exc}"
             ) from exc
-        price_model = chosen if chosen in self._prices else answered
-        if price_model not in self._prices and price_model not in _unpriced_logged:
-            _unpriced_logged.add(price_model)
+        models = (chosen,) if answered == chosen else (chosen, answered)
+        priced, price = call_cost(self._prices, models, input_tokens, output_tokens, self.base_url)
+        if not price.known and priced not in _unpriced_logged:
+            _unpriced_logged.add(priced)
             log.warning(
-                "no price for model %s in ROUSE_LLM_PRICES: its cost counts as 0", price_model
+                "no known price for model %s (genai-prices, ROUSE_LLM_PRICES): its cost counts"
+                " as 0 and its tokens are recorded as unpriced",
+                priced,
             )
-        cost = cost_usd(self._prices, price_model, input_tokens, output_tokens)
+        cost = price.usd
+        if self._record is not None:
+            await self._record(input_tokens, output_tokens, cost, price.known)
         self._charge(chosen, input_tokens, output_tokens, cost)
         return ChatResult(content, answered, input_tokens, output_tokens, cost, body)

@@ -38,11 +38,17 @@ def window_query(metric: str, namespace: str, agent: str, skill: str, window_sec
     )
 
 
-def today_query(metric: str, namespace: str, agent: str, day: str) -> str:
-    """An agent's figure for the UTC day (0 when it spent nothing, empty if not rolled over)."""
+def today_query(
+    metric: str, namespace: str, agent: str, day: str, *, aggregate: str = "sum"
+) -> str:
+    """An agent's figure for the UTC day (0 when it spent nothing, empty if not rolled over).
+
+    `aggregate="count"` counts the agent's ledger lines instead: 0 tells "nothing
+    recorded" from a recorded 0.
+    """
     series = f"{metric}{selector(namespace=namespace, agent=agent, day=day)}"
     guard = f"max(rouse_ledger_day_info{selector(day=day)})"
-    return f"(sum({series}) or vector(0)) and on() {guard}"
+    return f"({aggregate}({series}) or vector(0)) and on() {guard}"
 
 
 async def skill_window(
@@ -71,8 +77,23 @@ async def skill_window(
 async def agent_usage(client: PrometheusClient, namespace: str, agent: str, now: datetime) -> Usage:
     """Tokens and cost of an agent since 00:00 UTC; PrometheusError on a gap."""
     day = utc_day(now)
-    tokens, cost = await asyncio.gather(
+    tokens, cost, lines, unpriced = await asyncio.gather(
         client.value(today_query("rouse_ledger_tokens_today", namespace, agent, day)),
         client.value(today_query("rouse_ledger_cost_usd_today", namespace, agent, day)),
+        client.value(
+            today_query("rouse_ledger_tokens_today", namespace, agent, day, aggregate="count")
+        ),
+        client.value(today_query("rouse_ledger_unpriced_tokens_today", namespace, agent, day)),
     )
-    return Usage(tokens=tokens, cost_usd=cost)
+    return Usage(tokens=tokens, cost_usd=cost, recorded=lines > 0, unpriced_tokens=unpriced)
+
+
+def parked_query(namespace: str, agent: str) -> str:
+    """Events the parking service holds for an agent (0 when none; empty without the exporter)."""
+    series = f"rouse_parked_events{selector(namespace=namespace, agent=agent, kind='park')}"
+    return f"(sum({series}) or vector(0)) and on() max(rouse_ledger_day_info)"
+
+
+async def parked_events(client: PrometheusClient, namespace: str, agent: str) -> float:
+    """How many events are parked for the agent; PrometheusError on a gap."""
+    return await client.value(parked_query(namespace, agent))

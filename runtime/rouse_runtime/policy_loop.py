@@ -98,6 +98,7 @@ class LocalPolicyLoop:
             usage = Usage(
                 tokens=sum(line.tokens_day for line in lines),
                 cost_usd=sum(line.cost_nano_usd_day for line in lines) / 1e9,
+                unpriced_tokens=sum(line.unpriced_tokens_day for line in lines),
             )
             previous = self.budget
             decision = budget_policy.decide(BudgetSpec.from_agent(spec), usage, previous, now)

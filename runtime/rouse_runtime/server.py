@@ -14,7 +14,6 @@ budget stop is a 200 `dev.rouse.budget.exceeded` reply, never a retryable error.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import os
@@ -51,9 +50,11 @@ from rouse_runtime.events import (
     trace_attributes,
 )
 from rouse_runtime.handler import LoadedHandler, load_handler
-from rouse_runtime.ledger import Entry, Ledger, ledger_on, own_namespace
+from rouse_runtime.ledger import Entry, Ledger, ledger_on
 from rouse_runtime.metrics import CONTENT_TYPE, Metrics
 from rouse_runtime.protocol import MAX_HEADER_BYTES
+from rouse_runtime.scope import Scope as KeyScope
+from rouse_runtime.spend import record_spend
 from rouse_runtime.store import Store, StoreError, open_store
 from rouse_runtime.suspend import KEY_ATTRIBUTE, ResumeBusyError, Resumed, Resumer, Suspended
 
@@ -104,10 +105,9 @@ def json_response(
     return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 
-def idempotency_key(agent: str, skill: str, source: str, event_id: str) -> str:
-    """One key per (skill, event source, event id): each skill runs an event once."""
-    raw = "\x1f".join((agent, skill, source, event_id))
-    return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()
+def idempotency_key(scope: KeyScope, skill: str, source: str, event_id: str) -> str:
+    """One key per (namespace, agent, skill, event source, event id): each skill runs an event once."""
+    return scope.digest(skill, source, event_id)
 
 
 def process_age() -> float | None:
@@ -227,8 +227,7 @@ class Runtime:
         self._store: Store | None = None
         self._ledger: Ledger | None = None
         self._resumer: Resumer | None = None
-        # Read once: the pod's namespace does not change while it runs.
-        self.namespace = own_namespace()
+        self.namespace = config.namespace
         self._http: httpx.AsyncClient | None = None
         self._inflight: dict[str, asyncio.Future[Outcome]] = {}
         self._served = 0
@@ -280,7 +279,7 @@ class Runtime:
 
     async def invoke_once(self, event: CloudEvent) -> Outcome:
         """Run the skill for event unless this (source, id) already ran or is running."""
-        key = idempotency_key(self.config.agent, self.config.skill, event["source"], event["id"])
+        key = idempotency_key(self.config.scope, self.config.skill, event["source"], event["id"])
         running = self._inflight.get(key)
         while running is not None:
             try:
@@ -385,6 +384,12 @@ class Runtime:
             self._not_counted(exc)
             return None
 
+    async def record_spend(
+        self, input_tokens: int, output_tokens: int, cost_usd: float, priced: bool
+    ) -> None:
+        """Add one model call's spend to the ledger now (spend.py: a kill cannot hide it)."""
+        await record_spend(self, input_tokens, output_tokens, cost_usd, priced)
+
     def _not_counted(self, exc: StoreError) -> None:
         cfg = self.config
         log.warning("ledger: invocation of %s/%s not recorded: %s", cfg.agent, cfg.skill, exc)
@@ -406,6 +411,7 @@ class Runtime:
             metrics=metrics,
             http=self.http,
             loop=asyncio.get_running_loop(),
+            record_spend=self.record_spend,
         )
         if resumed is not None:
             ctx.resumed = resumed
@@ -418,12 +424,8 @@ class Runtime:
             metrics.inflight.dec()
             metrics.duration.observe(time.perf_counter() - started)
         metrics.invocations[outcome.kind].inc()
-        usage = budget.usage  # exact figures for the policies (see ledger.py)
-        entry = Entry.invocation(
-            cold_start=cold_start, input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens, cost_usd=usage.cost_usd,
-        )  # fmt: skip
-        return outcome, entry
+        # The invocation and its cold start; its spend went in per model call (record_spend).
+        return outcome, Entry.invocation(cold_start=cold_start)
 
     async def _call(self, event: CloudEvent, ctx: Context, budget: Budget) -> Outcome:
         function = self.handler.function

@@ -17,7 +17,6 @@ handler as an ordinary event (`ctx.resumed` is None), so nothing is lost.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 import uuid
@@ -27,6 +26,7 @@ from typing import Any, NoReturn
 from cloudevents.http import CloudEvent
 
 from rouse_runtime.config import IDEMPOTENCY_TTL_SECONDS, Config
+from rouse_runtime.scope import Scope
 from rouse_runtime.store import Store
 
 KEY_ATTRIBUTE = "rousekey"
@@ -65,15 +65,14 @@ class Resumed:
     record_id: str
 
 
-def waiting_key(agent: str, skill: str, event_type: str, key: str) -> str:
-    """Store key of a waiting record; never equal to a `ctx.state` key (`<agent>/...`)."""
-    return "wait:" + json.dumps([agent, skill, event_type, key], separators=(",", ":"))
+def waiting_key(scope: Scope, skill: str, event_type: str, key: str) -> str:
+    """Store key of a waiting record; never equal to a `ctx.state` key (`<ns>/<agent>/...`)."""
+    return scope.tagged("wait", skill, event_type, key)
 
 
-def resume_claim_key(agent: str, skill: str, record_id: str) -> str:
+def resume_claim_key(scope: Scope, skill: str, record_id: str) -> str:
     """Idempotency key of one waiting record's resume (event keys are bare hex digests)."""
-    raw = "\x1f".join((agent, skill, record_id))
-    return "resume:" + hashlib.sha256(raw.encode()).hexdigest()
+    return "resume:" + scope.digest(skill, record_id)
 
 
 async def suspend(
@@ -103,7 +102,7 @@ async def suspend(
         "since": time.time(),
     }
     # A later wait on the same (type, key) replaces this one: one waiter per key.
-    await store.set(waiting_key(config.agent, config.skill, event_type, key), record, ttl=ttl)
+    await store.set(waiting_key(config.scope, config.skill, event_type, key), record, ttl=ttl)
     raise Suspended(event_type, key)
 
 
@@ -123,13 +122,13 @@ class Resumer:
         cfg, store = self.config, self.store
         event_type = event["type"]
         key = str(key)
-        wkey = waiting_key(cfg.agent, cfg.skill, event_type, key)
+        wkey = waiting_key(cfg.scope, cfg.skill, event_type, key)
         record = await store.get(wkey)
         if not isinstance(record, dict) or not isinstance(record.get("id"), str):
             return None
         record_id = record["id"]
         claim = await store.claim(
-            resume_claim_key(cfg.agent, cfg.skill, record_id), self.owner, cfg.lease_seconds
+            resume_claim_key(cfg.scope, cfg.skill, record_id), self.owner, cfg.lease_seconds
         )
         if claim.state == "done":  # resumed already; only its record was left behind
             await self._forget(wkey, record_id)
@@ -151,14 +150,14 @@ class Resumer:
     async def finish(self, resumed: Resumed, *, ok: bool) -> None:
         """After the resumed run: consume the record (ok), or free it for the retry."""
         cfg = self.config
-        claim_key = resume_claim_key(cfg.agent, cfg.skill, resumed.record_id)
+        claim_key = resume_claim_key(cfg.scope, cfg.skill, resumed.record_id)
         if not ok:
             await self.store.release(claim_key, self.owner)
             return
         await self.store.complete(
             claim_key, self.owner, {"resumed_by": "event"}, IDEMPOTENCY_TTL_SECONDS
         )
-        wkey = waiting_key(cfg.agent, cfg.skill, resumed.event_type, resumed.key)
+        wkey = waiting_key(cfg.scope, cfg.skill, resumed.event_type, resumed.key)
         await self._forget(wkey, resumed.record_id)
 
     async def _forget(self, wkey: str, record_id: str) -> None:

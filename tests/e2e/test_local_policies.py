@@ -228,6 +228,76 @@ def test_spent_budget_parks_events_and_the_reset_replays_them_in_order(
     assert len(llm.requests) == 1
     assert "SUSPENDED" in out.getvalue() and "replayed 5 parked event(s) in order" in out.getvalue()
 
+    # `rouse parked replay` by hand, once the agent may spend: to the skill's own address.
+    headers = {
+        "ce-specversion": "1.0",
+        "ce-type": "e2e.record",
+        "ce-source": "/e2e/policies",
+        "ce-id": "by-hand-1",
+        "content-type": "application/json",
+    }
+    stored = httpx.post(f"{url}/park/default/pol/record", headers=headers, content=b'{"n": 9}')
+    assert stored.status_code == 202, stored.text
+    by_hand = httpx.post(f"{url}/replay/default/pol", json={}, timeout=60)
+    assert (by_hand.status_code, by_hand.json()["replayed"]) == (200, 1), by_hand.text
+    assert [(r["n"], r["id"]) for r in records(work)][-1] == (9, "by-hand-1")
+
+
+@dataclass
+class ManualClock:
+    """The scheduler's clock: still unless the test moves it (a tick per minute moved)."""
+
+    at: float = 1_767_225_630.0  # 2026-01-01T00:00:30Z: mid-minute, no tick is due
+
+    def __call__(self) -> float:
+        return self.at
+
+
+def test_schedule_ticks_while_suspended_become_one_tick_at_resume(
+    tmp_path: Path, llm: FakeLLM
+) -> None:
+    """As in a cluster (the PingSource points at the parking sink): ticks are parked, and
+    the replay at resume delivers one, the latest, to the skill (parking/replay.py)."""
+    work = tmp_path / "work"
+    work.mkdir()
+    agent = policy_agent(work, llm)
+    record_skill = agent["spec"]["skills"][1]
+    record_skill["schedule"] = {"cron": "* * * * *", "data": {"n": -1}}
+    clock, ticks = Clock(), ManualClock()
+    options = DevOptions(
+        agent_file=write_agent(tmp_path / "agent", agent),
+        port=0,
+        state_dir=tmp_path / "state",
+        eval_interval=EVAL,
+        now=clock.now,
+        clock=ticks,
+    )
+    with serving(options) as (mode, out):
+        url = mode.broker_url.rstrip("/")
+        spend_the_day(url, out.getvalue)
+
+        def parked_ticks() -> list[str]:
+            items = httpx.get(f"{url}/parked", params={"agent": "pol"}, timeout=10).json()
+            return [i["eventId"] for i in items["items"] if i["skill"] == "record"]
+
+        for n in range(1, 4):  # three minutes pass while the agent is suspended
+            ticks.at += 60
+            wait_until(lambda n=n: len(parked_ticks()) == n, timeout=30, what=f"{n} parked ticks")
+        parked = parked_ticks()
+        assert records(work) == []  # nothing ran
+
+        clock.shift = timedelta(days=1)  # the reset: resume and replay
+
+        def replayed() -> list[dict[str, Any]] | None:
+            done = records(work)
+            return (
+                done if done and skills(url)["phase"] == "Running" and not parked_ticks() else None
+            )
+
+        done = wait_until(replayed, timeout=60, what=f"the replayed tick\n{out.getvalue()}")
+        assert [(r["n"], r["id"]) for r in done] == [(-1, parked[-1])]  # the latest, once
+        assert "2 schedule tick(s) coalesced" in out.getvalue()
+
 
 # -- a real `rouse dev` process ----------------------------------------------------------------
 

@@ -209,6 +209,17 @@ def test_upgrade_updates_and_uninstall_keeps_the_crd_and_the_agents(
         helm(cluster, "install", release, str(CHART), "--namespace", release_ns)
         agent = yaml.safe_load(EXAMPLE.read_text())
         cluster.apply([agent], namespace=namespace)
+
+        def credentials() -> tuple[str, str, str]:
+            redis = kubectl_json(
+                cluster, "get", "secret", f"{release}-rouse-redis", "-n", release_ns
+            )
+            token = kubectl_json(
+                cluster, "get", "secret", f"{release}-rouse-parking-token", "-n", release_ns
+            )
+            return redis["data"]["password"], redis["data"]["url"], token["data"]["token"]
+
+        generated = credentials()
         # an upgrade re-applies the CRD (a template, not crds/): a label change shows it
         helm(
             cluster, "upgrade", release, str(CHART), "--namespace", release_ns,
@@ -216,6 +227,10 @@ def test_upgrade_updates_and_uninstall_keeps_the_crd_and_the_agents(
         )  # fmt: skip
         crd = kubectl_json(cluster, "get", "crd", "agents.rouse.dev")
         assert crd["metadata"]["labels"]["rouse-test"] == "upgraded"
+        # the generated Redis password and parking token survive the upgrade (helm lookup)
+        assert credentials() == generated
+        copy = kubectl_json(cluster, "get", "secret", f"{release}-rouse-redis", "-n", "default")
+        assert copy["data"] == {"url": generated[1]}
         helm(cluster, "uninstall", release, "--namespace", release_ns)
         assert not cluster.kubectl(
             "get", "deployment", f"{release}-operator", "-n", release_ns, "--ignore-not-found",
@@ -272,9 +287,16 @@ def chart_operator_command(
     )
     env = dict(config["data"])
     fields = {"metadata.namespace": installed["namespace"], "metadata.name": "operator-0"}
-    for var in container.get("env", []):  # literal values and the downward API, as kubelet would
+    for var in container.get("env", []):  # values, downward API and Secrets, as kubelet would
         ref = var.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
-        env[var["name"]] = fields[ref] if ref else var["value"]
+        secret = var.get("valueFrom", {}).get("secretKeyRef")
+        if secret is not None:
+            obj = kubectl_json(
+                cluster, "get", "secret", secret["name"], "-n", installed["namespace"]
+            )
+            env[var["name"]] = base64.b64decode(obj["data"][secret["key"]]).decode()
+        else:
+            env[var["name"]] = fields[ref] if ref else var["value"]
     return list(container["command"]) + list(container.get("args", [])), env
 
 

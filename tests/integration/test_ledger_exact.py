@@ -67,11 +67,13 @@ def event(n: int) -> dict[str, object]:
     }
 
 
-async def policy_figures(url: str) -> tuple[SkillWindow, Usage]:
+async def policy_figures(url: str) -> tuple[SkillWindow, Usage, Usage]:
+    """The agent's figures in its namespace, and a same-named agent's in another (never ran)."""
     async with PrometheusClient(url) as client:
-        window = await skill_window(client, "", "shorty", "work", 600)
-        usage = await agent_usage(client, "", "shorty", datetime.now(UTC))
-        return window, usage
+        window = await skill_window(client, "team-a", "shorty", "work", 600)
+        usage = await agent_usage(client, "team-a", "shorty", datetime.now(UTC))
+        other = await agent_usage(client, "team-b", "shorty", datetime.now(UTC))
+        return window, usage, other
 
 
 async def instant(url: str, promql: str) -> float:
@@ -94,6 +96,7 @@ def test_short_lived_runtimes_are_counted_exactly(
         "ROUSE_HANDLER": "spender:spend",
         "ROUSE_AGENT": "shorty",
         "ROUSE_SKILL": "work",
+        "ROUSE_NAMESPACE": "team-a",
         "ROUSE_STATE_URL": state_url,
         "ROUSE_LLM_BASE_URL": llm.url,
         "ROUSE_LLM_MODEL": "m",
@@ -120,6 +123,8 @@ def test_short_lived_runtimes_are_counted_exactly(
         exact = (
             SkillWindow(invocations=invocations, cold_starts=PROCESSES),
             Usage(tokens=invocations * 10, cost_usd=invocations * 16_500 / 1e9),
+            # Nothing recorded for team-b's agent: 0, and said to be no data, not a spent 0.
+            Usage(tokens=0, cost_usd=0, recorded=False),
         )
         seen: list[object] = []
 

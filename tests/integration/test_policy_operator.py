@@ -1,9 +1,10 @@
 """The policies end to end: real operator on the real control plane, real Prometheus scraping
 the real parking service, real short-lived runtime processes spending into the ledger.
 
-Knative does not run here, so the test plays the broker: it delivers events to wherever the
-Agent's Trigger points (the parking sink while suspended) and records what the parking
-service replays into the broker ingress.
+Knative does not run here, so the test plays it: it delivers events to wherever the
+Agent's Trigger points (the parking sink while suspended), and reports the restored
+Triggers Ready with a `status.subscriberUri` (a recording HTTP server standing in for the
+skill); the parking service must replay to that address only, never into the broker.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import httpx
 import pytest
 from rouse_testing.openai_server import FakeLLM, start_openai_server
 from rouse_testing.operator import OperatorProcess, get_json, install_agent_crd, start_operator
-from rouse_testing.parking import Parking, start_parking
+from rouse_testing.parking import TEST_TOKEN, Parking, start_parking
 from rouse_testing.prometheus import PrometheusServer, prometheus_server
 from rouse_testing.runtime import HttpSink, start_runtime, start_sink
 from rouse_testing.wait import wait_until
@@ -85,6 +86,7 @@ def world(
             extra_env={
                 "ROUSE_PROMETHEUS_URL": prometheus.url,
                 "ROUSE_PARKING_URL": parking.url,
+                "ROUSE_PARKING_TOKEN": TEST_TOKEN,
                 "ROUSE_EVAL_INTERVAL": "1",
                 "ROUSE_WARM_POOL_MIN_DWELL": "1",
                 "ROUSE_STATE_URL": f"sqlite:///{tmp_path}/state.db",
@@ -194,6 +196,35 @@ def run_scenario(
     tmp_path: Path,
     world: tuple[PrometheusServer, Parking, OperatorProcess, HttpSink, FakeLLM],
 ) -> None:
+    skill = start_sink()  # the skill's Service, as the restored Trigger's subscriberUri
+    try:
+        run_budget_story(cluster, namespace, tmp_path, world, skill)
+    finally:
+        skill.stop()
+
+
+def trigger_ready(cluster: Any, namespace: str, skill: str, address: str) -> None:
+    """Play Knative's Trigger controller: Ready, on its subscriber at `address`."""
+    name = f"{AGENT}-{skill}-0"
+    trigger = get_json(cluster, "triggers.eventing.knative.dev", "-n", namespace, name)
+    status = {
+        "observedGeneration": trigger["metadata"]["generation"],
+        "subscriberUri": address,
+        "conditions": [{"type": "Ready", "status": "True"}],
+    }
+    cluster.kubectl(
+        "patch", "triggers.eventing.knative.dev", name, "-n", namespace, "--subresource=status",
+        "--type=merge", "-p", json.dumps({"status": status}),
+    )  # fmt: skip
+
+
+def run_budget_story(
+    cluster: Any,
+    namespace: str,
+    tmp_path: Path,
+    world: tuple[PrometheusServer, Parking, OperatorProcess, HttpSink, FakeLLM],
+    skill: HttpSink,
+) -> None:
     prometheus, parking, _, ingress, llm = world
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(agent_manifest()))
     wait_until(
@@ -265,20 +296,30 @@ def run_scenario(
     assert min_scale(cluster, namespace, "work") == "0"
     prometheus.start()
 
-    # Raising the budget restores the Triggers, then replays the parked events in order.
+    # Raising the budget restores the Triggers; once they are Ready on the skills (Knative's
+    # status), the parked events are replayed in order to the skill, never into the broker.
     cluster.kubectl(
         "patch", "agents.rouse.dev", AGENT, "-n", namespace, "--type=merge",
         "-p", json.dumps({"spec": {"budget": {"daily": {"tokens": 1000}}}}),
     )  # fmt: skip
     wait_until(
-        lambda: [r.headers.get("ce-id") for r in ingress.received] == parked_ids,
+        lambda: "ref" in subscriber(cluster, namespace, "work"),
         timeout=60,
         interval=0.5,
-        what=f"parked events replayed in order into the broker (got {ingress.received!r})",
+        what="the Trigger restored to the skill's Service",
     )
-    assert {r.path for r in ingress.received} == {f"/{namespace}/default"}
-    assert httpx.get(f"{parking.url}/parked").json() == {"items": []}
-    assert "ref" in subscriber(cluster, namespace, "work")
+    assert agent_obj(cluster, namespace)["status"]["budget"]["replayPending"] is True
+    assert skill.received == []  # not before Knative says the restored Triggers are Ready
+    for name in ("work", "think"):
+        trigger_ready(cluster, namespace, name, skill.url)
+    wait_until(
+        lambda: [r.headers.get("ce-id") for r in skill.received] == parked_ids,
+        timeout=60,
+        interval=0.5,
+        what=f"parked events replayed in order to the skill (got {skill.received!r})",
+    )
+    assert ingress.received == []  # the broker's other subscribers had them already
+    assert httpx.get(f"{parking.url}/parked").json() == {"items": [], "next": None}
     resumed = agent_obj(cluster, namespace)
     assert resumed["status"]["phase"] != "Suspended"
     assert condition(resumed, "WithinBudget")["reason"] in ("BudgetRaised", "WithinBudget")
@@ -287,7 +328,7 @@ def run_scenario(
         timeout=30,
         what="replayPending cleared",
     )
-    assert len(ingress.received) == len(parked_ids)  # nothing replayed twice
+    assert len(skill.received) == len(parked_ids)  # nothing replayed twice
     # The policy loop posts its Events on the Agent (it runs in kopf's context for the Agent)
     # and, unlike a kopf.timer, puts no finalizer on it.
     wait_until(

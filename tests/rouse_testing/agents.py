@@ -135,6 +135,11 @@ INVALID: list[Invalid] = [
     Invalid(
         "env-reserved-name", _set(["spec", "env"], [{"name": "PORT", "value": "9090"}]), "spec.env"
     ),
+    Invalid(  # a skill's store keys and ledger lines are its namespace's: not the user's choice
+        "env-namespace-spoofed",
+        _set(["spec", "env"], [{"name": "ROUSE_NAMESPACE", "value": "other-team"}]),
+        "spec.env",
+    ),
     Invalid(
         "event-attribute-not-cloudevents",
         _set(["spec", "skills", 0, "events"], [{"Type": "x"}]),

@@ -13,6 +13,9 @@ import httpx
 from rouse_testing.process import stop_process
 from rouse_testing.wait import free_port, wait_until
 
+TEST_TOKEN = "parking-test-token"
+AUTH = {"authorization": f"Bearer {TEST_TOKEN}"}
+
 
 @dataclass
 class Parking:
@@ -45,7 +48,15 @@ def start_parking(
     """A parking service on a free port; fails the test if it does not come up."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROUSE_") and k != "PORT"}
-    env.update({"PORT": str(port), "ROUSE_HOST": "127.0.0.1", "ROUSE_STATE_URL": state_url})
+    env.update(
+        {
+            "PORT": str(port),
+            "ROUSE_HOST": "127.0.0.1",
+            "ROUSE_STATE_URL": state_url,
+            # drop and replay need it; the CLI (Parking.cli) sends it from this env
+            "ROUSE_PARKING_TOKEN": TEST_TOKEN,
+        }
+    )
     if broker_url:
         env["ROUSE_BROKER_URL"] = broker_url
     env.update(extra_env or {})

@@ -229,6 +229,8 @@ def test_base_service_whole_object() -> None:
                                     "name": "ROUSE_BROKER_URL",
                                     "value": "http://broker-ingress.knative-eventing.svc.cluster.local/team-a/default",
                                 },
+                                # skill pods mount no token: the namespace comes in env
+                                {"name": "ROUSE_NAMESPACE", "value": "team-a"},
                                 {"name": "ROUSE_MAX_STEPS", "value": "20"},
                                 {"name": "ROUSE_TIMEOUT_SECONDS", "value": "300"},
                             ],

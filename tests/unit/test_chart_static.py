@@ -274,8 +274,14 @@ def test_helm_lint(values: list[str]) -> None:
 
 
 def test_default_render_objects() -> None:
-    objects = by_kind_name(helm_template())
+    rendered = helm_template()
+    # The chart Redis's URL Secret is copied into the Agents' namespaces (redis.agentNamespaces).
+    copies = [o for o in rendered if o["metadata"].get("namespace") == "default"]
+    assert [(o["kind"], o["metadata"]["name"]) for o in copies] == [("Secret", "rouse-redis")]
+    objects = by_kind_name([o for o in rendered if o not in copies])
     assert set(objects) == {
+        ("Secret", "rouse-parking-token"),
+        ("Secret", "rouse-redis"),
         ("CustomResourceDefinition", "agents.rouse.dev"),
         ("ServiceAccount", "rouse"),
         ("ClusterRole", "rouse-operator"),
@@ -375,7 +381,8 @@ def test_settings_contract_in_the_config_map() -> None:
     assert config["data"] == {
         "ROUSE_BROKER_INGRESS": "http://broker-ingress.knative-eventing.svc.cluster.local",
         "ROUSE_PARKING_URL": "http://rouse-parking.rouse-system.svc.cluster.local",
-        "ROUSE_STATE_URL": "redis://rouse-redis.rouse-system.svc.cluster.local:6379/0",
+        # the chart's Redis has a generated password: its URL is in a Secret, by reference
+        "ROUSE_STATE_URL_SECRET": "rouse-redis:url",
         "ROUSE_PROMETHEUS_URL": "http://prometheus-operated.monitoring.svc:9090",
         "ROUSE_EVAL_INTERVAL": "60",
         "ROUSE_METRICS_PORT": "8080",
@@ -409,16 +416,58 @@ def test_state_url_by_reference_from_an_existing_secret() -> None:
     for name in ("rouse-operator", "rouse-parking"):
         (container,) = objects[("Deployment", name)]["spec"]["template"]["spec"]["containers"]
         assert container["envFrom"] == [{"configMapRef": {"name": "rouse-config"}}]
-        assert container["env"][-1] == by_ref, name
+        assert container["env"][-2] == by_ref, name  # then the parking token
     assert "redis://" not in yaml.safe_dump_all(
         [o for o in objects.values() if o["kind"] != "CustomResourceDefinition"]
     )
-    # the default: the chart's own Redis (no password) stays a plain URL, no Secret named
-    default = by_kind_name(helm_template())
+    # a plain settings.stateUrl (no password) stays a plain URL, no Secret named
+    plain = by_kind_name(
+        helm_template("redis.enabled=false", "settings.stateUrl=redis://redis.example:6379/2")
+    )
     for name in ("rouse-operator", "rouse-parking"):
-        (container,) = default[("Deployment", name)]["spec"]["template"]["spec"]["containers"]
+        (container,) = plain[("Deployment", name)]["spec"]["template"]["spec"]["containers"]
         assert all(e["name"] != "ROUSE_STATE_URL" for e in container["env"]), name
-    assert "ROUSE_STATE_URL_SECRET" not in default[("ConfigMap", "rouse-config")]["data"]
+    assert "ROUSE_STATE_URL_SECRET" not in plain[("ConfigMap", "rouse-config")]["data"]
+    assert ("Secret", "rouse-redis") not in plain
+
+
+def test_chart_redis_has_a_generated_password_used_by_reference() -> None:
+    """The chart's Redis requires a password generated into a Secret; every user reads it by
+    secretKeyRef; no object but that Secret holds it. drop/replay need a generated token."""
+    import base64
+    import re
+
+    rendered = helm_template()
+    secrets = [o for o in rendered if o["kind"] == "Secret"]
+    redis_secret = next(
+        o for o in secrets
+        if o["metadata"]["name"] == "rouse-redis" and o["metadata"]["namespace"] == NAMESPACE
+    )  # fmt: skip
+    password = base64.b64decode(redis_secret["data"]["password"]).decode()
+    url = base64.b64decode(redis_secret["data"]["url"]).decode()
+    assert re.fullmatch(r"[A-Za-z0-9]{32}", password)
+    assert url == f"redis://:{password}@rouse-redis.rouse-system.svc.cluster.local:6379/0"
+    copy = next(o for o in secrets if o["metadata"]["namespace"] == "default")
+    assert copy["data"] == {"url": redis_secret["data"]["url"]}  # no bare password there
+    objects = by_kind_name([o for o in rendered if o["kind"] != "Secret"])
+    (redis,) = objects[("Deployment", "rouse-redis")]["spec"]["template"]["spec"]["containers"]
+    assert redis["args"][-2:] == ["--requirepass", "$(REDIS_PASSWORD)"]
+    ref = {"secretKeyRef": {"name": "rouse-redis", "key": "password"}}
+    assert {e["name"]: e["valueFrom"] for e in redis["env"]} == {
+        "REDIS_PASSWORD": ref,
+        "REDISCLI_AUTH": ref,
+    }
+    token = next(o for o in secrets if o["metadata"]["name"] == "rouse-parking-token")
+    assert re.fullmatch(r"[A-Za-z0-9]{40}", base64.b64decode(token["data"]["token"]).decode())
+    for name in ("rouse-operator", "rouse-parking"):
+        (container,) = objects[("Deployment", name)]["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e.get("valueFrom") for e in container["env"]}
+        assert env["ROUSE_STATE_URL"] == {"secretKeyRef": {"name": "rouse-redis", "key": "url"}}
+        assert env["ROUSE_PARKING_TOKEN"] == {
+            "secretKeyRef": {"name": "rouse-parking-token", "key": "token"}
+        }
+    text = yaml.safe_dump_all(list(objects.values()))
+    assert password not in text and "redis://" not in text
 
 
 def test_parking_body_limit_is_configurable() -> None:
@@ -494,6 +543,14 @@ def test_operator_elects_a_leader_and_rolls_out_without_a_gap() -> None:
         {"name": "ROUSE_LEADER_LEASE_SECONDS", "value": "15"},
         {"name": "ROUSE_LEADER_RENEW_DEADLINE_SECONDS", "value": "10"},
         {"name": "ROUSE_LEADER_RETRY_SECONDS", "value": "2"},
+        {
+            "name": "ROUSE_STATE_URL",
+            "valueFrom": {"secretKeyRef": {"name": "rouse-redis", "key": "url"}},
+        },
+        {
+            "name": "ROUSE_PARKING_TOKEN",
+            "valueFrom": {"secretKeyRef": {"name": "rouse-parking-token", "key": "token"}},
+        },
     ]
     labels = objects[("Role", "rouse-operator-leader-election")]["metadata"]["labels"]
     assert objects[("Role", "rouse-operator-leader-election")] == {

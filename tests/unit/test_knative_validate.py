@@ -73,3 +73,18 @@ def test_kind_it_does_not_know_is_a_usage_error() -> None:
     )
     assert proc.returncode == 2
     assert "is not a kind knative-validate knows" in proc.stderr
+
+
+def test_env_from_a_field_ref_is_refused_so_the_namespace_is_a_plain_value() -> None:
+    """Knative refuses `fieldRef` in env unless `kubernetes.podspec-fieldref` is enabled: the
+    operator gives a skill its namespace as a plain ROUSE_NAMESPACE value instead."""
+    svc = copy.deepcopy(knative_service(10))
+    (container,) = svc["spec"]["template"]["spec"]["containers"]
+    ref = {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    container["env"] = [{"name": "ROUSE_NAMESPACE", "valueFrom": ref}]
+    proc = run_knative_validate(json.dumps(svc))
+    assert proc.returncode == 1
+    assert (
+        "must not set the field(s): spec.template.spec.containers[0].env[0].valueFrom.fieldRef"
+        in (proc.stderr)
+    )

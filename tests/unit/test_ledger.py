@@ -68,7 +68,9 @@ async def test_days_are_kept_apart_and_totals_span_them(tmp_path: Path) -> None:
 
 
 def test_exposition_names_and_values() -> None:
-    lines = [Line("ns", "a", "s", 12, 3, 100, 50, nano_usd(0.25), "2026-01-05", 40, nano_usd(0.1))]
+    lines = [
+        Line("ns", "a", "s", 12, 3, 100, 50, nano_usd(0.25), "2026-01-05", 40, nano_usd(0.1), 7)
+    ]
     text = generate_latest(ledger_registry(lines, "2026-01-05")).decode()
     expected = [
         'rouse_ledger_invocations_total{agent="a",namespace="ns",skill="s"} 12.0',
@@ -78,6 +80,7 @@ def test_exposition_names_and_values() -> None:
         'rouse_ledger_cost_usd_total{agent="a",namespace="ns",skill="s"} 0.25',
         'rouse_ledger_tokens_today{agent="a",day="2026-01-05",namespace="ns",skill="s"} 40.0',
         'rouse_ledger_cost_usd_today{agent="a",day="2026-01-05",namespace="ns",skill="s"} 0.1',
+        'rouse_ledger_unpriced_tokens_today{agent="a",day="2026-01-05",namespace="ns",skill="s"} 7.0',
         'rouse_ledger_day_info{day="2026-01-05"} 1.0',
     ]
     samples = [line for line in text.splitlines() if line and not line.startswith("#")]

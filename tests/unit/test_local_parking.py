@@ -19,7 +19,7 @@ from rouse_runtime.policies import budget
 from rouse_runtime.policies.budget import BudgetSpec, Usage
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 NOW = datetime.now(UTC)
@@ -110,7 +110,8 @@ async def test_the_warm_floor_is_kept_within_scaling_max() -> None:
 async def test_a_newcomer_during_the_replay_waits_behind_the_parked_events(
     tmp_path: Path,
 ) -> None:
-    """A real HTTP broker stand-in: it parks or delivers as the local broker does."""
+    """A real HTTP stand-in for the local broker: replays come to the skill's address
+    (`/skills/<skill>`), never through the broker's intake, where a newcomer is parked."""
     logged: list[str] = []
     local = parking(tmp_path, logged)
     await local.on_budget(decide(120))
@@ -118,19 +119,16 @@ async def test_a_newcomer_during_the_replay_waits_behind_the_parked_events(
         await local.park(event(n), ["a"])
     delivered: list[str] = []
 
-    async def broker(request: Request) -> Response:
+    async def skill(request: Request) -> Response:
         received, _ = parse_event(request.headers, await request.body())
-        if received["id"] == "e0":  # something arrives while the replay runs
+        if received["id"] == "e0":  # something reaches the broker while the replay runs
             newcomer = event(9)
             if local.holds(newcomer):
                 await local.park(newcomer, ["a"])
             else:
-                delivered.append("e9")
-        if local.holds(received):
-            await local.park(received, ["a"])
-        else:
-            delivered.append(str(received["id"]))
-        return JSONResponse({}, status_code=202)
+                delivered.append("broker e9")
+        delivered.append(f"{request.path_params['skill']} {received['id']}")
+        return Response(status_code=202)
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
@@ -138,7 +136,7 @@ async def test_a_newcomer_during_the_replay_waits_behind_the_parked_events(
     port = sock.getsockname()[1]
     server = uvicorn.Server(
         uvicorn.Config(
-            Starlette(routes=[Route("/", broker, methods=["POST"])]),
+            Starlette(routes=[Route("/skills/{skill}", skill, methods=["POST"])]),
             host="127.0.0.1",
             port=port,
             log_level="warning",
@@ -153,8 +151,43 @@ async def test_a_newcomer_during_the_replay_waits_behind_the_parked_events(
     finally:
         server.should_exit = True
         await serving
-    assert delivered == ["e0", "e1", "e2", "e9"]
+    assert delivered == ["a e0", "a e1", "a e2", "a e9"]
     assert await local.queue.items() == []
     assert local.holds(event(10)) is False  # drained: deliver again
-    assert any("replayed 4 parked event(s) in order, 0 left" in line for line in logged)
+    assert any(
+        "replayed 4 parked event(s) in order to their skills, 0 left" in line for line in logged
+    )
+    await local.close()
+
+
+async def test_a_schedule_tick_while_suspended_is_parked_for_its_skill(tmp_path: Path) -> None:
+    """As the cluster's PingSource points at the parking sink: the tick is kept, not skipped
+    (the replay at resume delivers one tick per skill, the latest: parking/replay.py)."""
+    from rouse_runtime.local.broker import Broker
+    from rouse_runtime.local.deadletters import DeadLetterStore
+
+    logged: list[str] = []
+    local = parking(tmp_path, logged)
+    agent = {
+        "metadata": {"name": "shop"},
+        "spec": {"skills": [{"name": "digest", "schedule": {"cron": "* * * * *"}}]},
+    }
+    broker = Broker(
+        agent,
+        {},
+        dead_letters=DeadLetterStore(tmp_path / "letters"),
+        metrics=LocalMetrics(),
+        log=logged.append,
+    )
+    broker.parking = local
+    await local.on_budget(decide(120))
+    tick = CloudEvent(
+        {"type": "dev.knative.sources.ping", "source": "/pingsources/shop-digest-cron", "id": "t1"},
+        {},
+    )
+    assert broker.fire_schedule("digest", tick) is None
+    await asyncio.gather(*broker._tasks)
+    items = await local.queue.items(Filter(kind="park"))
+    assert [(i.skill, i.event_id) for i in items] == [("digest", "t1")]
+    await broker.close()
     await local.close()

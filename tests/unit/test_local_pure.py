@@ -7,16 +7,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from rouse_runtime.local import routing
-from rouse_runtime.local.chains import chain_id, new_traceparent
-from rouse_runtime.local.deadletters import DeadLetterStore
-from rouse_runtime.local.delivery import (
+from rouse_runtime.delivery import (
     DeliverySpec,
     backoff_seconds,
     delivery_spec,
     retryable,
     schedule_of_waits,
 )
+from rouse_runtime.local import routing
+from rouse_runtime.local.chains import chain_id, new_traceparent
+from rouse_runtime.local.deadletters import DeadLetterStore
 from rouse_runtime.local.durations import iso8601_seconds
 from rouse_runtime.local.scheduler import Schedule, next_fire, ping_event, schedules
 from rouse_runtime.local.supervisor import (

@@ -141,6 +141,18 @@ def test_prometheus_gap_holds_the_last_decision_never_resumes_or_suspends() -> N
     assert (back.suspended, back.reason, back.stale) == (False, "BudgetReset", False)
 
 
+def test_nothing_recorded_is_said_apart_from_a_recorded_zero() -> None:
+    """No ledger line today (e.g. runtimes writing under another namespace) is not "spent 0"."""
+    none = decide(SPEC, Usage(0, 0.0, recorded=False), None, at(9))
+    assert none == within(
+        0,
+        0.0,
+        "NoSpendRecorded",
+        "no ledger line for this agent today: 0 spent or not recorded (0/1000000 tokens, $0/$10)",
+    )
+    assert decide(SPEC, Usage(0, 0.0), None, at(9)).reason == "WithinBudget"
+
+
 def test_gap_before_any_figure_does_not_suspend() -> None:
     assert decide(SPEC, None, None, at(3)) == BudgetDecision(
         within_budget=True,

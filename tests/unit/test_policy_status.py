@@ -204,3 +204,37 @@ def test_no_budget_and_no_warm_pool() -> None:
             ]
         }
     )
+
+
+def test_parked_events_are_never_stranded() -> None:
+    """Any parked event makes a replay due once the agent may spend, whatever parked it."""
+    # park -> reject while spent: no replay while suspended (the skills answer 429) ...
+    obj = agent()
+    step(obj, 0, IDLE, Usage(2000, 0.0))
+    obj["spec"]["budget"]["onExhausted"] = "reject"
+    rejecting = evaluate(
+        obj, windows={"work": IDLE}, usage=Usage(2000, 0.0), gap=None, now=T0, parked=3
+    )
+    assert (rejecting.budget is not None and rejecting.budget.action) == "reject"
+    assert not rejecting.replay_due
+    write(obj, rejecting)
+    # ... and at the reset the events parked before the switch are replayed.
+    reset = evaluate(
+        obj,
+        windows={"work": IDLE},
+        usage=Usage(0, 0.0),
+        gap=None,
+        now=datetime(2026, 1, 6, 0, 1, tzinfo=UTC),
+        parked=3,
+    )
+    assert reset.replay_due
+    # The budget removed while events are parked (and no replayPending recorded): replayed.
+    bare = agent()
+    del bare["spec"]["budget"]
+    removed = evaluate(bare, windows={"work": IDLE}, usage=None, gap=None, now=T0, parked=2)
+    assert removed.replay_due
+    assert removed.status["budget"] == {"exhausted": False, "replayPending": True}
+    # Nothing parked, nothing pending: no replay.
+    assert not evaluate(
+        bare, windows={"work": IDLE}, usage=None, gap=None, now=T0, parked=0
+    ).replay_due

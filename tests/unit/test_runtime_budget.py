@@ -72,7 +72,7 @@ def send(rt: RunningRuntime, type_: str, id_: str, data: bytes = b"{}") -> httpx
 def checkpoint(rt: RunningRuntime, id_: str) -> Any:
     store = SqliteStore(str(rt.state_dir / "state.db"))
     try:
-        return asyncio.run(store.load_checkpoint(f"acme/work/{SOURCE}/{id_}"))
+        return asyncio.run(store.load_checkpoint(f"default/acme/work/{SOURCE}/{id_}"))
     finally:
         asyncio.run(store.close())
 
@@ -80,7 +80,7 @@ def checkpoint(rt: RunningRuntime, id_: str) -> Any:
 def state_value(rt: RunningRuntime, key: str) -> Any:
     store = SqliteStore(str(rt.state_dir / "state.db"))
     try:
-        return asyncio.run(store.get(f"acme/{key}"))
+        return asyncio.run(store.get(f"default/acme/{key}"))
     finally:
         asyncio.run(store.close())
 
@@ -97,7 +97,7 @@ def expect_budget_reply(response: httpx.Response, id_: str, type_: str) -> dict[
     }
     data: dict[str, Any] = response.json()
     assert data["event"] == {"source": SOURCE, "id": id_, "type": type_}
-    assert data["checkpoint"] == f"acme/work/{SOURCE}/{id_}"
+    assert data["checkpoint"] == f"default/acme/work/{SOURCE}/{id_}"
     return data
 
 

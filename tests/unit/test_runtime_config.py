@@ -8,6 +8,7 @@ import sys
 import pytest
 from rouse_runtime import agentspec
 from rouse_runtime.config import Config, ConfigError, Limits, Price, load_config
+from rouse_runtime.scope import Scope
 
 
 def test_full_env() -> None:
@@ -168,3 +169,14 @@ def test_starting_a_skill_does_not_import_agentspec() -> None:
         [sys.executable, "-c", code], capture_output=True, timeout=60, check=True
     )
     assert result.stdout.decode().strip() == "[]"
+
+
+def test_namespace_in_a_pod_must_be_given() -> None:
+    """Skill pods mount no token: in a pod without ROUSE_NAMESPACE the runtime refuses to start."""
+    pod = {"ROUSE_HANDLER": "skills:echo", "KUBERNETES_SERVICE_HOST": "10.96.0.1"}
+    with pytest.raises(ConfigError, match="ROUSE_NAMESPACE is not set"):
+        load_config(pod)
+    assert load_config(pod | {"ROUSE_NAMESPACE": "team-a"}).scope == Scope("team-a", "local")
+    with pytest.raises(ConfigError, match="'Team_A' is not a DNS-1123 label"):
+        load_config(pod | {"ROUSE_NAMESPACE": "Team_A"})
+    assert load_config({"ROUSE_HANDLER": "skills:echo"}).namespace == "default"  # no cluster

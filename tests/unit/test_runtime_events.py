@@ -20,7 +20,7 @@ CASES = [
             **BASE,
             "content-type": "application/json",
             "ce-time": "2020-01-02T03:04:05Z",
-            "ce-subject": "",
+            "ce-subject": "s-1",
             "ce-dataschema": "https://example.com/s",
             "ce-traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
             "ce-myext": "v",

@@ -153,12 +153,13 @@ def test_duplicate_held_by_a_silent_owner_is_409_then_taken_over(
     runs_file: Path, tmp_path: Path
 ) -> None:
     """A claim held elsewhere past the wait is 409 (Knative retries it); once its lease ends, it runs."""
+    from rouse_runtime.scope import Scope
     from rouse_runtime.server import idempotency_key
     from rouse_runtime.store.sqlite import SqliteStore
 
     state = f"sqlite:///{tmp_path}/held.db"
     store = SqliteStore(f"{tmp_path}/held.db")
-    key = idempotency_key("local", "skill", "/tests/idem", "held-1")
+    key = idempotency_key(Scope("default", "local"), "skill", "/tests/idem", "held-1")
     rt = start_runtime(
         {
             "ROUSE_HANDLER": "rouse_test_skills:skill",

@@ -95,6 +95,20 @@ async def test_expired_lease_is_taken_over(store: Store) -> None:
     assert await store.complete("e3", "new-owner", {"ok": True}, 60) is True
 
 
+async def test_extend_renews_only_the_owners_live_claim(store: Store) -> None:
+    """The replay lease (parking/replay.py): renewed by its holder, never by another."""
+    assert await store.claim("e4", "holder", 0.5) == Claim("claimed")
+    assert await store.extend("e4", "other", 30) is False
+    assert await store.extend("e4", "holder", 30) is True
+    started = asyncio.get_running_loop().time()
+    while asyncio.get_running_loop().time() - started < 1.0:  # past the first 0.5 s lease
+        assert await store.claim("e4", "other", 30) == Claim("busy")
+        await asyncio.sleep(0.1)
+    assert await store.release("e4", "holder") is True
+    assert await store.extend("e4", "holder", 30) is False  # released: nothing to renew
+    assert await store.claim("e4", "other", 30) == Claim("claimed")
+
+
 async def test_concurrent_claims_one_winner(url: str) -> None:
     stores = [open_store(url) for _ in range(4)]
     try:

@@ -13,9 +13,10 @@ from typing import Any
 
 import httpx
 import pytest
+from rouse_runtime.scope import Scope
 from rouse_runtime.store import open_store
 from rouse_runtime.suspend import resume_claim_key, waiting_key
-from rouse_testing.redis import RedisServer, start_redis
+from rouse_testing.redis import RedisServer
 from rouse_testing.runtime import RunningRuntime, start_runtime
 
 HANDLERS = Path(__file__).parent / "runtime_handlers"
@@ -66,7 +67,9 @@ def store_call(state_url: str, method: str, *args: Any) -> Any:
 
 
 def waiting(state_url: str, number: str) -> Any:
-    return store_call(state_url, "get", waiting_key(AGENT, SKILL, "test.approved", number))
+    return store_call(
+        state_url, "get", waiting_key(Scope("default", AGENT), SKILL, "test.approved", number)
+    )
 
 
 def resumes(runs: Path) -> list[str]:
@@ -82,22 +85,6 @@ def log_lines(rt: RunningRuntime, msg: str) -> list[tuple[str, str, str]]:
     """(event id, wait type, wait key) of the runtime's JSON log lines with that message."""
     lines = [json.loads(line) for line in rt.logs().splitlines() if line.startswith("{")]
     return [(x["event_id"], x["wait_type"], x["wait_key"]) for x in lines if x["msg"] == msg]
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = start_redis(tmp_path_factory.mktemp("redis"))
-    yield server
-    server.stop()
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/state.db"
-    # One server for the module: every test uses its own event ids and ticket keys.
-    server: RedisServer = request.getfixturevalue("redis_server")
-    return server.url
 
 
 def runtime_env(
@@ -210,7 +197,7 @@ def test_resume_in_progress_elsewhere_is_409(
 ) -> None:
     assert post(runtime, ticket("t-4", "T-9")).status_code == 202
     record_id = waiting(state_url, "T-9")["id"]
-    claim_key = resume_claim_key(AGENT, SKILL, record_id)
+    claim_key = resume_claim_key(Scope("default", AGENT), SKILL, record_id)
     assert store_call(state_url, "claim", claim_key, "other-pod", 60.0).state == "claimed"
     busy = post(runtime, approval("a-6", "T-9"))
     assert busy.status_code == 409

@@ -79,32 +79,59 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
-{{/* The state store URL kept in the ConfigMap: settings.stateUrl, else the chart's Redis
-(no password); empty when stateStore.existingSecret holds it instead. A URL with a password
-is refused: it would sit in the ConfigMap and in every skill's Service. */}}
+{{/* The chart's Redis holds the state: no settings.stateUrl nor stateStore.existingSecret. */}}
+{{- define "rouse.ownRedis" -}}
+{{- if and .Values.redis.enabled (not .Values.stateStore.existingSecret) (not .Values.settings.stateUrl) }}true{{ end }}
+{{- end }}
+
+{{/* The Secret holding the state store URL: stateStore.existingSecret, else the chart's Redis
+Secret (its generated password inside the URL); empty when settings.stateUrl is a plain URL. */}}
+{{- define "rouse.stateSecret" -}}
+{{- if .Values.stateStore.existingSecret }}{{ .Values.stateStore.existingSecret }}
+{{- else if include "rouse.ownRedis" . }}{{ include "rouse.redisName" . }}
+{{- end }}
+{{- end }}
+
+{{/* The key of the URL in that Secret. */}}
+{{- define "rouse.stateSecretKey" -}}
+{{- if .Values.stateStore.existingSecret }}{{ .Values.stateStore.secretKey }}{{ else }}url{{ end }}
+{{- end }}
+
+{{/* The plain state store URL kept in the ConfigMap: settings.stateUrl (never with a password:
+it would sit in the ConfigMap and in every skill's Service); empty when a Secret holds it. */}}
 {{- define "rouse.stateUrl" -}}
-{{- if .Values.stateStore.existingSecret }}
+{{- if include "rouse.stateSecret" . }}
 {{- else if .Values.settings.stateUrl }}
 {{- if regexMatch "^[a-z]+://[^/@]*:[^/@]*@" .Values.settings.stateUrl }}
 {{- fail "rouse: settings.stateUrl carries a password: put the URL in a Secret and set stateStore.existingSecret (and stateStore.secretKey) instead" }}
 {{- end }}
 {{- .Values.settings.stateUrl }}
-{{- else if .Values.redis.enabled }}
-{{- printf "redis://%s.%s.svc.cluster.local:6379/0" (include "rouse.redisName" .) .Release.Namespace }}
 {{- else }}
 {{- fail "rouse: no state store: set settings.stateUrl (redis://host:port/db), stateStore.existingSecret, or enable redis.enabled" }}
 {{- end }}
 {{- end }}
 
-{{/* ROUSE_STATE_URL from stateStore.existingSecret, for the operator and parking containers' env. */}}
+{{/* ROUSE_STATE_URL from the state Secret, for the operator and parking containers' env. */}}
 {{- define "rouse.stateUrlFromSecret" -}}
-{{- with .Values.stateStore.existingSecret -}}
+{{- with include "rouse.stateSecret" . -}}
 - name: ROUSE_STATE_URL
   valueFrom:
     secretKeyRef:
       name: {{ . | quote }}
-      key: {{ $.Values.stateStore.secretKey | quote }}
+      key: {{ include "rouse.stateSecretKey" $ | quote }}
 {{- end }}
+{{- end }}
+
+{{/* The parking service's token Secret (drop and replay need it). */}}
+{{- define "rouse.parkingTokenName" -}}{{ include "rouse.fullname" . }}-parking-token{{- end }}
+
+{{/* ROUSE_PARKING_TOKEN from that Secret, for the parking and operator containers' env. */}}
+{{- define "rouse.parkingTokenEnv" -}}
+- name: ROUSE_PARKING_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "rouse.parkingTokenName" . | quote }}
+      key: token
 {{- end }}
 
 {{/* The parking service base URL: settings.parkingUrl, else the chart's parking Service. */}}

@@ -42,6 +42,7 @@ from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rouse_runtime.agentspec import Agent
+from rouse_runtime.delivery import DeliverySpec, backoff_seconds, delivery_spec, retryable
 from rouse_runtime.local import routing
 from rouse_runtime.local.chains import (
     TRACEPARENT,
@@ -52,7 +53,6 @@ from rouse_runtime.local.chains import (
     new_traceparent,
 )
 from rouse_runtime.local.deadletters import DeadLetterStore
-from rouse_runtime.local.delivery import DeliverySpec, backoff_seconds, delivery_spec, retryable
 from rouse_runtime.local.metrics import LocalMetrics
 from rouse_runtime.local.parking import LocalParking
 from rouse_runtime.local.supervisor import SkillPool, StartFailedError
@@ -148,6 +148,20 @@ class Broker:
             data=_jsonable(event.data),
         )
         record.routed_to = routing.targets(self.routes, event.get_attributes())
+        self.chains.chain(record.chain).events.append(record)
+        return record
+
+    def _direct_record(self, event: CloudEvent, skill: str, *, via: str) -> EventRecord:
+        """The record of an event sent straight to one skill (no Trigger routing), in its chain."""
+        record = EventRecord(
+            id=str(event["id"]),
+            type=str(event["type"]),
+            source=str(event["source"]),
+            chain=ensure_chain(event),
+            via=via,
+            data=_jsonable(event.data),
+            routed_to=[skill],
+        )
         self.chains.chain(record.chain).events.append(record)
         return record
 
@@ -320,16 +334,7 @@ class Broker:
                 f"dead letter {letter_id} is for skill {letter.skill!r}, which this agent does not have"
             )
         event = from_dict(letter.event)
-        record = EventRecord(
-            id=str(event["id"]),
-            type=str(event["type"]),
-            source=str(event["source"]),
-            chain=ensure_chain(event),
-            via=f"replay:{letter_id}",
-            data=_jsonable(event.data),
-            routed_to=[letter.skill],
-        )
-        self.chains.chain(record.chain).events.append(record)
+        record = self._direct_record(event, letter.skill, via=f"replay:{letter_id}")
         self.log(f"replaying dead letter {letter_id} ({letter.event_type}) to {letter.skill}")
         self.start_delivery(
             event,
@@ -342,22 +347,20 @@ class Broker:
     def fire_schedule(self, skill: str, event: CloudEvent) -> EventRecord | None:
         """A PingSource event: delivered straight to its skill, as the PingSource's sink is the Service.
 
-        Not fired while the budget is spent: a replayed ping would match no
-        Trigger, and the next tick comes anyway.
+        While the budget is spent the tick is parked for its skill, as the
+        cluster's PingSource then points at the parking sink; the replay at
+        resume delivers one tick per skill, the latest (parking/replay.py).
         """
-        if self.parking is not None and self.parking.parking:
-            self.log(f"schedule of {skill} skipped: daily budget spent")
+        parking = self.parking
+        if parking is not None and parking.parking:
+            task = asyncio.create_task(parking.park(event, [skill]))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            self.log(
+                f"schedule of {skill} parked: daily budget spent (one tick replayed at resume)"
+            )
             return None
-        record = EventRecord(
-            id=str(event["id"]),
-            type=str(event["type"]),
-            source=str(event["source"]),
-            chain=ensure_chain(event),
-            via="schedule",
-            data=_jsonable(event.data),
-            routed_to=[skill],
-        )
-        self.chains.chain(record.chain).events.append(record)
+        record = self._direct_record(event, skill, via="schedule")
         self.metrics.schedules.labels(agent=self.agent_name, skill=skill).inc()
         self.start_delivery(event, skill, record)
         return record
@@ -387,6 +390,7 @@ class Broker:
                 Route("/chains/{chain}", self._chain, methods=["GET"]),
                 Route("/deadletters", self._dead_letters, methods=["GET"]),
                 Route("/deadletters/{letter:int}/replay", self._replay, methods=["POST"]),
+                Route("/skills/{skill}", self._deliver_to_skill, methods=["POST"]),
                 *extra,
             ]
         )
@@ -476,6 +480,33 @@ class Broker:
     async def _dead_letters(self, request: Request) -> Response:
         return JSONResponse({"deadLetters": [d.as_json() for d in self.dead_letters.list()]})
 
+    async def _deliver_to_skill(self, request: Request) -> Response:
+        """Deliver one event to one skill (its own delivery spec) and answer when it ended.
+
+        The replay of parked events calls this, as it calls a skill's Service in a
+        cluster: 202 once delivered (a reply went into the broker) or dead-lettered,
+        else 502 with why (the replay stops there, keeping the event).
+        """
+        skill = request.path_params["skill"]
+        if skill not in self.skills:
+            return JSONResponse({"error": f"no skill {skill!r}"}, status_code=404)
+        try:
+            event = from_http(dict(request.headers), await request.body())
+        except GenericException as exc:
+            return JSONResponse({"error": f"not a CloudEvent: {exc}"}, status_code=400)
+        record = self._direct_record(event, skill, via="replay:parked")
+        chain = self.chains.chain(record.chain)
+        delivery = Delivery(skill=skill)
+        record.deliveries.append(delivery)
+        chain.pending += 1
+        try:
+            await self.deliver(event, skill, delivery)
+        finally:
+            chain.pending -= 1
+        if delivery.outcome in ("accepted", "replied", "dead_lettered"):
+            return Response(status_code=202)
+        return JSONResponse({"error": delivery.error or delivery.outcome}, status_code=502)
+
     async def _replay(self, request: Request) -> Response:
         try:
             record = self.replay(int(request.path_params["letter"]))
@@ -489,9 +520,9 @@ class Broker:
 class _GuardedReplay:
     """``POST /replay/<ns>/<agent>`` of the parking API, refused while the agent is suspended.
 
-    Replaying then would park each event again, and a replay removes what it
-    sent: the events would be lost. The lock keeps a replay and the start of a
-    suspension apart.
+    Replaying then would run the skills while their budget is spent; the events
+    replay by themselves at the reset. The lock keeps a replay and the start of
+    a suspension apart.
     """
 
     def __init__(self, broker: Broker, parking_api: ASGIApp) -> None:
@@ -512,8 +543,8 @@ class _GuardedReplay:
                         "error": "agent suspended",
                         "detail": (
                             f"agent {self.broker.agent_name} is suspended ({decision.message}): "
-                            "replaying now would park the events again; they replay by "
-                            "themselves at the reset"
+                            "replaying now would run the skills while the budget is spent; "
+                            "they replay by themselves at the reset"
                         ),
                     },
                     status_code=409,

@@ -26,7 +26,7 @@ from rouse_runtime.ledger import open_ledger
 from rouse_runtime.local.broker import Broker
 from rouse_runtime.local.deadletters import DeadLetterStore
 from rouse_runtime.local.metrics import LocalMetrics
-from rouse_runtime.local.parking import LOCAL_NAMESPACE, LocalParking
+from rouse_runtime.local.parking import LOCAL_NAMESPACE, LocalParking, skill_url
 from rouse_runtime.local.scheduler import run_schedule, schedules
 from rouse_runtime.local.supervisor import (
     DEFAULT_IDLE_SECONDS,
@@ -215,7 +215,12 @@ class LocalMode:
         """Run until the server is asked to exit (Ctrl-C / SIGTERM), then stop every process."""
         sock = self.bind()
         parking_api = create_app(
-            ParkingSettings(state_url=self.state_url, broker_url=self.broker_url)
+            ParkingSettings(
+                state_url=self.state_url,
+                broker_url=self.broker_url,
+                # `rouse parked replay` by hand: each skill at its own address here
+                skill_url_template=skill_url(self.broker_url, "{skill}"),
+            )
         )
         config = uvicorn.Config(
             self.broker.app(parking_api),

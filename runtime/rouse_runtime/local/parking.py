@@ -5,7 +5,9 @@ the broker asks ``LocalParking.parking`` before delivering and, while it is set,
 stores each routed event in the same parking queue (``rouse_runtime.parking``,
 in the same state store) instead. When the agent may spend again (the daily
 reset, or a restart with a raised budget) the parked events are sent back into
-the broker in order by the parking service's own ``replay``. ``onExhausted:
+their skills in order by the parking service's own replayer (``parking/replay.py``),
+each to the skill it was parked for; schedule ticks parked meanwhile are
+coalesced to one per skill. ``onExhausted:
 reject`` writes the runtime's budget gate (``budget_gate.sync_gate``), so the
 skill processes answer 429 as they would in a cluster.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -23,7 +26,7 @@ from cloudevents.http import CloudEvent
 from rouse_runtime.budget_gate import sync_gate
 from rouse_runtime.events import dump_event
 from rouse_runtime.parking.queue import Filter, open_queue
-from rouse_runtime.parking.replay import ReplayResult, replay
+from rouse_runtime.parking.replay import Replayer, ReplayResult, Target
 from rouse_runtime.policies.budget import BudgetDecision
 from rouse_runtime.store import StoreError, open_store
 
@@ -31,9 +34,14 @@ from rouse_runtime.store import StoreError, open_store
 # ledger lines, the budget gate and the parked events all carry it, and
 # `rouse parked replay default <agent>` reads as it would in a cluster.
 LOCAL_NAMESPACE = "default"
-REPLAY_TIMEOUT_SECONDS = 30.0
 
 Log = Callable[[str], None]
+
+
+def skill_url(broker_url: str, skill: str) -> str:
+    """A skill's own address on the local broker (`POST /skills/<skill>`, as a Trigger's
+    subscriber URI in a cluster): where replays of parked events deliver."""
+    return f"{broker_url.rstrip('/')}/skills/{skill}"
 
 
 class LocalParking:
@@ -60,8 +68,8 @@ class LocalParking:
         self._broker_url = broker_url
         self._log = log
         self._tasks: set[asyncio.Task[Any]] = set()
-        # While a replay drains the queue: the (source, id) of the events it is sending.
-        self._replaying: set[tuple[str, str]] | None = None
+        # While a replay drains the queue: newcomers are parked behind it.
+        self._draining = False
 
     @property
     def parking(self) -> bool:
@@ -79,14 +87,11 @@ class LocalParking:
         """Whether the broker must park this event instead of delivering it.
 
         While the budget is spent, every event. While a replay drains the queue,
-        every event but the ones it is sending: a newcomer goes to the back of
-        the queue, so nothing overtakes an older parked event.
+        every event: a newcomer goes to the back of the queue, so nothing
+        overtakes an older parked event (the replay sends to the skills
+        directly, never through this check).
         """
-        if self._replaying is not None:
-            key = (str(event["source"]), str(event["id"]))
-            if key in self._replaying:
-                self._replaying.discard(key)
-                return False
+        if self._draining:
             return True
         return self.parking
 
@@ -115,8 +120,9 @@ class LocalParking:
     async def refresh_counts(self) -> dict[str, int]:
         """Parked events per skill, read from the queue (``rouse parked drop`` changes it too)."""
         counts: dict[str, int] = {}
-        for item in await self.queue.items(self.where()):
-            counts[item.skill] = counts.get(item.skill, 0) + 1
+        for (namespace, agent, skill, kind), n in (await self.queue.counts()).items():
+            if (namespace, agent, kind) == (self.namespace, self.agent, "park"):
+                counts[skill] = n
         self.counts = counts
         return counts
 
@@ -143,44 +149,65 @@ class LocalParking:
         """Replay in the background (the broker may not be serving yet when this is called)."""
         task = asyncio.create_task(self.replay())
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._replay_done)
+
+    def _replay_done(self, task: asyncio.Task[ReplayResult]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self._log(f"replay of parked events failed: {task.exception()!r}")
 
     async def replay(self) -> ReplayResult:
-        """Send every parked event of the agent back into the broker, oldest first."""
+        """Send every parked event of the agent to its skill, oldest first."""
         async with self.lock:
             return await self._replay_locked()
 
     async def _replay_locked(self) -> ReplayResult:
-        """Drain the queue in rounds: what arrives during a round is parked for the next."""
-        replayed = removed = 0
-        result = ReplayResult(replayed=0, removed=0, remaining=0)
-        self._replaying = set()
+        """The cluster's replay (parking/replay.py): each event to its skill's own address.
+
+        While it runs, newcomers are parked behind it (``holds``), so none
+        overtakes an older parked event; the replayer drains them too.
+        """
+        replayed = coalesced = 0
         try:
-            async with httpx.AsyncClient(timeout=REPLAY_TIMEOUT_SECONDS) as client:
-                while not self.parking:
-                    items = await self.queue.items(self.where())
-                    if not items:
-                        break
-                    self._replaying = {(item.source, item.event_id) for item in items}
-                    result = await replay(self.queue, self.where(), self._broker_url(), client)
+            async with httpx.AsyncClient(timeout=None) as client:
+                replayer = Replayer(self.queue, self.store, client)
+                while True:
+                    self._draining = True
+                    result = await replayer.replay(
+                        self.namespace,
+                        self.agent,
+                        self._target,
+                        reply_to=None,  # the local broker routes the skills' replies itself
+                    )
                     replayed += result.replayed
-                    removed += result.removed
-                    if result.error is not None:
+                    coalesced += result.coalesced
+                    # Newcomers go straight to their skills from here on; one parked behind
+                    # the replay after its last read is caught by the count (never stranded).
+                    self._draining = False
+                    if result.error is not None or result.busy or self.parking:
+                        break
+                    if not result.more and await self.queue.count(self.where()) == 0:
                         break
         except StoreError as exc:
             self._log(f"cannot replay parked events: {exc}")
-            return ReplayResult(replayed, removed, remaining=-1, error=str(exc))
+            return ReplayResult(replayed, 0, remaining=-1, error=str(exc))
         finally:
-            self._replaying = None
-        result = ReplayResult(replayed, removed, result.remaining, result.error)
-        if replayed or result.error:
+            self._draining = False
+        result = replace(result, replayed=replayed, coalesced=coalesced)
+        if result.replayed or result.error or result.coalesced:
             self._log(
-                f"replayed {replayed} parked event(s) in order, {result.remaining} left"
+                f"replayed {result.replayed} parked event(s) in order to their skills"
+                + (f", {result.coalesced} schedule tick(s) coalesced" if result.coalesced else "")
+                + f", {result.remaining} left"
                 + (f": {result.error}" if result.error else "")
             )
         with contextlib.suppress(StoreError):
             await self.refresh_counts()
         return result
+
+    def _target(self, skill: str) -> Target:
+        """A skill's own address on the local broker; its delivery spec applies there."""
+        return Target(skill_url(self._broker_url(), skill))
 
     def as_json(self) -> dict[str, Any]:
         """The budget part of GET /skills."""

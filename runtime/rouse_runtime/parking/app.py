@@ -5,27 +5,32 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import httpx
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from pydantic import BaseModel, Field
 
+from rouse_runtime.agentspec import service_name
+from rouse_runtime.delivery import delivery_spec
 from rouse_runtime.events import EventError, dump_event, parse_event
 from rouse_runtime.ledger import Ledger, ledger_registry, open_ledger, utc_day
+from rouse_runtime.parking.credential import authorized
 from rouse_runtime.parking.queue import Filter, Kind, ParkingQueue, open_queue
-from rouse_runtime.parking.replay import replay
+from rouse_runtime.parking.replay import DEFAULT_LEASE_SECONDS, Replayer, Target
 from rouse_runtime.server import read_body
-from rouse_runtime.store import StoreError
+from rouse_runtime.store import Store, StoreError, open_store
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 DEFAULT_BROKER_INGRESS = "http://broker-ingress.knative-eventing.svc.cluster.local"
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+PAGE = 100  # GET /parked's default page
+MAX_PAGE = 1000
 
 
 @dataclass(frozen=True)
@@ -35,18 +40,40 @@ class ParkingSettings:
     # A fixed broker URL (local mode) instead of `<ingress>/<namespace>/<broker>`.
     broker_url: str | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    replay_timeout: float = 10.0
+    # A delivery to a skill lasts as long as the skill runs (Knative allows up to 600 s).
+    replay_timeout: float = 620.0
+    replay_lease_seconds: float = DEFAULT_LEASE_SECONDS
+    # A skill's address when the replay request names none (`rouse parked replay` by hand):
+    # the cluster-local address of its Knative Service.
+    skill_url_template: str = "http://{service}.{namespace}.svc.cluster.local"
+    # Required by drop and replay (credential.py); None only in local mode (one machine).
+    token: str | None = field(default=None, repr=False)
 
     def broker_for(self, namespace: str, broker: str) -> str:
         if self.broker_url:
             return self.broker_url
         return f"{self.broker_ingress.rstrip('/')}/{namespace}/{broker}"
 
+    def default_target(self, namespace: str, agent: str, skill: str) -> Target:
+        service = service_name(agent, skill)
+        url = self.skill_url_template.format(
+            service=service, namespace=namespace, agent=agent, skill=skill
+        )
+        return Target(url)
+
+
+class TargetModel(BaseModel):
+    """A skill's address (the Trigger's subscriber URI) and its Trigger's `delivery`."""
+
+    url: str
+    delivery: dict[str, Any] = Field(default_factory=dict)
+
 
 class ReplayRequest(BaseModel):
     broker: str = "default"
     kind: Literal["park", "dead-letter"] = "park"
     ids: list[int] | None = None
+    targets: dict[str, TargetModel] | None = None
 
 
 class DropRequest(BaseModel):
@@ -60,9 +87,9 @@ def _error(status: int, error: str, detail: str) -> JSONResponse:
 
 
 def _bad_names(**names: str) -> JSONResponse | None:
-    for field, value in names.items():
+    for name, value in names.items():
         if not DNS_LABEL.match(value):
-            return _error(400, "invalid name", f"{field} {value!r} is not a DNS-1123 label")
+            return _error(400, "invalid name", f"{name} {value!r} is not a DNS-1123 label")
     return None
 
 
@@ -70,7 +97,9 @@ def create_app(settings: ParkingSettings) -> FastAPI:
     """The app, with its queue, ledger and HTTP client opened for its lifetime."""
     queue: ParkingQueue = open_queue(settings.state_url)
     ledger: Ledger = open_ledger(settings.state_url)
+    leases: Store = open_store(settings.state_url)
     client = httpx.AsyncClient(timeout=settings.replay_timeout)
+    replayer = Replayer(queue, leases, client, lease_seconds=settings.replay_lease_seconds)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -80,8 +109,18 @@ def create_app(settings: ParkingSettings) -> FastAPI:
             await client.aclose()
             await queue.close()
             await ledger.close()
+            await leases.close()
 
     app = FastAPI(title="rouse parking", lifespan=lifespan)
+
+    def refused(request: Request) -> JSONResponse | None:
+        if authorized(request.headers, settings.token):
+            return None
+        return JSONResponse(
+            {"error": "unauthorized", "detail": "drop and replay need the parking token (Bearer)"},
+            status_code=401,
+            headers={"www-authenticate": "Bearer"},
+        )
 
     @app.exception_handler(StoreError)
     async def store_error(_: Request, exc: StoreError) -> JSONResponse:
@@ -104,10 +143,12 @@ def create_app(settings: ParkingSettings) -> FastAPI:
             event, _ = parse_event(request.headers, body)
         except EventError as exc:
             return JSONResponse(exc.body(), status_code=exc.status)
-        stored = await queue.append(
+        await queue.append(
             kind, ns, agent, skill, str(event["source"]), str(event["id"]), dump_event(event)
         )
-        return JSONResponse({"stored": stored, "kind": kind}, status_code=202)
+        # Knative's delivery contract: a 2xx answer is empty or a CloudEvent (a JSON body
+        # would be taken as a failed delivery, retried, then dead-lettered).
+        return Response(status_code=202)
 
     @app.post("/park/{ns}/{agent}/{skill}")
     async def park(request: Request, ns: str, agent: str, skill: str) -> Response:
@@ -119,27 +160,53 @@ def create_app(settings: ParkingSettings) -> FastAPI:
 
     @app.get("/parked")
     async def parked(
-        namespace: str | None = None, agent: str | None = None, kind: Kind | None = None
+        namespace: str | None = None,
+        agent: str | None = None,
+        kind: Kind | None = None,
+        after: int = Query(0, ge=0, description="list events with an id above this (a cursor)"),
+        limit: int = Query(PAGE, ge=1, le=MAX_PAGE),
     ) -> dict[str, Any]:
-        items = await queue.items(Filter(namespace=namespace, agent=agent, kind=kind))
-        return {"items": [item.as_json() for item in items]}
+        """One page, oldest first; `next` is the cursor of the next page (None: no more)."""
+        where = Filter(namespace=namespace, agent=agent, kind=kind)
+        items = await queue.items(where, after=after, limit=limit)
+        more = len(items) == limit
+        return {"items": [i.as_json() for i in items], "next": items[-1].id if more else None}
 
     @app.post("/replay/{ns}/{agent}")
-    async def replay_agent(ns: str, agent: str, body: ReplayRequest) -> Response:
+    async def replay_agent(request: Request, ns: str, agent: str, body: ReplayRequest) -> Response:
+        if (no := refused(request)) is not None:
+            return no
         bad = _bad_names(namespace=ns, agent=agent, broker=body.broker)
         if bad is not None:
             return bad
-        where = Filter(
-            namespace=ns,
-            agent=agent,
+        try:
+            given = {
+                skill: Target(t.url, delivery_spec({"delivery": t.delivery}))
+                for skill, t in (body.targets or {}).items()
+            }
+        except (ValueError, TypeError) as exc:
+            return _error(400, "invalid delivery", str(exc))
+
+        def target(skill: str) -> Target | None:
+            if body.targets is not None:  # the operator names every current skill
+                return given.get(skill)
+            return settings.default_target(ns, agent, skill)
+
+        result = await replayer.replay(
+            ns,
+            agent,
+            target,
+            reply_to=settings.broker_for(ns, body.broker),
             kind=body.kind,
             ids=None if body.ids is None else tuple(body.ids),
         )
-        result = await replay(queue, where, settings.broker_for(ns, body.broker), client)
-        return JSONResponse(result.as_json(), status_code=200 if result.error is None else 502)
+        status = 409 if result.busy else 502 if result.error is not None else 200
+        return JSONResponse(result.as_json(), status_code=status)
 
     @app.post("/drop/{ns}/{agent}")
-    async def drop(ns: str, agent: str, body: DropRequest) -> Response:
+    async def drop(request: Request, ns: str, agent: str, body: DropRequest) -> Response:
+        if (no := refused(request)) is not None:
+            return no
         if body.ids is None and not body.all:
             return _error(400, "nothing selected", "give ids, or all=true to drop every match")
         where = Filter(
@@ -148,18 +215,16 @@ def create_app(settings: ParkingSettings) -> FastAPI:
             kind=body.kind,
             ids=None if body.ids is None else tuple(body.ids),
         )
-        items = await queue.items(where)
-        return JSONResponse({"dropped": await queue.remove([item.id for item in items])})
+        dropped = 0
+        while items := await queue.items(where, limit=MAX_PAGE):  # a page at a time
+            dropped += await queue.remove([item.id for item in items])
+        return JSONResponse({"dropped": dropped})
 
     @app.get("/metrics")
     async def metrics() -> Response:
         day = utc_day()
         registry = ledger_registry(await ledger.lines(day=day), day)
-        items = await queue.items()
-        counts: dict[tuple[str, str, str, str], int] = {}
-        for item in items:
-            key: tuple[str, str, str, str] = (item.namespace, item.agent, item.skill, item.kind)
-            counts[key] = counts.get(key, 0) + 1
+        counts = await queue.counts()  # a grouped count: no event body is read
         parked_family = GaugeMetricFamily(
             "rouse_parked_events",
             "Events held by the parking service",

@@ -1,7 +1,9 @@
 """`rouse parked list|replay|drop`: inspect and act on parked events by hand.
 
 Talks to the parking service over HTTP (in a cluster: `kubectl port-forward`
-to it, or set ROUSE_PARKING_URL).
+to it, or set ROUSE_PARKING_URL); `replay` and `drop` send ROUSE_PARKING_TOKEN
+(e.g. `export ROUSE_PARKING_TOKEN=$(kubectl -n rouse-system get secret
+rouse-parking-token -o jsonpath='{.data.token}' | base64 -d)`).
 """
 
 from __future__ import annotations
@@ -57,9 +59,12 @@ def add_parked(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def _call(args: argparse.Namespace, method: str, path: str, **kwargs: Any) -> Any:
     import httpx  # only when a parked subcommand runs: keeps `rouse` start-up quick
 
+    from rouse_runtime.parking.credential import ENV_PARKING_TOKEN, bearer
+
     url = f"{args.url.rstrip('/')}{path}"
+    headers = bearer(os.environ.get(ENV_PARKING_TOKEN, "").strip() or None)
     try:
-        response = httpx.request(method, url, timeout=60, **kwargs)
+        response = httpx.request(method, url, timeout=60, headers=headers, **kwargs)
     except httpx.HTTPError as exc:
         raise SystemExit(
             f"rouse parked: cannot reach the parking service at {args.url}: {exc}"
@@ -75,8 +80,16 @@ def _call(args: argparse.Namespace, method: str, path: str, **kwargs: Any) -> An
 
 
 def _list(args: argparse.Namespace) -> int:
-    params = {k: v for k in ("namespace", "agent", "kind") if (v := getattr(args, k))}
-    items = _call(args, "GET", "/parked", params=params)["items"]
+    params: dict[str, Any] = {
+        k: v for k in ("namespace", "agent", "kind") if (v := getattr(args, k))
+    }
+    items: list[dict[str, Any]] = []
+    while True:  # the service answers a page at a time
+        page = _call(args, "GET", "/parked", params=params)
+        items += page["items"]
+        if page.get("next") is None:
+            break
+        params["after"] = page["next"]
     if args.json:
         print(json.dumps(items, indent=2))
         return 0

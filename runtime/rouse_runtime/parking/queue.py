@@ -16,12 +16,14 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from rouse_runtime.store import StoreError, sqlite_path
+from rouse_runtime.store import sqlite_path, unsupported_url
 from rouse_runtime.store.sqlite_file import SqliteFile
 
 Kind = Literal["park", "dead-letter"]
 # What makes a stored event unique: (kind, namespace, agent, skill, source, event id).
 Identity = tuple[Kind, str, str, str, str, str]
+# What the counts are per: (namespace, agent, skill, kind).
+Line = tuple[str, str, str, str]
 
 
 @dataclass(frozen=True)
@@ -90,8 +92,27 @@ class ParkingQueue(abc.ABC):
         """Store `event` under `identity` unless it is held already (atomically)."""
 
     @abc.abstractmethod
-    async def items(self, where: Filter = Filter()) -> list[Parked]:
-        """Stored events matching `where`, oldest first."""
+    async def items(
+        self, where: Filter = Filter(), *, after: int = 0, limit: int | None = None
+    ) -> list[Parked]:
+        """Stored events matching `where` with an id above `after`, oldest first, at most
+        `limit` (None: all; callers that serve or replay pass a page size)."""
+
+    @abc.abstractmethod
+    async def counts(self) -> dict[Line, int]:
+        """How many events each (namespace, agent, skill, kind) holds: no event body read."""
+
+    async def count(self, where: Filter = Filter()) -> int:
+        """How many events match `where` (from `counts`, or the listed ids)."""
+        if where.ids is not None:
+            return len(await self.items(where))
+        return sum(
+            n
+            for (namespace, agent, _, kind), n in (await self.counts()).items()
+            if (where.namespace is None or namespace == where.namespace)
+            and (where.agent is None or agent == where.agent)
+            and (where.kind is None or kind == where.kind)
+        )
 
     @abc.abstractmethod
     async def remove(self, ids: list[int]) -> int:
@@ -108,7 +129,7 @@ def open_queue(url: str) -> ParkingQueue:
         return SqliteQueue(sqlite_path(url))
     if url.startswith(("redis://", "rediss://", "unix://")):
         return RedisQueue(url)
-    raise StoreError(f"unsupported state URL {url!r}: expected sqlite:///path or redis://...")
+    raise unsupported_url(url)
 
 
 _SQL_SCHEMA = """
@@ -118,6 +139,7 @@ CREATE TABLE IF NOT EXISTS parked (
   source TEXT NOT NULL, event_id TEXT NOT NULL, parked_at REAL NOT NULL, event TEXT NOT NULL,
   UNIQUE (kind, ns, agent, skill, source, event_id)
 );
+CREATE INDEX IF NOT EXISTS parked_by_agent ON parked (ns, agent, kind, id);
 """
 
 
@@ -138,13 +160,36 @@ class SqliteQueue(ParkingQueue):
         )
         return cur.rowcount > 0
 
-    async def items(self, where: Filter = Filter()) -> list[Parked]:
+    async def items(
+        self, where: Filter = Filter(), *, after: int = 0, limit: int | None = None
+    ) -> list[Parked]:
+        conditions: list[str] = ["id > ?"]
+        args: list[Any] = [after]
+        for column, value in (
+            ("ns", where.namespace),
+            ("agent", where.agent),
+            ("kind", where.kind),
+        ):
+            if value is not None:
+                conditions.append(f"{column} = ?")
+                args.append(value)
+        if where.ids is not None:
+            conditions.append(f"id IN ({','.join('?' * len(where.ids))})")
+            args.extend(where.ids)
+        sql = (
+            "SELECT id, kind, ns, agent, skill, source, event_id, parked_at, event FROM parked"
+            f" WHERE {' AND '.join(conditions)} ORDER BY id"
+        )
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        return [Parked(*row) for row in self._run("list", sql, tuple(args)).fetchall()]
+
+    async def counts(self) -> dict[Line, int]:
         rows = self._run(
-            "list",
-            "SELECT id, kind, ns, agent, skill, source, event_id, parked_at, event"
-            " FROM parked ORDER BY id",
+            "count", "SELECT ns, agent, skill, kind, COUNT(*) FROM parked GROUP BY 1, 2, 3, 4"
         ).fetchall()
-        return [item for item in (Parked(*row) for row in rows) if where.matches(item)]
+        return {(r[0], r[1], r[2], r[3]): int(r[4]) for r in rows}
 
     async def remove(self, ids: list[int]) -> int:
         removed = 0
@@ -160,6 +205,8 @@ _R_SEQ = "rouse:parked:seq"
 _R_ORDER = "rouse:parked:order"
 _R_ITEM = "rouse:parked:item:"
 _R_SEEN = "rouse:parked:seen"
+_R_AGENT_ORDER = "rouse:parked:order:"  # + namespace|agent: one agent's events, in order
+_R_COUNTS = "rouse:parked:counts"  # field: JSON [namespace, agent, skill, kind]
 # Take the next sequence number and store the item only if its identity is new: atomic.
 _R_APPEND = """
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
@@ -167,16 +214,23 @@ local id = redis.call('INCR', KEYS[2])
 redis.call('HSET', KEYS[1], ARGV[1], id)
 redis.call('SET', ARGV[3] .. id, ARGV[2])
 redis.call('ZADD', KEYS[3], id, id)
+redis.call('ZADD', KEYS[4], id, id)
+redis.call('HINCRBY', KEYS[5], ARGV[4], 1)
 return id
 """
 _R_REMOVE = """
 local raw = redis.call('GET', ARGV[2] .. ARGV[1])
 if not raw then return 0 end
+local item = cjson.decode(raw)
 redis.call('DEL', ARGV[2] .. ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('HDEL', KEYS[1], cjson.decode(raw)['identity'])
+redis.call('ZREM', ARGV[3] .. item['namespace'] .. '|' .. item['agent'], ARGV[1])
+redis.call('HDEL', KEYS[1], item['identity'])
+local line = cjson.encode({item['namespace'], item['agent'], item['skill'], item['kind']})
+if redis.call('HINCRBY', KEYS[3], line, -1) <= 0 then redis.call('HDEL', KEYS[3], line) end
 return 1
 """
+_R_PAGE = 200  # ids read per round trip while filtering
 
 
 class RedisQueue(ParkingQueue):
@@ -207,37 +261,52 @@ class RedisQueue(ParkingQueue):
             "parkedAt": parked_at,
             "event": event,
         }
+        line = json.dumps([namespace, agent, skill, kind], separators=(",", ":"))
         stored = await self._call(
             "append",
             self._append_script(
-                keys=[_R_SEEN, _R_SEQ, _R_ORDER], args=[key, json.dumps(record), _R_ITEM]
+                keys=[_R_SEEN, _R_SEQ, _R_ORDER, f"{_R_AGENT_ORDER}{namespace}|{agent}", _R_COUNTS],
+                args=[key, json.dumps(record), _R_ITEM, line],
             ),
         )
         return bool(stored)
 
-    async def items(self, where: Filter = Filter()) -> list[Parked]:
-        ids = await self._call("list", self._redis.zrange(_R_ORDER, 0, -1))
-        if not ids:
-            return []
-        raws = await self._call("list", self._redis.mget([_R_ITEM + i for i in ids]))
-        result = []
-        for item_id, raw in zip(ids, raws, strict=True):
-            if raw is None:  # removed between the two reads
-                continue
-            r = json.loads(raw)
-            item = Parked(
-                int(item_id),
-                r["kind"],
-                r["namespace"],
-                r["agent"],
-                r["skill"],
-                r["source"],
-                r["eventId"],
-                float(r["parkedAt"]),
-                r["event"],
-            )
-            if where.matches(item):
-                result.append(item)
+    async def items(
+        self, where: Filter = Filter(), *, after: int = 0, limit: int | None = None
+    ) -> list[Parked]:
+        # One agent's own ordered index when the filter names it, else the global order.
+        order = _R_ORDER
+        if where.namespace is not None and where.agent is not None:
+            order = f"{_R_AGENT_ORDER}{where.namespace}|{where.agent}"
+        result: list[Parked] = []
+        cursor = after
+        while limit is None or len(result) < limit:
+            if where.ids is not None:
+                ids = [str(i) for i in sorted(where.ids) if i > cursor][:_R_PAGE]
+            else:
+                ids = await self._call(
+                    "list",
+                    self._redis.zrangebyscore(order, f"({cursor}", "+inf", start=0, num=_R_PAGE),
+                )
+            if not ids:
+                break
+            cursor = int(ids[-1])
+            raws = await self._call("list", self._redis.mget([_R_ITEM + i for i in ids]))
+            for item_id, raw in zip(ids, raws, strict=True):
+                if raw is None:  # removed between the two reads
+                    continue
+                item = _parked(int(item_id), json.loads(raw))
+                if where.matches(item):
+                    result.append(item)
+        return result if limit is None else result[:limit]
+
+    async def counts(self) -> dict[Line, int]:
+        raw = await self._call("count", self._redis.hgetall(_R_COUNTS))
+        result: dict[Line, int] = {}
+        for field, n in raw.items():
+            namespace, agent, skill, kind = json.loads(field)
+            if int(n) > 0:
+                result[(namespace, agent, skill, kind)] = int(n)
         return result
 
     async def remove(self, ids: list[int]) -> int:
@@ -246,10 +315,27 @@ class RedisQueue(ParkingQueue):
             removed += int(
                 await self._call(
                     "remove",
-                    self._remove_script(keys=[_R_SEEN, _R_ORDER], args=[str(item_id), _R_ITEM]),
+                    self._remove_script(
+                        keys=[_R_SEEN, _R_ORDER, _R_COUNTS],
+                        args=[str(item_id), _R_ITEM, _R_AGENT_ORDER],
+                    ),
                 )
             )
         return removed
 
     async def close(self) -> None:
         await self._redis.aclose()
+
+
+def _parked(item_id: int, r: dict[str, Any]) -> Parked:
+    return Parked(
+        item_id,
+        r["kind"],
+        r["namespace"],
+        r["agent"],
+        r["skill"],
+        r["source"],
+        r["eventId"],
+        float(r["parkedAt"]),
+        r["event"],
+    )

@@ -49,6 +49,11 @@ class Usage:
 
     tokens: float
     cost_usd: float
+    # Whether the ledger holds any line of the agent today: "spent 0" vs "nothing recorded"
+    # (e.g. runtimes keyed under another namespace), which a 0 alone cannot tell apart.
+    recorded: bool = True
+    # Tokens from models without a known price: counted at $0, so a cost limit misses them.
+    unpriced_tokens: float = 0
 
 
 @dataclass(frozen=True)
@@ -139,6 +144,15 @@ def decide(
         message = f"resumed ({figures})"
     elif spec.daily_tokens is None and spec.daily_cost_usd is None:
         reason, message = "NoDailyBudget", "no daily limits set"
+    elif not usage.recorded:
+        reason = "NoSpendRecorded"
+        message = f"no ledger line for this agent today: 0 spent or not recorded ({figures})"
+    elif usage.unpriced_tokens and spec.daily_cost_usd is not None:
+        reason = "UnpricedModel"
+        message = (
+            f"{usage.unpriced_tokens:.0f} tokens today came from models without a known price"
+            f" (genai-prices, ROUSE_LLM_PRICES) and count $0 toward costUSD ({figures})"
+        )
     elif nearly:
         reason, message = "NearlySpent", f"over {spec.nearly_spent_fraction:.0%} used ({figures})"
     else:

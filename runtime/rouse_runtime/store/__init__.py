@@ -21,7 +21,12 @@ def open_store(url: str) -> Store:
         from rouse_runtime.store.redis import RedisStore
 
         return RedisStore(url)
-    raise StoreError(f"unsupported state URL {url!r}: expected sqlite:///path or redis://...")
+    raise unsupported_url(url)
+
+
+def unsupported_url(url: str) -> StoreError:
+    """The error for a state URL of no known scheme (shared by the store, ledger and queue)."""
+    return StoreError(f"unsupported state URL {url!r}: expected sqlite:///path or redis://...")
 
 
 def sqlite_path(url: str) -> str:
@@ -34,4 +39,4 @@ def sqlite_path(url: str) -> str:
     return path
 
 
-__all__ = ["Claim", "Store", "StoreError", "open_store", "sqlite_path"]
+__all__ = ["Claim", "Store", "StoreError", "open_store", "sqlite_path", "unsupported_url"]

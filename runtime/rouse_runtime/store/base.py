@@ -14,9 +14,14 @@ import abc
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from rouse_runtime.redact import redact
+
 
 class StoreError(RuntimeError):
-    """The state store is misconfigured or unreachable."""
+    """The state store is misconfigured or unreachable; the message never holds a credential."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(redact(message))
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,11 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def release(self, key: str, owner: str) -> bool:
         """Drop owner's unfinished claim; False if the key is not owner's claim."""
+
+    @abc.abstractmethod
+    async def extend(self, key: str, owner: str, lease: float) -> bool:
+        """Renew owner's unfinished claim for `lease` seconds from now; False if it is not
+        owner's any more (expired and taken, or released)."""
 
     @abc.abstractmethod
     async def close(self) -> None:

@@ -35,6 +35,10 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+_EXTEND = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -63,6 +67,7 @@ class RedisStore(Store):
         self._claim = self._redis.register_script(_CLAIM)
         self._complete = self._redis.register_script(_COMPLETE)
         self._release = self._redis.register_script(_RELEASE)
+        self._extend = self._redis.register_script(_EXTEND)
 
     async def _call(self, what: str, coro: Any) -> Any:
         return await redis_call("state store", self.url, what, coro)
@@ -113,6 +118,13 @@ class RedisStore(Store):
             "release", self._release(keys=[_PREFIX + "idem:" + key], args=[_RUNNING + owner])
         )
         return bool(released)
+
+    async def extend(self, key: str, owner: str, lease: float) -> bool:
+        extended = await self._call(
+            "extend",
+            self._extend(keys=[_PREFIX + "idem:" + key], args=[_RUNNING + owner, _ms(lease)]),
+        )
+        return bool(extended)
 
     async def close(self) -> None:
         await self._redis.aclose()

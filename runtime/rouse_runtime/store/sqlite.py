@@ -198,6 +198,20 @@ class SqliteStore(Store):
             )
         )
 
+    async def extend(self, key: str, owner: str, lease: float) -> bool:
+        def op(db: sqlite3.Connection) -> bool:
+            now = time.time()
+            return (
+                db.execute(
+                    "UPDATE idempotency SET expires = ? WHERE key = ? AND owner = ?"
+                    " AND state = 'running' AND expires > ?",
+                    (now + lease, key, owner, now),
+                ).rowcount
+                > 0
+            )
+
+        return await self._write(op)
+
     async def close(self) -> None:
         if self._pending:
             self._flush()
