@@ -232,6 +232,7 @@ def test_an_answer_knative_would_not_retry_moves_the_event_to_the_dead_letters(
 ) -> None:
     for event_id in ("b1", "b2", "b3"):
         park(parking.url, "/park/ns-a/support/triage", binary(event_id))
+    park(parking.url, "/park/ns-a/support/gone", binary("g1"))  # a skill since removed
     broker.answers = {"b2": 400}
     done = httpx.post(
         f"{parking.url}/replay/ns-a/support",
@@ -240,11 +241,14 @@ def test_an_answer_knative_would_not_retry_moves_the_event_to_the_dead_letters(
         headers=AUTH,
     )
     assert done.status_code == 200, done.text
-    assert (done.json()["replayed"], done.json()["dead_lettered"]) == (2, 1)
+    assert (done.json()["replayed"], done.json()["dead_lettered"]) == (2, 2)
     assert broker.ids("/skills/triage") == ["b1", "b3"]
     assert broker.attempts.count("b2") == 1  # 400 is final, as for Knative
     left = httpx.get(f"{parking.url}/parked").json()["items"]
-    assert [(i["kind"], i["eventId"]) for i in left] == [("dead-letter", "b2")]
+    assert [(i["kind"], i["skill"], i["eventId"]) for i in left] == [
+        ("dead-letter", "triage", "b2"),
+        ("dead-letter", "gone", "g1"),  # no address any more: kept, never stranded
+    ]
 
 
 def lease_expiry(parking: Parking) -> float:

@@ -8,7 +8,8 @@ follows the skill's delivery spec (retries, backoff; Knative's rules in
 as Knative does with a subscriber's reply. Oldest first; a delivery that still
 fails after its retries stops the replay so order holds (the rest stays parked
 for the next replay); an answer Knative would not retry (e.g. 400) moves the
-event to the dead letters of that skill, where it can be listed and dropped.
+event to the dead letters of that skill, where it can be listed and dropped, and
+so does an event parked for a skill the Agent no longer has (no address).
 
 Single flight: a replay holds a lease in the state store (the idempotency
 claim, per namespace and agent) so an operator retry, a second parking replica
@@ -181,7 +182,11 @@ class Replayer:
                     more = True
                     break
                 target = targets(item.skill)
-                if target is None:
+                if target is None:  # the skill left the Agent: kept where it can be seen
+                    if item.kind == "park":
+                        removed += await self._to_dead_letters(item)
+                        dead += 1
+                        continue
                     error = f"no address for skill {item.skill!r}: its events stay parked"
                     break
                 outcome = await self._deliver(item, target)
@@ -193,11 +198,7 @@ class Replayer:
                     replayed += 1
                     removed += await self.queue.remove([item.id])
                 elif item.kind == "park" and not retryable(outcome.status):  # Knative dead-letters
-                    await self.queue.append(
-                        "dead-letter", item.namespace, item.agent, item.skill,
-                        item.source, item.event_id, item.event,
-                    )  # fmt: skip
-                    removed += await self.queue.remove([item.id])
+                    removed += await self._to_dead_letters(item)
                     dead += 1
                 else:
                     error = f"skill {item.skill} ({target.url}) refused event {item.event_id!r}: {outcome.error}"
@@ -208,6 +209,14 @@ class Replayer:
         return ReplayResult(
             replayed, removed, remaining, error, more=more, coalesced=coalesced, dead_lettered=dead
         )
+
+    async def _to_dead_letters(self, item: Parked) -> int:
+        """Move a parked event to its skill's dead letters (listed, droppable, replayable)."""
+        await self.queue.append(
+            "dead-letter", item.namespace, item.agent, item.skill,
+            item.source, item.event_id, item.event,
+        )  # fmt: skip
+        return await self.queue.remove([item.id])
 
     async def _deliver(self, item: Parked, target: Target) -> _Delivery:
         headers, body = to_http(load_event(item.event), "binary")
