@@ -9,11 +9,15 @@ the agent when `budget.daily.tokens` is spent: its Triggers point at the parking
 sent meanwhile are parked; raising the budget restores the Triggers and replays them to the
 skill they were parked for.
 
-How each assertion can fail: the parked count and the dead-letter count read the parking
-service's queue (a sink answered in a way Knative's broker filter rejects shows as dead letters
-and as "failed to send event" in the filter's log); "each once at the event display" counts the
-display's log per ticket (a replay into the broker, as before issue 12, shows every parked ticket
-twice there); order compares the display's order of replies with the order sent.
+How each assertion can fail, checked on the node with scratch copies of this test whose chart
+ran the parking service patched (`--set-json parking.command=[python, -c, ...]`):
+- the sink answering 202 with a JSON body (main before issue 12): the broker filter logs each
+  delivery to it as an error ("failed to write response": 2xx neither empty nor a CloudEvent; 18
+  lines), the channel retries, and every parked event is dead-lettered too (8 of 8);
+- replay sent into the broker (main before issue 12): the event display counts each parked
+  ticket's `created` twice (7 duplicated).
+The parked, dead-letter and reply counts read the parking service's queue and the display's log;
+order compares the display's order of replies with the order sent.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ DRAFTED = "com.example.reply.drafted"
 # spent after a handful of tickets.
 PROMPT_TOKENS, COMPLETION_TOKENS = 100, 50
 DAILY_TOKENS = 1000
+SPENT_AFTER = -(-DAILY_TOKENS // (2 * (PROMPT_TOKENS + COMPLETION_TOKENS)))  # tickets
 PARKED_WHILE_SUSPENDED = 6
 MODEL = "gpt-4o-mini"  # priced by genai-prices: cost is counted too
 MODEL_ANSWER = json.dumps({"category": "bug", "priority": "high"})  # never urgent: no escalation
@@ -144,9 +149,10 @@ def triage(real_node: Node, rouse: str) -> Iterator[str]:
         {"name": "ROUSE_LLM_BASE_URL", "value": f"http://model.{namespace}.svc.cluster.local/v1"},
         {"name": "ROUSE_LLM_MODEL", "value": MODEL},
     ]
-    patch = {
-        "spec": {"env": env, "budget": {"daily": {"tokens": DAILY_TOKENS}, "onExhausted": "park"}}
-    }
+    # Without its warm pool: the example's weekday schedule (min 1 from 08:00 UTC) would roll new
+    # Revisions in the middle of the story now that the node has Prometheus (issue 13's part).
+    budget = {"daily": {"tokens": DAILY_TOKENS}, "onExhausted": "park"}
+    patch = {"spec": {"env": env, "budget": budget, "warmPool": None}}
     real_node.kubectl(
         "-n", namespace, "patch", "agent", AGENT, "--type=merge", "-p", json.dumps(patch)
     )
@@ -314,6 +320,7 @@ def test_budget_suspends_parks_and_replays_each_event_once_in_order(
 
     # 1. Spend: tickets one at a time, each answered by triage or parked, until one is parked.
     answered: list[str] = []
+    spent_at = took_hold = 0.0
     deadline = time.monotonic() + 300
     while True:
         assert time.monotonic() < deadline, (
@@ -327,8 +334,11 @@ def test_budget_suspends_parks_and_replays_each_event_once_in_order(
             what=f"ticket {current} answered by triage or parked",
         )
         if outcome == "parked":
+            took_hold = time.monotonic()
             break
         answered.append(current)
+        if len(answered) == SPENT_AFTER:
+            spent_at = time.monotonic()
     crossing = [*sent]  # tickets sent until the budget took hold
 
     # 2. Suspended: WithinBudget False, phase Suspended, every Trigger Ready on the parking sink.
@@ -408,7 +418,9 @@ def test_budget_suspends_parks_and_replays_each_event_once_in_order(
     replay_order = [t for t in triaged if t in all_parked]
     print(
         f"\nbudget story: {len(sent)} tickets sent; {len(crossing)} sent until the budget took "
-        f"hold ({len(answered)} of them answered); {len(while_suspended)} sent while "
+        f"hold ({len(answered)} of them answered, {len(answered) - SPENT_AFTER} after the budget "
+        f"was spent, {took_hold - spent_at:.0f} s before a ticket was parked); "
+        f"{len(while_suspended)} sent while "
         f"suspended, parked {sum(parked_counts[t] for t in while_suspended)} times, "
         f"{len(dead_letters)} dead letters, {len(filter_failures(real_node, since))} failed "
         f"deliveries; replayed {len(all_parked)} in order: {replay_order == all_parked}; at the "
