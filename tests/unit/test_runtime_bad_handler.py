@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import httpx
-
 from rouse_testing.runtime import start_runtime
 
 
