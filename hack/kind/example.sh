@@ -13,7 +13,7 @@ In namespace NS (labelled pod-security.kubernetes.io/enforce=restricted): copy
 the chart Redis's state URL Secret (rouse-redis, key url) from the release
 namespace (skills read it in their own namespace), create the Broker 'default', an event display subscribed to every event of the
 broker, and the example agent examples/AGENT/agent.yaml; wait until the Agent
-is Ready; POST one CloudEvent to the broker ingress (through a port-forward); print the
+is Ready; POST one CloudEvent to the broker ingress through kubectl port-forward; print the
 events that flow back through the broker.
 
 Agents and what they answer:

@@ -22,6 +22,9 @@ RUNTIME_IMAGE="$ROUSE_REGISTRY/rouse-runtime:$ROUSE_TAG"
 # instead; deploy with --set redis.image.repository=dev.local/redis,redis.image.tag=7.0-bookworm.
 REDIS_IMAGE="dev.local/redis:7.0-bookworm"
 REDIS_PACKAGES=(redis-server redis-tools)
+# Prometheus for the operator's policy loop on the node (hack/node/prometheus.yaml): Debian's.
+PROMETHEUS_IMAGE="dev.local/prometheus:2.42-bookworm"
+PROMETHEUS_PACKAGES=(prometheus)
 # The host's CA bundle, mounted read-only into each build: package traffic may go through a
 # TLS-intercepting proxy whose CA only the host trusts. Debian's pip reads this very path.
 CA_BUNDLE="${NODE_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}"
@@ -72,6 +75,7 @@ Commands:
                  (ko's layout, as Knative's release images; added with umoci)
              $PAUSE_IMAGE  hack/node/pause/pause.c, static, in a scratch image
              $REDIS_IMAGE  Debian's ${REDIS_PACKAGES[*]} on the Debian base, user 999
+             $PROMETHEUS_IMAGE  Debian's ${PROMETHEUS_PACKAGES[*]} on the Debian base, user 65534
   load     import every archive into containerd (namespace k8s.io), skipping images already
            there with the same digest
   plan     print "<built|stale|missing> <image-ref> <archive> <content key>" per image
@@ -259,8 +263,11 @@ key_binary() {
   { echo "recipe ko 1 ${KEYS[$BASE_IMAGE]}"; sha256_of <"$1"; } | sha256_of
 }
 
-key_redis() {
-  { echo "recipe redis 1 ${KEYS[$BASE_IMAGE]}"; printf '%s\n' "${REDIS_PACKAGES[@]}"; } | sha256_of
+# An image of Debian packages: key_packages <name> <package>...
+key_packages() {
+  local name="$1"
+  shift
+  { echo "recipe $name 1 ${KEYS[$BASE_IMAGE]}"; printf '%s\n' "$@"; } | sha256_of
 }
 
 key_pause() {
@@ -295,20 +302,37 @@ build_dockerfile() {
     --build-arg "$arg" -f "$ROUSE_ROOT/$dockerfile" -t "$ref" "$ROUSE_ROOT/$context"
 }
 
-# As the official image for the chart: redis-server and redis-cli on PATH, uid 999, /data.
-build_redis() {
-  local ref="$1" container logfile="$NODE_CACHE/logs/images-redis.log"
+# Debian packages on the Debian base, run as <uid> in its own writable <dir>:
+# build_packages <ref> <name> <uid> <dir> <port> <cmd JSON> <package>...
+build_packages() {
+  local ref="$1" name="$2" uid="$3" dir="$4" port="$5" cmd="$6" container
+  local logfile="$NODE_CACHE/logs/images-$name.log"
+  shift 6
   ensure_local "$BASE_IMAGE"
   container="$(bah from --quiet --pull=false "$BASE_IMAGE")"
-  log "  apt-get install ${REDIS_PACKAGES[*]} (log: $logfile)"
+  log "  apt-get install $* (log: $logfile)"
   logged "$logfile" bah run --isolation chroot --network host \
     -v "$CA_BUNDLE:/etc/ssl/certs/ca-certificates.crt:ro" "$container" -- sh -euc '
+      uid="$1" dir="$2"
+      shift 2
       apt-get update
       DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@"
       rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin
-      mkdir -p /data && chown 999:999 /data' sh "${REDIS_PACKAGES[@]}"
-  bah config --cmd '["redis-server"]' --user 999:999 --workingdir /data --port 6379 "$container"
+      mkdir -p "$dir" && chown "$uid:$uid" "$dir"' sh "$uid" "$dir" "$@"
+  bah config --cmd "$cmd" --user "$uid:$uid" --workingdir "$dir" --port "$port" "$container"
   bah commit --quiet --rm "$container" "$ref" >/dev/null
+}
+
+# As the official image for the chart: redis-server and redis-cli on PATH, uid 999, /data.
+build_redis() {
+  build_packages "$1" redis 999 /data 6379 '["redis-server"]' "${REDIS_PACKAGES[@]}"
+}
+
+# As prom/prometheus: uid 65534 (nobody), data in /prometheus, the config a mounted file.
+build_prometheus() {
+  build_packages "$1" prometheus 65534 /prometheus 9090 \
+    '["prometheus", "--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus"]' \
+    "${PROMETHEUS_PACKAGES[@]}"
 }
 
 build_pause() {
@@ -474,7 +498,8 @@ compute_keys() {
   local ref dockerfile context parent arg binary
   KEYS[$BASE_IMAGE]="$(key_base)"
   KEYS[$PAUSE_IMAGE]="$(key_pause)"
-  KEYS[$REDIS_IMAGE]="$(key_redis)"
+  KEYS[$REDIS_IMAGE]="$(key_packages redis "${REDIS_PACKAGES[@]}")"
+  KEYS[$PROMETHEUS_IMAGE]="$(key_packages prometheus "${PROMETHEUS_PACKAGES[@]}")"
   while read -r ref dockerfile context parent arg; do
     KEYS[$ref]="$(key_dockerfile "$dockerfile" "$context" "$parent" "$arg")"
   done < <(dockerfile_images)
@@ -501,6 +526,7 @@ cmd_build() {
   build_image "$BASE_IMAGE" build_base
   build_image "$PAUSE_IMAGE" build_pause
   build_image "$REDIS_IMAGE" build_redis
+  build_image "$PROMETHEUS_IMAGE" build_prometheus
   while read -r ref dockerfile context parent arg; do
     build_image "$ref" build_dockerfile "$dockerfile" "$context" "$parent" "$arg"
   done < <(dockerfile_images)
@@ -539,7 +565,7 @@ prune_unplanned() {
 # Every image ref the cluster needs, in build order.
 all_refs() {
   local ref rest
-  printf '%s\n' "$BASE_IMAGE" "$PAUSE_IMAGE" "$REDIS_IMAGE"
+  printf '%s\n' "$BASE_IMAGE" "$PAUSE_IMAGE" "$REDIS_IMAGE" "$PROMETHEUS_IMAGE"
   while read -r ref rest; do echo "$ref"; done < <(dockerfile_images)
   while read -r ref rest; do
     if [ -n "$ref" ]; then echo "$ref"; fi

@@ -41,6 +41,8 @@ ENVTEST_BIN = cp.BIN_DIR
 NODE_BIN = NODE_CACHE / "bin"
 MANIFESTS = NODE_CACHE / "manifests"
 KINGRESS_YAML = HERE / "kingress" / "config.yaml"
+# Prometheus for the operator's policy loop (budgets, warm pool), at the chart's default URL.
+PROMETHEUS_YAML = HERE / "prometheus.yaml"
 IMAGES_SH = HERE / "images.sh"
 PATHS = config.Paths(NODE_CACHE)
 NET = config.Network()
@@ -83,7 +85,7 @@ KNATIVE_TUNING = {
     ("knative-serving", "config-deployment"): {"progress-deadline": "120s"},
 }
 # The namespaces whose Deployments must be Available before the node counts as up.
-SYSTEM_NAMESPACES = ("kube-system", "knative-serving", "knative-eventing")
+SYSTEM_NAMESPACES = ("kube-system", "knative-serving", "knative-eventing", "monitoring")
 
 
 class NodeError(RuntimeError):
@@ -642,7 +644,7 @@ def wait_deployments(namespace: str, timeout: float) -> None:
 
 
 def install_addons() -> None:
-    """CoreDNS, then Knative's manifests in their numbered order, then the KIngress."""
+    """CoreDNS, then Knative's manifests in their numbered order, the KIngress, Prometheus."""
     started = time.monotonic()
     cp.wait_for(
         lambda: (
@@ -667,6 +669,7 @@ def install_addons() -> None:
         apply(path)
         kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
     apply(KINGRESS_YAML)
+    apply(PROMETHEUS_YAML)
     for ns in SYSTEM_NAMESPACES:
         if kubectl("get", "namespace", ns, check=False).returncode == 0:
             wait_deployments(ns, 300)
@@ -674,7 +677,7 @@ def install_addons() -> None:
         kubectl(
             "-n", ns, "patch", "configmap", name, "--type=merge", "-p", json.dumps({"data": data})
         )
-    log(f"CoreDNS and Knative Available ({time.monotonic() - started:.1f}s)")
+    log(f"CoreDNS, Knative and Prometheus Available ({time.monotonic() - started:.1f}s)")
 
 
 def node_up() -> None:

@@ -1,9 +1,9 @@
 """Real-node fixtures: one one-node Kubernetes with real Knative per session, Rouse on it.
 
-`node` (session): hack/node/node.py brings the cluster up (the same code as `make node-up`) and
-takes it down at the end, also when tests fail. `rouse` (session): the chart installed by
-hack/kind/deploy.sh, the script a kind user runs. A failing test gets the pods and the recent
-events of the cluster attached to its report.
+`real_node` (session): hack/node/node.py brings the cluster up (the same code as `make node-up`)
+and takes it down at the end, also when tests fail. `broker` (module): the broker ingress through
+a port-forward. Each module installs the chart with hack/kind/deploy.sh, the script a kind user
+runs. A failing test gets the pods and the recent events of the cluster attached to its report.
 """
 
 from __future__ import annotations
@@ -11,8 +11,10 @@ from __future__ import annotations
 from collections.abc import Generator, Iterator
 from typing import Any
 
+import httpx
 import pytest
-from rouse_testing.node import Node, NodeError, node, start_node, stop_node
+from rouse_testing.node import Node, NodeError, PortForward, node, start_node, stop_node
+from rouse_testing.wait import wait_until
 
 _NODE_KEY = pytest.StashKey[Node]()
 
@@ -41,6 +43,18 @@ def real_node(request: pytest.FixtureRequest) -> Iterator[Node]:
         yield running
     finally:
         stop_node(running)
+
+
+@pytest.fixture(scope="module")
+def broker(real_node: Node) -> Iterator[PortForward]:
+    """The Knative broker ingress, reached as a user does: a port-forward from this machine."""
+    with PortForward(real_node, "knative-eventing", "broker-ingress") as forward:
+        wait_until(
+            lambda: httpx.get(forward.url, timeout=2).status_code > 0,
+            timeout=30,
+            what="the port-forward to broker-ingress",
+        )
+        yield forward
 
 
 @pytest.hookimpl(wrapper=True)

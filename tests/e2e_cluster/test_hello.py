@@ -7,34 +7,17 @@ differ from the kind path.
 
 from __future__ import annotations
 
-import subprocess
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
-from rouse_testing.cluster import REPO_ROOT
-from rouse_testing.node import Node, PortForward
+from rouse_testing.node import Node, PortForward, condition, event_display_log, script, send
 from rouse_testing.wait import wait_until
 
 ROUSE_NAMESPACE = "rouse-system"
 AGENT = "hello"
 SKILL_SELECTOR = "serving.knative.dev/service=hello-greet"
-
-
-def script(running: Node, name: str, *args: str, timeout: float = 600) -> str:
-    """Run one of the hack/kind scripts as a user would, failing with its output."""
-    proc = subprocess.run(
-        ["bash", str(REPO_ROOT / "hack" / "kind" / name), *args],
-        env=running.env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    assert proc.returncode == 0, f"{name} {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout + proc.stderr
 
 
 @pytest.fixture(scope="module")
@@ -59,56 +42,14 @@ def skill_pods(running: Node, namespace: str) -> list[dict[str, Any]]:
     return [p for p in pods if not p["metadata"].get("deletionTimestamp")]
 
 
-def display_log(running: Node, namespace: str) -> str:
-    return running.kubectl("-n", namespace, "logs", "deployment/event-display").stdout
-
-
 def wait_for_greeting(running: Node, namespace: str, name: str) -> None:
     """The hello skill's reply to `name`, as the event display received it from the broker."""
     wait_until(
-        lambda: f"Hello, {name}!" in display_log(running, namespace),
+        lambda: f"Hello, {name}!" in event_display_log(running, namespace),
         timeout=120,
         interval=1,
         what=f"the reply greeting {name} at the event display",
     )
-
-
-def send(broker: PortForward, namespace: str, event_type: str, data: dict[str, Any]) -> str:
-    """POST a binary-mode CloudEvent to the namespace's broker through the ingress."""
-    event_id = f"test-{uuid.uuid4().hex[:8]}"
-    response = httpx.post(
-        f"{broker.url}/{namespace}/default",
-        headers={
-            "ce-id": event_id,
-            "ce-specversion": "1.0",
-            "ce-type": event_type,
-            "ce-source": "/tests/e2e_cluster",
-            "content-type": "application/json",
-        },
-        json=data,
-        timeout=30,
-    )
-    assert response.status_code == 202, (
-        f"broker ingress answered {response.status_code}: {response.text}"
-    )
-    return event_id
-
-
-@pytest.fixture(scope="module")
-def broker(real_node: Node) -> Iterator[PortForward]:
-    with PortForward(real_node, "knative-eventing", "broker-ingress") as forward:
-        wait_until(
-            lambda: httpx.get(forward.url, timeout=2).status_code > 0,
-            timeout=30,
-            what="the port-forward to broker-ingress",
-        )
-        yield forward
-
-
-def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
-    found = [c for c in obj.get("status", {}).get("conditions", []) if c["type"] == kind]
-    assert found, f"no {kind} condition in {obj['kind']} {obj['metadata']['name']}"
-    return found[0]
 
 
 def test_chart_runs_operator_and_parking_as_restricted_pods(real_node: Node, rouse: str) -> None:
@@ -198,7 +139,7 @@ def test_without_its_trigger_the_event_never_arrives(
     found = f"Found-{uuid.uuid4().hex[:6]}"
     send(broker, hello, "dev.rouse.hello", {"name": found})
     wait_for_greeting(real_node, hello, found)
-    assert f"Hello, {lost}!" not in display_log(real_node, hello), (
+    assert f"Hello, {lost}!" not in event_display_log(real_node, hello), (
         "an event sent without a Trigger was delivered"
     )
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from rouse_testing.cluster import REPO_ROOT, load_module
 
 node = load_module("rouse_node", REPO_ROOT / "hack" / "node" / "node.py")
@@ -86,6 +88,59 @@ class Node:
 
     def delete_namespace(self, name: str) -> None:
         self.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found")
+
+
+def script(running: Node, name: str, *args: str, timeout: float = 600) -> str:
+    """Run one of the hack/kind scripts as a user would, failing with its output."""
+    proc = subprocess.run(
+        ["bash", str(REPO_ROOT / "hack" / "kind" / name), *args],
+        env=running.env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert proc.returncode == 0, f"{name} {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout + proc.stderr
+
+
+def event_display_log(running: Node, namespace: str) -> str:
+    """What the example's event display (hack/kind/example.sh) printed: every broker event."""
+    return running.kubectl("-n", namespace, "logs", "deployment/event-display").stdout
+
+
+def send(
+    broker: PortForward,
+    namespace: str,
+    event_type: str,
+    data: dict[str, Any],
+    event_id: str | None = None,
+) -> str:
+    """POST a binary-mode CloudEvent to the namespace's broker through the ingress; its id."""
+    event_id = event_id or f"test-{uuid.uuid4().hex[:8]}"
+    response = httpx.post(
+        f"{broker.url}/{namespace}/default",
+        headers={
+            "ce-id": event_id,
+            "ce-specversion": "1.0",
+            "ce-type": event_type,
+            "ce-source": "/tests/e2e_cluster",
+            "content-type": "application/json",
+        },
+        json=data,
+        timeout=30,
+    )
+    assert response.status_code == 202, (
+        f"broker ingress answered {response.status_code}: {response.text}"
+    )
+    return event_id
+
+
+def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
+    """The status condition `kind` of a Kubernetes object (fails when it has none)."""
+    found = [c for c in obj.get("status", {}).get("conditions", []) if c["type"] == kind]
+    assert found, f"no {kind} condition in {obj['kind']} {obj['metadata']['name']}"
+    return found[0]
 
 
 def start_node() -> Node:

@@ -3,10 +3,15 @@
 Answers every chat completion with `content` and a `usage` of `prompt_tokens`
 and `completion_tokens` as configured, and records the requests, so tests can
 check what the client sent and what the runtime counted.
+
+Standard library only, so it also runs as a pod of a test cluster from any image with
+Python (the file mounted from a ConfigMap): `python openai_server.py --host 0.0.0.0 --port 8080
+[--prompt-tokens N] [--completion-tokens N] [--content TEXT]`.
 """
 
 from __future__ import annotations
 
+import argparse
 import http.server
 import json
 import threading
@@ -30,7 +35,11 @@ class FakeLLM:
 
 
 def start_openai_server(
-    prompt_tokens: int = 120, completion_tokens: int = 30, content: str = "hello from the model"
+    prompt_tokens: int = 120,
+    completion_tokens: int = 30,
+    content: str = "hello from the model",
+    host: str = "127.0.0.1",
+    port: int = 0,
 ) -> FakeLLM:
     llm = FakeLLM(url="", prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
 
@@ -72,8 +81,28 @@ def start_openai_server(
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = http.server.ThreadingHTTPServer((host, port), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    llm.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    llm.url = f"http://{host}:{server.server_address[1]}/v1"
     llm._server = server
     return llm
+
+
+def main() -> None:
+    """Serve until killed (a pod in a test cluster)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--prompt-tokens", type=int, default=120)
+    parser.add_argument("--completion-tokens", type=int, default=30)
+    parser.add_argument("--content", default="hello from the model")
+    args = parser.parse_args()
+    llm = start_openai_server(
+        args.prompt_tokens, args.completion_tokens, args.content, args.host, args.port
+    )
+    print(f"serving the OpenAI chat-completions protocol at {llm.url}", flush=True)
+    threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,435 @@
+"""Issue 12's budget story on the real node, counted at a real subscriber of the broker.
+
+The support-triage example (examples/support-triage, applied by hack/kind/example.sh, which also
+creates the event display: a Trigger with no filter, the broker's second subscriber) calls a
+model: tests/rouse_testing/openai_server.py as a pod, the only fake (a provider outside the
+machine). Its tokens go into the ledger, the parking service exports it, the node's Prometheus
+(hack/node/prometheus.yaml) scrapes it, and the operator (evaluating every few seconds) suspends
+the agent when `budget.daily.tokens` is spent: its Triggers point at the parking sink. Tickets
+sent meanwhile are parked; raising the budget restores the Triggers and replays them to the
+skill they were parked for.
+
+How each assertion can fail, checked on the node with scratch copies of this test whose chart
+ran the parking service patched (`--set-json parking.command=[python, -c, ...]`):
+- the sink answering 202 with a JSON body (main before issue 12): the broker filter logs each
+  delivery to it as an error ("failed to write response": 2xx neither empty nor a CloudEvent; 18
+  lines), the channel retries, and every parked event is dead-lettered too (8 of 8);
+- replay sent into the broker (main before issue 12): the event display counts each parked
+  ticket's `created` twice (7 duplicated).
+The parked, dead-letter and reply counts read the parking service's queue and the display's log;
+order compares the display's order of replies with the order sent.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from rouse_testing.cluster import REPO_ROOT
+from rouse_testing.node import Node, PortForward, condition, event_display_log, script, send
+from rouse_testing.wait import wait_until
+
+ROUSE_NAMESPACE = "rouse-system"
+AGENT = "support-triage"
+CREATED = "com.example.ticket.created"
+TRIAGED = "com.example.ticket.triaged"
+DRAFTED = "com.example.reply.drafted"
+# Each ticket costs two model calls (triage, draft) of PROMPT + COMPLETION tokens: the budget is
+# spent after a handful of tickets.
+PROMPT_TOKENS, COMPLETION_TOKENS = 100, 50
+DAILY_TOKENS = 1000
+SPENT_AFTER = -(-DAILY_TOKENS // (2 * (PROMPT_TOKENS + COMPLETION_TOKENS)))  # tickets
+PARKED_WHILE_SUSPENDED = 6
+MODEL = "gpt-4o-mini"  # priced by genai-prices: cost is counted too
+MODEL_ANSWER = json.dumps({"category": "bug", "priority": "high"})  # never urgent: no escalation
+EVAL_INTERVAL = 5
+DISPLAY_MARK = "☁️  cloudevents.Event"
+
+
+@pytest.fixture(scope="module")
+def rouse(real_node: Node) -> str:
+    """The chart by deploy.sh, the policies evaluated every few seconds."""
+    script(
+        real_node, "deploy.sh", "--namespace", ROUSE_NAMESPACE,
+        "--", "--set", f"settings.evalIntervalSeconds={EVAL_INTERVAL}",
+    )  # fmt: skip
+    return ROUSE_NAMESPACE
+
+
+@pytest.fixture(scope="module")
+def parking(real_node: Node, rouse: str) -> Iterator[PortForward]:
+    with PortForward(real_node, rouse, "rouse-parking") as forward:
+        wait_until(
+            lambda: httpx.get(f"{forward.url}/healthz", timeout=2).status_code == 200,
+            timeout=30,
+            what="the port-forward to the parking service",
+        )
+        yield forward
+
+
+def model_manifests() -> list[dict[str, Any]]:
+    """The OpenAI-protocol server as a restricted pod of the runtime image, and its Service."""
+    labels = {"app": "model"}
+    restricted = {
+        "allowPrivilegeEscalation": False,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    source = (REPO_ROOT / "tests" / "rouse_testing" / "openai_server.py").read_text()
+    args = [
+        "python", "/srv/openai_server.py", "--host", "0.0.0.0", "--port", "8080",
+        "--prompt-tokens", str(PROMPT_TOKENS), "--completion-tokens", str(COMPLETION_TOKENS),
+        "--content", MODEL_ANSWER,
+    ]  # fmt: skip
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "model"},
+            "data": {"openai_server.py": source},
+        },
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "model", "labels": labels},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "securityContext": {"runAsNonRoot": True, "runAsUser": 65532},
+                        "containers": [
+                            {
+                                "name": "model",
+                                "image": "ghcr.io/rouse-dev/rouse-runtime:0.1.0",
+                                "imagePullPolicy": "IfNotPresent",
+                                "command": args,
+                                "ports": [{"containerPort": 8080}],
+                                "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},
+                                "securityContext": restricted,
+                                "volumeMounts": [{"name": "src", "mountPath": "/srv"}],
+                            }
+                        ],
+                        "volumes": [{"name": "src", "configMap": {"name": "model"}}],
+                    },
+                },
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "model"},
+            "spec": {"selector": labels, "ports": [{"port": 80, "targetPort": 8080}]},
+        },
+    ]
+
+
+@pytest.fixture(scope="module")
+def triage(real_node: Node, rouse: str) -> Iterator[str]:
+    """examples/support-triage by example.sh (its rule-based chain asserted), then given a model
+    and a daily token budget that a handful of tickets spend, `onExhausted: park`."""
+    namespace = f"budget-{uuid.uuid4().hex[:6]}"
+    script(real_node, "example.sh", "--namespace", namespace, "--agent", AGENT, "--assert")
+    real_node.apply(model_manifests(), namespace)
+    real_node.kubectl("-n", namespace, "rollout", "status", "deployment/model", "--timeout=120s")
+    agent = real_node.get("agent", AGENT, namespace)
+    assert agent is not None
+    env = [
+        *agent["spec"]["env"],
+        {"name": "ROUSE_LLM_BASE_URL", "value": f"http://model.{namespace}.svc.cluster.local/v1"},
+        {"name": "ROUSE_LLM_MODEL", "value": MODEL},
+    ]
+    # Without its warm pool: the example's weekday schedule (min 1 from 08:00 UTC) would roll new
+    # Revisions in the middle of the story now that the node has Prometheus (issue 13's part).
+    budget = {"daily": {"tokens": DAILY_TOKENS}, "onExhausted": "park"}
+    patch = {"spec": {"env": env, "budget": budget, "warmPool": None}}
+    real_node.kubectl(
+        "-n", namespace, "patch", "agent", AGENT, "--type=merge", "-p", json.dumps(patch)
+    )
+    wait_until(
+        lambda: all_skills_serve(real_node, namespace, "ROUSE_LLM_MODEL"),
+        timeout=300,
+        interval=2,
+        what="every skill's latest Revision (with the model settings) Ready",
+    )
+    yield namespace
+    real_node.delete_namespace(namespace)
+
+
+def all_skills_serve(running: Node, namespace: str, env_name: str) -> bool:
+    services = running.items("ksvc", namespace, f"rouse.dev/agent={AGENT}")
+    for ksvc in services:
+        containers = ksvc["spec"]["template"]["spec"]["containers"]
+        if env_name not in {e["name"] for e in containers[0].get("env", [])}:
+            return False
+        status = ksvc.get("status", {})
+        if status.get("latestReadyRevisionName") != status.get("latestCreatedRevisionName"):
+            return False
+        if condition(ksvc, "Ready")["status"] != "True":
+            return False
+    return bool(services)
+
+
+def display_events(running: Node, namespace: str) -> list[dict[str, Any]]:
+    """The event display's log as events in arrival order: attributes and JSON data."""
+    events = []
+    for block in event_display_log(running, namespace).split(DISPLAY_MARK)[1:]:
+        head, _, data = block.partition("\nData,\n")
+        attributes = {}
+        for line in head.splitlines():
+            name, sep, value = line.strip().partition(": ")
+            if sep and line.startswith("  ") and not line.startswith("    "):
+                attributes[name] = value
+        attributes["data"] = json.loads(data) if data.strip() else None
+        events.append(attributes)
+    return events
+
+
+def ticket_id(event: dict[str, Any]) -> str | None:
+    """The ticket an event of the chain is about (created: data.id; replies name it)."""
+    data = event.get("data") or {}
+    if event.get("type") == CREATED:
+        return data.get("id")
+    if event.get("type") == TRIAGED:
+        return data.get("ticket", {}).get("id")
+    if event.get("type") == DRAFTED:
+        return data.get("ticketId")
+    return None
+
+
+def seen(running: Node, namespace: str, event_type: str) -> list[str]:
+    """Ticket ids of the display's events of one type, in arrival order (repeats kept)."""
+    return [
+        str(ticket_id(e))
+        for e in display_events(running, namespace)
+        if e.get("type") == event_type and ticket_id(e)
+    ]
+
+
+def wait_seen(running: Node, namespace: str, event_type: str, tickets: list[str]) -> None:
+    wait_until(
+        lambda: set(tickets) <= set(seen(running, namespace, event_type)),
+        timeout=240,
+        interval=2,
+        what=f"{event_type} of {len(tickets)} tickets at the event display",
+    )
+
+
+def parked(forward: PortForward, namespace: str, kind: str) -> list[dict[str, Any]]:
+    """Every event the parking service holds for the namespace, following the pages."""
+    items: list[dict[str, Any]] = []
+    after: int | None = 0
+    while after is not None:
+        page = httpx.get(
+            f"{forward.url}/parked",
+            params={"namespace": namespace, "kind": kind, "after": after, "limit": 1000},
+            timeout=10,
+        ).json()
+        items += page["items"]
+        after = page["next"]
+    return items
+
+
+def parked_tickets(forward: PortForward, namespace: str, skill: str) -> list[str]:
+    return [
+        str(item["event"]["data"]["id"])
+        for item in parked(forward, namespace, "park")
+        if item["skill"] == skill and item["event"]["type"] == CREATED
+    ]
+
+
+def agent(running: Node, namespace: str) -> dict[str, Any]:
+    obj = running.get("agent", AGENT, namespace)
+    assert obj is not None
+    return obj
+
+
+def triggers_on(running: Node, namespace: str, parking_sink: bool) -> bool:
+    """Every Trigger of the agent Ready with its subscriber on the parking sink (or not)."""
+    found = running.items("triggers", namespace, f"rouse.dev/agent={AGENT}")
+    marker = f"/park/{namespace}/{AGENT}/"
+    return bool(found) and all(
+        condition(t, "Ready")["status"] == "True"
+        and t["metadata"].get("generation") == t["status"].get("observedGeneration")
+        and (marker in t["status"].get("subscriberUri", "")) == parking_sink
+        for t in found
+    )
+
+
+def filter_failures(running: Node, since: str) -> list[str]:
+    """Deliveries Knative's broker filter counted as failed since `since` (it logs each at level
+    error: "failed to send event", or "failed to write response" for a 2xx answer that is
+    neither empty nor a CloudEvent; the channel retries them, then they are dead-lettered)."""
+    log = running.kubectl(
+        "-n", "knative-eventing", "logs", "deployment/mt-broker-filter", f"--since-time={since}"
+    ).stdout
+    return [line for line in log.splitlines() if '"level":"error"' in line]
+
+
+def fate(running: Node, forward: PortForward, namespace: str, ticket_id: str) -> str | None:
+    """Whether triage answered a ticket (its reply at the display) or it was parked, or neither yet."""
+    if ticket_id in seen(running, namespace, TRIAGED):
+        return "answered"
+    if ticket_id in parked_tickets(forward, namespace, "triage"):
+        return "parked"
+    return None
+
+
+def ledger(forward: PortForward, namespace: str) -> dict[str, float]:
+    """The agent's ledger series on the parking service's /metrics whose `namespace` label is
+    `namespace` (finding 1: skills learned their namespace), summed per series name and kind."""
+    text = httpx.get(f"{forward.url}/metrics", timeout=10).text
+    totals: Counter[str] = Counter()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.labels.get("namespace") == namespace and sample.labels.get("agent") == AGENT:
+                totals[f"{sample.name}{{{sample.labels.get('kind', '')}}}"] += sample.value
+    return dict(totals)
+
+
+def ticket(n: int, run: str) -> dict[str, str]:
+    return {
+        "id": f"T-{run}-{n:02d}",
+        "subject": f"Export fails ({n})",
+        "body": "The CSV export shows an error page.",
+        "customer": "Ada",
+    }
+
+
+def test_budget_suspends_parks_and_replays_each_event_once_in_order(
+    real_node: Node, triage: str, broker: PortForward, parking: PortForward
+) -> None:
+    namespace, run = triage, uuid.uuid4().hex[:4]
+    sent: list[str] = []
+
+    def send_ticket() -> str:
+        data = ticket(len(sent) + 1, run)
+        send(broker, namespace, CREATED, data, event_id=f"{data['id']}-created")
+        sent.append(data["id"])
+        return data["id"]
+
+    # 1. Spend: tickets one at a time, each answered by triage or parked, until one is parked.
+    answered: list[str] = []
+    spent_at = took_hold = 0.0
+    deadline = time.monotonic() + 300
+    while True:
+        assert time.monotonic() < deadline, (
+            f"still not suspended after {len(sent)} tickets: {agent(real_node, namespace)['status']}"
+        )
+        current = send_ticket()
+        outcome = wait_until(
+            lambda ticket_id=current: fate(real_node, parking, namespace, ticket_id),
+            timeout=180,
+            interval=1,
+            what=f"ticket {current} answered by triage or parked",
+        )
+        if outcome == "parked":
+            took_hold = time.monotonic()
+            break
+        answered.append(current)
+        if len(answered) == SPENT_AFTER:
+            spent_at = time.monotonic()
+    crossing = [*sent]  # tickets sent until the budget took hold
+
+    # 2. Suspended: WithinBudget False, phase Suspended, every Trigger Ready on the parking sink.
+    wait_until(
+        lambda: (
+            agent(real_node, namespace)["status"].get("phase") == "Suspended"
+            and triggers_on(real_node, namespace, parking_sink=True)
+        ),
+        timeout=120,
+        interval=1,
+        what="phase Suspended with every Trigger on the parking sink",
+    )
+    suspended = agent(real_node, namespace)
+    assert condition(suspended, "WithinBudget")["status"] == "False"
+    budget = suspended["status"]["budget"]
+    assert budget["exhausted"] is True
+    assert budget["tokensToday"] >= DAILY_TOKENS, budget
+    spent = ledger(parking, namespace)
+    assert spent.get("rouse_ledger_tokens_total{input}", 0) > 0, spent
+    assert spent.get("rouse_ledger_tokens_total{output}", 0) > 0, spent
+    assert spent.get("rouse_ledger_cost_usd_total{}", 0) > 0, f"{MODEL} priced at 0: {spent}"
+
+    # 3. Tickets while suspended: each parked for triage exactly once, never failed, never
+    # dead-lettered; the display (the broker's other subscriber) has each exactly once.
+    since = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    while_suspended = [send_ticket() for _ in range(PARKED_WHILE_SUSPENDED)]
+    wait_until(
+        lambda: set(while_suspended) <= set(parked_tickets(parking, namespace, "triage")),
+        timeout=60,
+        interval=1,
+        what=f"the {PARKED_WHILE_SUSPENDED} tickets parked",
+    )
+    wait_seen(real_node, namespace, CREATED, while_suspended)
+    parked_counts = Counter(parked_tickets(parking, namespace, "triage"))
+    assert all(parked_counts[t] == 1 for t in while_suspended), parked_counts
+    assert filter_failures(real_node, since) == []
+    assert not set(while_suspended) & set(seen(real_node, namespace, TRIAGED)), (
+        "a ticket sent while suspended reached triage"
+    )
+
+    # 4. Raise the budget: Triggers restored and Ready, then the parked tickets replayed.
+    raise_patch = {"spec": {"budget": {"daily": {"tokens": 100 * DAILY_TOKENS}}}}
+    real_node.kubectl(
+        "-n", namespace, "patch", "agent", AGENT, "--type=merge", "-p", json.dumps(raise_patch)
+    )
+    wait_until(
+        lambda: triggers_on(real_node, namespace, parking_sink=False),
+        timeout=120,
+        interval=1,
+        what="every Trigger Ready on its skill again",
+    )
+    all_parked = [t for t in sent if t not in answered]
+    wait_seen(real_node, namespace, TRIAGED, all_parked)
+    wait_seen(real_node, namespace, DRAFTED, sent)
+    wait_until(
+        lambda: parked(parking, namespace, "park") == [],
+        timeout=120,
+        interval=2,
+        what="nothing parked any more",
+    )
+    # Knative dead-letters a delivery it counted as failed after the retries (seconds): long past.
+    dead_letters = parked(parking, namespace, "dead-letter")
+    assert dead_letters == [], dead_letters
+    resumed = agent(real_node, namespace)
+    assert resumed["status"]["phase"] != "Suspended"
+    assert condition(resumed, "WithinBudget")["status"] == "True"
+
+    created, triaged, drafted = (
+        seen(real_node, namespace, kind) for kind in (CREATED, TRIAGED, DRAFTED)
+    )
+    counts = {
+        name: Counter(ids)
+        for name, ids in (("created", created), ("triaged", triaged), ("drafted", drafted))
+    }
+    lost = {name: [t for t in sent if c[t] == 0] for name, c in counts.items()}
+    duplicated = {name: [t for t in sent if c[t] > 1] for name, c in counts.items()}
+    replay_order = [t for t in triaged if t in all_parked]
+    print(
+        f"\nbudget story: {len(sent)} tickets sent; {len(crossing)} sent until the budget took "
+        f"hold ({len(answered)} of them answered, {len(answered) - SPENT_AFTER} after the budget "
+        f"was spent, {took_hold - spent_at:.0f} s before a ticket was parked); "
+        f"{len(while_suspended)} sent while "
+        f"suspended, parked {sum(parked_counts[t] for t in while_suspended)} times, "
+        f"{len(dead_letters)} dead letters, {len(filter_failures(real_node, since))} failed "
+        f"deliveries; replayed {len(all_parked)} in order: {replay_order == all_parked}; at the "
+        f"event display: created {dict(sorted(Counter(counts['created'][t] for t in sent).items()))}, "
+        f"triaged {dict(sorted(Counter(counts['triaged'][t] for t in sent).items()))}, "
+        f"drafted {dict(sorted(Counter(counts['drafted'][t] for t in sent).items()))} (copies: tickets); "
+        f"lost {sum(map(len, lost.values()))}, duplicated {sum(map(len, duplicated.values()))}; "
+        f"tokens today {budget['tokensToday']} of {DAILY_TOKENS}"
+    )
+    assert lost == {"created": [], "triaged": [], "drafted": []}, lost
+    assert duplicated == {"created": [], "triaged": [], "drafted": []}, duplicated
+    assert replay_order == all_parked, "parked tickets reached triage out of order"
