@@ -535,6 +535,19 @@ def sweep_cgroups() -> None:
                 break
 
 
+def node_cgroup_processes() -> int:
+    """How many processes run in the node's cgroup root (any checkout's node), in one hierarchy."""
+    for hierarchy in cgroup_hierarchies():
+        root = hierarchy / config.CGROUP_ROOT
+        if root.is_dir():
+            return sum(
+                len((d / "cgroup.procs").read_text().split())
+                for d in [root, *root.rglob("*")]
+                if (d / "cgroup.procs").is_file()
+            )
+    return 0
+
+
 def kill_namespace_processes(netns: int, spare: int) -> int:
     """SIGKILL every process in network namespace `netns` (the node's) except `spare`."""
     killed = 0
@@ -690,6 +703,13 @@ def node_up() -> None:
                 f"a node is already running (pid {state['pid']}); run `make node-down` first"
             )
         node_down(quiet=True)
+    busy = node_cgroup_processes()
+    if busy:
+        raise NodeError(
+            f"another node runs on this machine ({busy} processes in the cgroup {config.CGROUP_ROOT}): "
+            "nodes share that cgroup root and kernel settings; stop it with `make node-down` in "
+            "its checkout first"
+        )
     missing = missing_tools()
     if missing:
         raise NodeError("missing: " + ", ".join(missing) + "; run `make node-build`")
