@@ -311,6 +311,7 @@ build_packages() {
   ensure_local "$BASE_IMAGE"
   container="$(bah from --quiet --pull=false "$BASE_IMAGE")"
   log "  apt-get install $* (log: $logfile)"
+  # shellcheck disable=SC2016  # the script runs inside the container; its arguments follow it
   logged "$logfile" bah run --isolation chroot --network host \
     -v "$CA_BUNDLE:/etc/ssl/certs/ca-certificates.crt:ro" "$container" -- sh -euc '
       uid="$1" dir="$2"
