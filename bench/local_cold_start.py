@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
-import os
 import re
 import statistics
 import subprocess
@@ -43,6 +42,7 @@ from pathlib import Path
 from rouse_runtime.local.broker import new_event
 from rouse_runtime.local.dev import DevOptions, LocalMode
 from rouse_runtime.local.view import View
+from runtime_throughput import cpu_seconds  # the sibling bench: one CPU reader for both
 
 REPO = Path(__file__).resolve().parents[1]
 AGENT = REPO / "examples" / "hello" / "agent.yaml"
@@ -74,20 +74,6 @@ KEYS = (
     "cpu",
     "imports_cpu",
 )
-
-
-def schedstat_seconds(pid: int) -> float:
-    """Run time of a process's live threads (a finished thread's time is not counted)."""
-    total = 0
-    for task in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{task}/schedstat", "rb") as f:
-            total += int(f.read().split()[0])
-    return total / 1e9
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU time of a process so far, in ns resolution (Linux /proc/<pid>/schedstat)."""
-    return schedstat_seconds(pid)
 
 
 def compile_bytecode() -> None:
