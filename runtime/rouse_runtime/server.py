@@ -63,6 +63,9 @@ from rouse_runtime.suspend import KEY_ATTRIBUTE, ResumeBusyError, Resumed, Resum
 if TYPE_CHECKING:
     import httpx
 
+    from rouse_runtime.tools.calls import ToolCallObserver
+    from rouse_runtime.tools.client import Connections
+
 log = logging.getLogger("rouse.runtime")
 
 # Request headers an event is read from (ASGI names are lower case): the CloudEvents
@@ -233,6 +236,9 @@ class Runtime:
         self.handler = handler
         self.metrics = metrics or Metrics(config.agent, config.skill)
         self.admission_checks: list[AdmissionCheck] = []
+        # Called after every ctx.tools call (run history and spans hook in here).
+        self.tool_observers: list[ToolCallObserver] = []
+        self._connections: Connections | None = None
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._store = store
         self._ledger: Ledger | None = None
@@ -274,7 +280,17 @@ class Runtime:
             self._http = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0))
         return self._http
 
+    def connections(self) -> Connections:
+        """The MCP sessions of spec.tools, opened on first use and kept while the process is warm."""
+        if self._connections is None:
+            from rouse_runtime.tools.client import Connections
+
+            self._connections = Connections(dict(self.config.tools))
+        return self._connections
+
     async def close(self) -> None:
+        if self._connections is not None:
+            await self._connections.close()
         if self._http is not None:
             await self._http.aclose()
         if self._store is not None:
@@ -413,6 +429,13 @@ class Runtime:
         if cold_start:
             metrics.cold_starts.inc()
         budget = Budget(self.config.limits)
+        decision = None
+        if resumed is not None:
+            from rouse_runtime.tools.approval import reopen
+
+            reopened = reopen(resumed, event)
+            if reopened is not None:  # an approved or rejected tool call: rerun the original event
+                event, decision = reopened
         ctx = Context(
             event=event,
             config=self.config,
@@ -422,8 +445,13 @@ class Runtime:
             http=self.http,
             loop=asyncio.get_running_loop(),
             record_spend=self.record_spend,
+            connections=self.connections,
+            tool_observers=tuple(self.tool_observers),
         )
-        if resumed is not None:
+        if decision is not None:
+            ctx.tool_decision = decision
+            ctx.log.info("resumed", tool=decision.tool, approved=decision.approved)
+        elif resumed is not None:
             ctx.resumed = resumed
             ctx.log.info("resumed", wait_type=resumed.event_type, wait_key=resumed.key)
         metrics.inflight.inc()
@@ -457,6 +485,9 @@ class Runtime:
             return await self._budget_stop(event, ctx, budget, None)
         except Suspended as suspended:
             ctx.log.info("suspended", wait_type=suspended.event_type, wait_key=suspended.key)
+            if suspended.reply is not None:  # e.g. a tool's approval request
+                reply = suspended.reply
+                return Outcome(200, reply, dumped=dump_event(reply), kind="suspended")
             return Outcome(202, kind="suspended")
         except Exception as exc:
             if budget.breach is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rouse_runtime import agentspec
+from rouse_runtime.tools.spec import header_refs
 
 from rouse_operator.resources.meta import SERVICE, Manifest, child, labels
 from rouse_operator.settings import Settings
@@ -55,6 +56,9 @@ def env(agent: Manifest, skill: dict[str, Any], settings: Settings) -> list[dict
     state = state_url_env(settings)
     if state is not None:
         rouse.append(state)
+    # spec.tools[].headers: each value from its Secret, by reference, never inline.
+    for name, ref in header_refs(agent["spec"].get("tools") or []):
+        rouse.append({"name": name, "valueFrom": {"secretKeyRef": ref}})
     user: list[dict[str, Any]] = list(agent["spec"].get("env") or [])
     overridden = {e["name"] for e in user}
     return [e for e in rouse if e["name"] not in overridden] + user
