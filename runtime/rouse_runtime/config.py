@@ -34,7 +34,7 @@ from rouse_runtime.envnames import (
 )
 from rouse_runtime.redact import redact
 from rouse_runtime.scope import DEFAULT_NAMESPACE, DNS_LABEL, Scope
-from rouse_runtime.tools.spec import ToolServer, ToolsConfigError, parse_tools
+from rouse_runtime.tools.spec import ToolsConfigError, ToolServer, parse_tools
 
 DEFAULT_PORT = 8080
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024

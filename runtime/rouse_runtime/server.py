@@ -119,6 +119,13 @@ def idempotency_key(scope: KeyScope, skill: str, source: str, event_id: str) -> 
     return scope.digest(skill, source, event_id)
 
 
+def stale_tool_answer(config: Config, event: CloudEvent) -> bool:
+    """An approval answer for a tool call no longer waiting (tools/approval.py)."""
+    from rouse_runtime.tools.approval import is_stale_answer
+
+    return is_stale_answer(config, event)
+
+
 def process_age() -> float | None:
     """Seconds since this process was created (Linux), for rouse_startup_seconds.
 
@@ -285,7 +292,7 @@ class Runtime:
         if self._connections is None:
             from rouse_runtime.tools.client import Connections
 
-            self._connections = Connections(dict(self.config.tools))
+            self._connections = Connections(self.config.tools)
         return self._connections
 
     async def close(self) -> None:
@@ -363,6 +370,12 @@ class Runtime:
             wait_key = event.get(KEY_ATTRIBUTE)
             if wait_key is not None:
                 resumed = await self.resumer.take(event, wait_key)
+                if resumed is None and stale_tool_answer(self.config, event):
+                    log.info("no tool call waits for approval %s: ignored", wait_key)
+                    await self.store.complete(
+                        key, self.owner, {"status": 202, "event": None}, IDEMPOTENCY_TTL_SECONDS
+                    )
+                    return Outcome(202, kind="duplicate")
             outcome, entry = await self.run(event, resumed)
         except ResumeBusyError as exc:
             await self.store.release(key, self.owner)

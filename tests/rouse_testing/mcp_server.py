@@ -42,6 +42,7 @@ class MCPServer:
 def start_mcp_server(port: int | None = None) -> MCPServer:
     """The server on 127.0.0.1:<port> (a free one by default), once it answers."""
     import pytest
+
     from rouse_testing.wait import free_port, wait_until
 
     port = port or free_port()
@@ -97,7 +98,8 @@ def build(port: int) -> Any:
     def delete(id: str) -> dict[str, Any]:
         """Delete a record (the server says: destructive)."""
         runs["delete"] += 1
-        return {"deleted": records.pop(id, None) is not None, "id": id}
+        records.pop(id, None)
+        return {"deleted": id}
 
     @mcp.tool()
     def send_mail(to: str, body: str) -> str:
@@ -117,6 +119,12 @@ def build(port: int) -> Any:
         """The Authorization header of the request."""
         request = ctx.request_context.request
         return str(request.headers.get("authorization", "")) if request is not None else ""
+
+    @mcp.tool()
+    def session(ctx: Context) -> str:  # type: ignore[type-arg]
+        """The MCP session id of the request: the same across calls on one connection."""
+        request = ctx.request_context.request
+        return str(request.headers.get("mcp-session-id", "")) if request is not None else ""
 
     @mcp.tool()
     def tool_runs(tool: str) -> int:

@@ -50,7 +50,7 @@ def env(agent: Manifest, skill: dict[str, Any], settings: Settings) -> list[dict
     (an Agent's own entry, ROUSE_STATE_URL included, wins over the operator's)."""
     namespace = agent["metadata"]["namespace"]
     broker_url = settings.broker_url(namespace, agent["spec"].get("broker", "default"))
-    rouse = [
+    rouse: list[dict[str, Any]] = [
         {"name": k, "value": v} for k, v in agentspec.skill_env(agent, skill, broker_url).items()
     ]
     state = state_url_env(settings)

@@ -105,6 +105,15 @@ class Pending:
         return new_event(attrs, data, cause=event)
 
 
+def is_stale_answer(config: Config, event: CloudEvent) -> bool:
+    """An answer to a tool approval that no call waits for (answered already, or expired).
+
+    Answered 202 and logged: run as an ordinary event, it would wake the skill with
+    an approval instead of its own input.
+    """
+    return bool(event["type"] == decision_type(config.agent, config.skill))
+
+
 def reopen(resumed: Resumed, event: CloudEvent) -> tuple[CloudEvent, Decision] | None:
     """For a resume that answers a tool approval: the original event and the decision."""
     checkpoint = resumed.checkpoint

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -118,7 +119,7 @@ class Connection:
                 self.session = session
                 self._ready.set()
                 await self._closing.wait()
-        except BaseException as exc:  # noqa: BLE001 - any end of the session is reported to callers
+        except BaseException as exc:
             self._error = _reason(exc)
             if not isinstance(exc, asyncio.CancelledError):
                 log.warning("tool server %s: connection ended: %s", server.name, self._error)
@@ -164,9 +165,7 @@ class Connection:
             )
         )
         try:
-            done, _ = await asyncio.wait(
-                {request, self._task}, return_when=asyncio.FIRST_COMPLETED
-            )
+            done, _ = await asyncio.wait({request, self._task}, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:  # the invocation timed out: stop waiting for the answer
             request.cancel()
             raise
@@ -181,6 +180,9 @@ class Connection:
             return request.result()
         except McpError as exc:
             if "Timed out" in str(exc):  # the SDK's read timeout: no answer, or the server died
+                # A dead server leaves the session waiting forever: start afresh next time.
+                self._error = "a call timed out"
+                self._closing.set()
                 raise ToolUnavailable(
                     tool,
                     f"no answer from tool server {self.server.name} within"
@@ -203,7 +205,7 @@ class Connection:
 class Connections:
     """The process's connections, by server name: shared by every invocation of a warm process."""
 
-    def __init__(self, servers: dict[str, ToolServer]) -> None:
+    def __init__(self, servers: Mapping[str, ToolServer]) -> None:
         self.servers = servers
         self._open: dict[str, Connection] = {}
         self._lock = asyncio.Lock()
