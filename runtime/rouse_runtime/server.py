@@ -442,15 +442,15 @@ class Runtime:
         if cold_start:
             metrics.cold_starts.inc()
         budget = Budget(self.config.limits)
-        decision = None
+        handled, decision = event, None
         if resumed is not None:
             from rouse_runtime.tools.approval import reopen
 
             reopened = reopen(resumed, event)
-            if reopened is not None:  # an approved or rejected tool call: rerun the original event
-                event, decision = reopened
+            if reopened is not None:  # a tool call answered: the handler reruns its own event
+                handled, decision = reopened
         ctx = Context(
-            event=event,
+            event=handled,
             config=self.config,
             budget=budget,
             store=self.store,
@@ -484,11 +484,12 @@ class Runtime:
         started = time.monotonic()
         scope: asyncio.Timeout | None = None
         try:
+            # The handler gets ctx.event: the delivered event, or the one an approval resumes.
             if self.deadline is None and self.handler.is_async:  # no timer to arm per event
-                result = await function(event, ctx)
+                result = await function(ctx.event, ctx)
             else:
                 async with asyncio.timeout(self.deadline) as scope:
-                    result = await self._invoke(function, event, ctx)
+                    result = await self._invoke(function, ctx.event, ctx)
         except TimeoutError as exc:
             if scope is not None and scope.expired():
                 budget.timed_out(time.monotonic() - started)

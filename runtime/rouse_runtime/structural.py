@@ -183,7 +183,9 @@ def _validator(schema_json: str) -> jsonschema.Draft7Validator:
 
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 # Kubernetes' CEL string extensions that the CRD's rules use (cel-go ext.Strings).
-_EXTENSIONS = {"lowerAscii": lambda s: celpy.celtypes.StringType(str(s).translate(_ASCII_LOWER))}
+_EXTENSIONS: dict[str, Any] = {
+    "lowerAscii": lambda s: celpy.celtypes.StringType(str(s).translate(_ASCII_LOWER))
+}
 
 
 @lru_cache(maxsize=256)

@@ -6,8 +6,10 @@ does, with one difference: the skill replies with a
 `dev.rouse.tool.approval.requested` event naming the tool, its arguments and
 the event that answers it. That answer is an event of the skill's decision type
 (`decision_type`) carrying `rousekey` and data `{"approved": true}` (anything
-else is a rejection). It resumes the skill: the runtime runs the handler again
-for the *original* event, the calls made before replay from the journal
+else is a rejection), and best the original's `traceparent` (the request's
+`answer` lists all three), so the whole run stays one chain. It resumes the
+skill: the runtime runs the handler again for the *original* event (the reply
+answers the approval event, as any resumed run's does), the calls made before replay from the journal
 (calls.py), and the call that waited runs now (approved) or raises
 `ToolRejected`. The resume takes the waiting record's idempotency claim, so
 two answers, or a redelivered one, resume once.
@@ -20,7 +22,7 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from rouse_runtime.events import derived_id, dump_event, load_event, new_event
+from rouse_runtime.events import derived_id, dump_event, load_event, new_event, trace_attributes
 from rouse_runtime.suspend import KEY_ATTRIBUTE
 
 if TYPE_CHECKING:
@@ -89,6 +91,9 @@ class Pending:
             ),
             "subject": self.tool,
         }
+        answer: dict[str, Any] = {"type": answer_type, KEY_ATTRIBUTE: key}
+        answer.update(trace_attributes(event))  # sent along, the answer joins the run's trace
+        answer["data"] = {"approved": True}
         data = {
             "tool": self.tool,
             "arguments": self.arguments,
@@ -96,11 +101,7 @@ class Pending:
             "agent": config.agent,
             "skill": config.skill,
             "event": {"source": event["source"], "id": event["id"], "type": event["type"]},
-            "answer": {
-                "type": answer_type,
-                KEY_ATTRIBUTE: key,
-                "data": {"approved": True},
-            },
+            "answer": answer,
         }
         return new_event(attrs, data, cause=event)
 
