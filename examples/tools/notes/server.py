@@ -16,7 +16,6 @@ import os
 from mcp.server.fastmcp import Context, FastMCP
 from mcp.types import ToolAnnotations
 
-mcp = FastMCP("notes", log_level="WARNING")
 notes: dict[str, str] = {}
 ids = itertools.count(1)
 
@@ -29,7 +28,6 @@ def authorize(ctx: Context) -> None:  # type: ignore[type-arg]
         raise PermissionError("missing or wrong Authorization header")
 
 
-@mcp.tool(annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=False))
 def add_note(text: str, ctx: Context) -> dict[str, str]:  # type: ignore[type-arg]
     """Store a note; returns it with its id."""
     authorize(ctx)
@@ -38,7 +36,6 @@ def add_note(text: str, ctx: Context) -> dict[str, str]:  # type: ignore[type-ar
     return {"id": note_id, "text": text}
 
 
-@mcp.tool(annotations=ToolAnnotations(readOnlyHint=True))
 def search(query: str, ctx: Context) -> dict[str, list[dict[str, str]]]:  # type: ignore[type-arg]
     """Notes whose text contains query (case-insensitive)."""
     authorize(ctx)
@@ -46,7 +43,6 @@ def search(query: str, ctx: Context) -> dict[str, list[dict[str, str]]]:  # type
     return {"notes": found}
 
 
-@mcp.tool(annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=True))
 def delete_note(id: str, ctx: Context) -> dict[str, str]:  # type: ignore[type-arg]
     """Delete a note for good."""
     authorize(ctx)
@@ -55,13 +51,21 @@ def delete_note(id: str, ctx: Context) -> dict[str, str]:  # type: ignore[type-a
     return {"deleted": id}
 
 
+def build(host: str, port: int) -> FastMCP:  # type: ignore[type-arg]
+    """The server; built for its host, as FastMCP guards loopback against DNS rebinding."""
+    mcp = FastMCP("notes", host=host, port=port, log_level="WARNING")
+    mcp.tool(annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=False))(add_note)
+    mcp.tool(annotations=ToolAnnotations(readOnlyHint=True))(search)
+    mcp.tool(annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=True))(delete_note)
+    return mcp
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 in a pod")
     parser.add_argument("--port", type=int, default=8765)
     args = parser.parse_args()
-    mcp.settings.host, mcp.settings.port = args.host, args.port
-    mcp.run(transport="streamable-http")
+    build(args.host, args.port).run(transport="streamable-http")
 
 
 if __name__ == "__main__":
