@@ -80,7 +80,7 @@ def test_skills_call_tools_and_a_destructive_one_waits_for_approval(dev: LocalDe
         "reason": "destructive",
     }
     answer = request["answer"]
-    assert answer["type"] == "dev.rouse.notes.purge.tool.approval"
+    assert answer["type"] == "dev.rouse.tools.purge.tool.approval"
     purged = reply(dev, answer["type"], {"approved": True}, rousekey=answer["rousekey"])
     assert purged["type"] == "com.example.notes.purged"
     assert purged["data"] == {"purged": True, "deleted": "n1"}
