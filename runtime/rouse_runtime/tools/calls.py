@@ -1,7 +1,7 @@
 """`ctx.tools`: call a tool of a server in `spec.tools`, metered, journaled, approved.
 
-Every `call` counts against `maxToolCalls` first (BudgetExceeded past it, before
-anything reaches a server), is checked against the server's allow-list, and is
+Every `call` is checked against the server's allow-list, then counts against
+`maxToolCalls` (BudgetExceeded past it, before anything reaches a server), and is
 numbered within the run. A call that succeeded is journaled in the state store
 under (event, number): when the same event runs again (a retry after a failure,
 or the run an approval resumes) that call returns its recorded result instead of
@@ -101,10 +101,11 @@ class Tools:
         ToolFailed, ToolRejected; may suspend the skill until a person approves.
         """
         ctx = self._ctx
+        ctx.budget.check()
+        server, tool = self._server(name)  # a refused call is no call: not counted
         ctx.budget.tool_call()
         self._calls += 1
         number = self._calls
-        server, tool = self._server(name)
         started, clock = time.time(), time.perf_counter()
         journal = self._journal_key(number)
         digest = arguments_digest(arguments)
