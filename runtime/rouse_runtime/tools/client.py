@@ -71,11 +71,10 @@ def _reason(exc: BaseException) -> str:
 
 
 def result_value(result: CallToolResult) -> Any:
-    """The tool's structured content when it gives one, else its text (one block: a str)."""
+    """The tool's structured content when it gives one (FastMCP wraps a non-object return
+    value as {"result": value}), else its text (one text block: a str), else its blocks."""
     if result.structuredContent is not None:
-        content = result.structuredContent
-        # FastMCP wraps a non-object return value as {"result": value}.
-        return content
+        return result.structuredContent
     blocks = [block.model_dump(mode="json", exclude_none=True) for block in result.content]
     texts = [b["text"] for b in blocks if b.get("type") == "text"]
     if len(texts) == len(blocks) == 1:
