@@ -164,7 +164,6 @@ async def test_a_schedule_tick_while_suspended_is_parked_for_its_skill(tmp_path:
     """As the cluster's PingSource points at the parking sink: the tick is kept, not skipped
     (the replay at resume delivers one tick per skill, the latest: parking/replay.py)."""
     from rouse_runtime.local.broker import Broker
-    from rouse_runtime.local.deadletters import DeadLetterStore
 
     logged: list[str] = []
     local = parking(tmp_path, logged)
@@ -175,7 +174,8 @@ async def test_a_schedule_tick_while_suspended_is_parked_for_its_skill(tmp_path:
     broker = Broker(
         agent,
         {},
-        dead_letters=DeadLetterStore(tmp_path / "letters"),
+        dead_letters=local.queue,
+        namespace=local.namespace,
         metrics=LocalMetrics(),
         log=logged.append,
     )
