@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -107,6 +109,58 @@ async def test_the_warm_floor_is_kept_within_scaling_max() -> None:
     assert pool.keep() == 1  # never below scaling.min
 
 
+@contextlib.asynccontextmanager
+async def skills_at(
+    local: LocalParking, skill: Callable[[Request], Awaitable[Response]]
+) -> AsyncIterator[None]:
+    """A real HTTP stand-in for the local broker's `/skills/<skill>`, where replays go."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)  # connections wait in the backlog until uvicorn serves
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(
+            Starlette(routes=[Route("/skills/{skill}", skill, methods=["POST"])]),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            lifespan="off",
+        )
+    )
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        local._broker_url = lambda: f"http://127.0.0.1:{port}/"
+        yield
+    finally:
+        server.should_exit = True
+        await serving
+
+
+async def test_whatever_is_parked_is_replayed_once_the_agent_may_spend(tmp_path: Path) -> None:
+    """The operator's rule (`budget.replay_due`) at each local evaluation: events parked under
+    a budget since removed, or left by a replay that stopped, go out; none while suspended."""
+    local = parking(tmp_path, [])
+    await local.on_budget(decide(120))
+    for n in range(2):
+        await local.park(event(n), ["a"])
+    delivered: list[str] = []
+
+    async def skill(request: Request) -> Response:
+        received, _ = parse_event(request.headers, await request.body())
+        delivered.append(str(received["id"]))
+        return Response(status_code=202)
+
+    async with skills_at(local, skill):
+        await local.replay_if_due(decide(120))  # still spent: nothing goes
+        assert (local._tasks, delivered) == (set(), [])
+        local.decision = None  # as after a restart without a daily budget
+        await local.replay_if_due(None)
+        await asyncio.gather(*local._tasks)
+    assert delivered == ["e0", "e1"]
+    assert await local.queue.items() == []
+    await local.close()
+
+
 async def test_a_newcomer_during_the_replay_waits_behind_the_parked_events(
     tmp_path: Path,
 ) -> None:
@@ -130,27 +184,9 @@ async def test_a_newcomer_during_the_replay_waits_behind_the_parked_events(
         delivered.append(f"{request.path_params['skill']} {received['id']}")
         return Response(status_code=202)
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)  # connections wait in the backlog until uvicorn serves
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(
-            Starlette(routes=[Route("/skills/{skill}", skill, methods=["POST"])]),
-            host="127.0.0.1",
-            port=port,
-            log_level="warning",
-            lifespan="off",
-        )
-    )
-    serving = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        local._broker_url = lambda: f"http://127.0.0.1:{port}/"
+    async with skills_at(local, skill):
         await local.on_budget(decide(0))  # the reset
         await asyncio.gather(*local._tasks)
-    finally:
-        server.should_exit = True
-        await serving
     assert delivered == ["a e0", "a e1", "a e2", "a e9"]
     assert await local.queue.items() == []
     assert local.holds(event(10)) is False  # drained: deliver again

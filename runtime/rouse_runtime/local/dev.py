@@ -192,6 +192,7 @@ class LocalMode:
         """One round of the policies; a state-store failure holds every decision."""
         try:
             decisions, _ = await self.policies.evaluate_once(self.options.now())
+            await self.parking.replay_if_due(self.policies.budget)
         except StoreError as exc:
             self.view.log(f"policies: cannot read the ledger, holding the last decisions: {exc}")
             return
@@ -234,9 +235,7 @@ class LocalMode:
         server.should_exit = self._exit_requested
         self._server = server
         # Decide before the first event: a budget spent in an earlier run parks from the start.
-        await self.evaluate()
-        if self.policies.budget is None:
-            self.parking.replay_soon()  # no daily limits (now): owed events go out
+        await self.evaluate()  # and replays what is owed when the agent may spend
         await self._exit_stack.enter_async_context(
             parking_api.router.lifespan_context(parking_api)  # its queue, ledger and client
         )
