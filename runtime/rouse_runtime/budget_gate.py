@@ -25,12 +25,16 @@ if TYPE_CHECKING:
     from rouse_runtime.policies.budget import BudgetDecision
     from rouse_runtime.server import Runtime
 
-GATE_PREFIX = "rouse/budget-gate/"
+# `budget-gate:<namespace>:<agent>`: no `/` and no `[`, so it never equals a key a skill
+# writes (ctx.state and checkpoints are `<namespace>/<agent>/...`, waits `wait:[...]`), and
+# the chart's Redis ACL gives skills this prefix read-only (charts/rouse/templates/_helpers.tpl,
+# rouse.redisSkillAcl; tests/integration/test_redis_acl.py).
+GATE_PREFIX = "budget-gate:"
 DEFAULT_REFRESH_SECONDS = 2.0
 
 
 def gate_key(namespace: str, agent: str) -> str:
-    return f"{GATE_PREFIX}{namespace}/{agent}"
+    return f"{GATE_PREFIX}{namespace}:{agent}"
 
 
 def gate_record(decision: BudgetDecision) -> dict[str, Any] | None:
