@@ -48,10 +48,13 @@ def gate_record(decision: BudgetDecision) -> dict[str, Any] | None:
     }
 
 
-async def sync_gate(store: Store, namespace: str, agent: str, decision: BudgetDecision) -> None:
-    """Close or open an agent's gate in the state store (the operator's side)."""
-    record = gate_record(decision)
-    if record is None:
+async def sync_gate(
+    store: Store, namespace: str, agent: str, decision: BudgetDecision | None
+) -> None:
+    """Close or open an agent's gate in the state store (the operator's side); no decision (no
+    daily budget any more) opens it."""
+    record = None if decision is None else gate_record(decision)
+    if decision is None or record is None:
         await store.delete(gate_key(namespace, agent))
         return
     seconds = (decision.resets_at - datetime.now(UTC)).total_seconds()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import uvicorn
 from cloudevents.http import CloudEvent
-from rouse_runtime.budget_gate import BudgetGate, gate_key, gate_record
+from rouse_runtime.budget_gate import BudgetGate, gate_key, gate_record, sync_gate
 from rouse_runtime.events import parse_event
 from rouse_runtime.local.metrics import LocalMetrics
 from rouse_runtime.local.parking import LocalParking
@@ -137,8 +137,9 @@ async def skills_at(
 
 
 async def test_whatever_is_parked_is_replayed_once_the_agent_may_spend(tmp_path: Path) -> None:
-    """The operator's rule (`budget.replay_due`) at each local evaluation: events parked under
-    a budget since removed, or left by a replay that stopped, go out; none while suspended."""
+    """The operator's rules at each local evaluation: events parked under a budget since
+    removed, or left by a replay that stopped, go out (`budget.replay_due`), none while
+    suspended; without a budget, a gate closed in an earlier run is opened."""
     local = parking(tmp_path, [])
     await local.on_budget(decide(120))
     for n in range(2):
@@ -151,12 +152,14 @@ async def test_whatever_is_parked_is_replayed_once_the_agent_may_spend(tmp_path:
         return Response(status_code=202)
 
     async with skills_at(local, skill):
-        await local.replay_if_due(decide(120))  # still spent: nothing goes
+        await local.settle(decide(120))  # still spent: nothing goes
         assert (local._tasks, delivered) == (set(), [])
         local.decision = None  # as after a restart without a daily budget
-        await local.replay_if_due(None)
+        await sync_gate(local.store, local.namespace, "shop", decide(120, "reject"))  # earlier run
+        await local.settle(None)
         await asyncio.gather(*local._tasks)
     assert delivered == ["e0", "e1"]
+    assert await local.store.get(gate_key(local.namespace, "shop")) is None  # the gate is open
     assert await local.queue.items() == []
     await local.close()
 

@@ -192,7 +192,7 @@ class LocalMode:
         """One round of the policies; a state-store failure holds every decision."""
         try:
             decisions, _ = await self.policies.evaluate_once(self.options.now())
-            await self.parking.replay_if_due(self.policies.budget)
+            await self.parking.settle(self.policies.budget)
         except StoreError as exc:
             self.view.log(f"policies: cannot read the ledger, holding the last decisions: {exc}")
             return

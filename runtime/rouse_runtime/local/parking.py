@@ -146,10 +146,13 @@ class LocalParking:
                 )
         self.replay_soon()
 
-    async def replay_if_due(self, decision: BudgetDecision | None) -> None:
-        """The operator's rule at each evaluation (`budget.replay_due`): while the agent may
-        spend, anything parked is replayed, whatever parked it (a replay that failed or
-        stopped early, a budget removed or switched to reject before a restart)."""
+    async def settle(self, decision: BudgetDecision | None) -> None:
+        """The operator's rules at each evaluation: without a daily budget the 429 gate is open
+        (one closed in an earlier run is opened); while the agent may spend, anything parked is
+        replayed (`budget.replay_due`), whatever parked it (a replay that failed or stopped
+        early, a budget removed or switched to reject before a restart)."""
+        if decision is None:
+            await sync_gate(self.store, self.namespace, self.agent, None)
         if self._tasks:  # a replay is running or queued behind the lock
             return
         parked = sum((await self.refresh_counts()).values())
