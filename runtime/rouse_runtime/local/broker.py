@@ -287,7 +287,7 @@ class Broker:
             {
                 **event.get_attributes(),
                 **dead_letter_attributes(
-                    self.url_of(skill), attempt.status, attempt.error or "failed"
+                    self._url_of(skill), attempt.status, attempt.error or "failed"
                 ),
             },
             event.get_data(),
@@ -297,7 +297,7 @@ class Broker:
             str(event["source"]), str(event["id"]), dump_event(failed),
         )  # fmt: skip
 
-    def url_of(self, skill: str) -> str:
+    def _url_of(self, skill: str) -> str:
         """Where the skill is delivered to (its first process's address, else its pool's name)."""
         live = self.pools[skill].live() if skill in self.pools else []
         return f"{live[0].url}/" if live else f"skill {skill}"
