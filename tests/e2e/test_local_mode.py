@@ -217,6 +217,14 @@ def test_failing_skill_is_retried_with_backoff_then_dead_lettered_and_replayed(
     assert f"{letters[0]['id']}  " in text.stdout and "e2e.flaky" in text.stdout
     assert "500: " in text.stdout
 
+    # Still failing: the replayer keeps the letter (as in a cluster), nothing is lost.
+    again = rouse("deadletters", "replay", str(letters[0]["id"]), "--broker", dev.url)
+    assert again.returncode == 1 and "refused" in again.stderr, again.stdout + again.stderr
+    still = json.loads(
+        rouse("deadletters", "list", "--state-dir", str(dev.state_dir), "--json").stdout
+    )
+    assert [d["id"] for d in still if d["skill"] == "flaky"] == [letters[0]["id"]]
+
     (work / "fixed").touch()
     replay = rouse("deadletters", "replay", str(letters[0]["id"]), "--broker", dev.url, "--wait")
     assert replay.returncode == 0, replay.stdout + replay.stderr
