@@ -10,7 +10,7 @@ usage() {
 Usage: $(basename "$0") [--name NAME | --context CTX] [--namespace NS] [--agent AGENT] [--tag TAG] [--release-namespace NS] [--assert] [--timeout SECONDS]
 
 In namespace NS (labelled pod-security.kubernetes.io/enforce=restricted): copy
-the chart Redis's state URL Secret (rouse-redis, key url) from the release
+the chart Redis's state URL Secret for skills (rouse-redis, key skill-url) from the release
 namespace (skills read it in their own namespace), create the Broker 'default', an event display subscribed to every event of the
 broker, and the example agent examples/AGENT/agent.yaml; wait until the Agent
 is Ready; POST one CloudEvent to the broker ingress through kubectl port-forward; print the
@@ -101,8 +101,8 @@ log "namespace $namespace (Pod Security Standards: restricted)"
 secret=rouse-redis
 if "${kc[@]}" -n "$release_namespace" get secret "$secret" >/dev/null 2>&1; then
   log "state store Secret $secret from $release_namespace"
-  data=$("${kc[@]}" -n "$release_namespace" get secret "$secret" -o jsonpath='{.data.url}')
-  printf '{"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": {"name": "%s", "namespace": "%s"}, "data": {"url": "%s"}}' \
+  data=$("${kc[@]}" -n "$release_namespace" get secret "$secret" -o jsonpath='{.data.skill-url}')
+  printf '{"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": {"name": "%s", "namespace": "%s"}, "data": {"skill-url": "%s"}}' \
     "$secret" "$namespace" "$data" | "${kc[@]}" apply -f - >/dev/null
 fi
 

@@ -160,12 +160,10 @@ def evaluate(
         if gap and decision.stale:
             decision = _with_gap(decision, gap)
         resumed = budget_policy.resumed(previous, decision)
-        pending = not decision.suspended and (
-            bool(saved_budget.get("replayPending"))
-            or (resumed and previous is not None and previous.action == "park")
-            or bool(parked)
+        owed = bool(saved_budget.get("replayPending")) or (
+            resumed and previous is not None and previous.action == "park"
         )
-        replay_due = pending
+        replay_due = pending = budget_policy.replay_due(decision, parked, owed)
         result["budget"] = budget_status(bspec, decision, pending)
         conditions.append(
             condition(
@@ -181,7 +179,8 @@ def evaluate(
             events.append(Event("Normal", decision.reason, decision.message))
     else:
         conditions.append(condition(WITHIN_BUDGET, "True", "NoDailyBudget", "no daily limits"))
-        if saved_budget.get("replayPending") or parked:  # limits removed while events were parked
+        # Limits removed while events were parked.
+        if budget_policy.replay_due(None, parked, bool(saved_budget.get("replayPending"))):
             replay_due = True
             result["budget"] = {"exhausted": False, "replayPending": True}
 

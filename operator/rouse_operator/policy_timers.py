@@ -124,9 +124,16 @@ def apply_policy_status(namespace: str, name: str, status: dict[str, Any]) -> No
 
 
 async def sync_reject_gate(agent: dict[str, Any], evaluation: Evaluation) -> None:
-    """onExhausted: reject: close or open the agent's gate the runtimes check (state store)."""
+    """onExhausted: reject: close or open the agent's gate the runtimes check (state store).
+
+    Also when the last evaluation rejected (`status.budget.action`) and the spec no longer
+    does (switched to park, or the budget removed): the gate it closed is opened, else the
+    skills would answer 429, and replays fail, until the reset.
+    """
     spec, meta = agent["spec"], agent["metadata"]
-    if (spec.get("budget") or {}).get("onExhausted") != "reject" or evaluation.budget is None:
+    rejects = (spec.get("budget") or {}).get("onExhausted") == "reject"
+    rejected = ((agent.get("status") or {}).get("budget") or {}).get("action") == "reject"
+    if not (rejects or rejected):
         return
     if not SETTINGS.state_url:
         if not CLIENTS.warned_no_store:

@@ -25,12 +25,16 @@ if TYPE_CHECKING:
     from rouse_runtime.policies.budget import BudgetDecision
     from rouse_runtime.server import Runtime
 
-GATE_PREFIX = "rouse/budget-gate/"
+# `budget-gate:<namespace>:<agent>`: no `/` and no `[`, so it never equals a key a skill
+# writes (ctx.state and checkpoints are `<namespace>/<agent>/...`, waits `wait:[...]`), and
+# the chart's Redis ACL gives skills this prefix read-only (charts/rouse/templates/_helpers.tpl,
+# rouse.redisSkillAcl; tests/integration/test_redis_acl.py).
+GATE_PREFIX = "budget-gate:"
 DEFAULT_REFRESH_SECONDS = 2.0
 
 
 def gate_key(namespace: str, agent: str) -> str:
-    return f"{GATE_PREFIX}{namespace}/{agent}"
+    return f"{GATE_PREFIX}{namespace}:{agent}"
 
 
 def gate_record(decision: BudgetDecision) -> dict[str, Any] | None:
@@ -44,10 +48,13 @@ def gate_record(decision: BudgetDecision) -> dict[str, Any] | None:
     }
 
 
-async def sync_gate(store: Store, namespace: str, agent: str, decision: BudgetDecision) -> None:
-    """Close or open an agent's gate in the state store (the operator's side)."""
-    record = gate_record(decision)
-    if record is None:
+async def sync_gate(
+    store: Store, namespace: str, agent: str, decision: BudgetDecision | None
+) -> None:
+    """Close or open an agent's gate in the state store (the operator's side); no decision (no
+    daily budget any more) opens it."""
+    record = None if decision is None else gate_record(decision)
+    if decision is None or record is None:
         await store.delete(gate_key(namespace, agent))
         return
     seconds = (decision.resets_at - datetime.now(UTC)).total_seconds()

@@ -289,7 +289,7 @@ def _post_to_broker(
     import httpx
 
     try:
-        return httpx.post(f"{broker}{path}", timeout=30, **request)
+        return httpx.post(f"{broker}{path}", **{"timeout": 30, **request})
     except httpx.HTTPError as exc:
         print(f"{command}: cannot reach the broker at {broker} ({exc}){hint}", file=sys.stderr)
         return None
@@ -308,18 +308,21 @@ def _json(response: Any) -> dict[str, Any]:
 
 def _add_deadletters(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
-        "deadletters", help="list or replay events that failed after their retries"
+        "deadletters",
+        help="list or replay events that failed after their retries (the parking queue's "
+        "dead letters, as in a cluster)",
     )
     actions = parser.add_subparsers(dest="action", required=True)
     listing = actions.add_parser("list", help="list dead letters (read from the state dir)")
     listing.add_argument(
         "--state-dir", type=Path, default=Path(".rouse"), help="as given to rouse dev"
     )
-    listing.add_argument("--pending", action="store_true", help="only those not replayed yet")
     listing.add_argument("--json", action="store_true", help="print JSON")
     listing.set_defaults(handler=_deadletters_list)
     replay = actions.add_parser(
-        "replay", help="deliver a dead letter to its skill again (needs rouse dev)"
+        "replay",
+        help="deliver a dead letter to its skill again by the parking replayer (needs rouse dev); "
+        "it leaves the dead letters once delivered",
     )
     replay.add_argument("id", type=int, help="dead-letter id (from list)")
     replay.add_argument(
@@ -331,44 +334,81 @@ def _add_deadletters(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 
 def _deadletters_list(args: argparse.Namespace) -> int:
-    from rouse_runtime.local.deadletters import FILE_NAME, DeadLetterStore
+    from rouse_runtime.local import STATE_FILE
+    from rouse_runtime.parking.queue import Filter, open_queue
 
-    if not (args.state_dir / FILE_NAME).exists():
-        print(f"no dead letters (no store at {args.state_dir / FILE_NAME})")
+    if not (args.state_dir / STATE_FILE).exists():
+        print(f"no dead letters (no store at {args.state_dir / STATE_FILE})")
         return 0
-    letters = DeadLetterStore(args.state_dir).list(include_replayed=not args.pending)
+
+    async def read() -> list[dict[str, Any]]:
+        queue = open_queue(f"sqlite:///{args.state_dir / STATE_FILE}")
+        try:
+            return [i.as_json() for i in await queue.items(Filter(kind="dead-letter"))]
+        finally:
+            await queue.close()
+
+    letters = asyncio.run(read())
     if args.json:
-        print(json.dumps([letter.as_json() for letter in letters], indent=2))
+        print(json.dumps(letters, indent=2))
         return 0
     if not letters:
         print("no dead letters")
     for letter in letters:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(letter.time))
-        replayed = f"  replayed: {letter.replay_outcome}" if letter.replayed_at else ""
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(letter["parkedAt"]))
+        event = letter["event"]
         print(
-            f"{letter.id}  {when}  {letter.skill}  {letter.event_type}  id={letter.event_id}  "
-            f"attempts={letter.attempts}  {letter.reason[:200]}{replayed}"
+            f"{letter['id']}  {when}  {letter['skill']}  {event.get('type')}  "
+            f"id={letter['eventId']}  {failure(event)[:200]}"
         )
     return 0
 
 
+def failure(event: dict[str, Any]) -> str:
+    """Why a dead letter failed, from Knative's dead-letter attributes."""
+    import base64
+
+    from rouse_runtime.delivery import ERROR_CODE, ERROR_DATA
+
+    code = event.get(ERROR_CODE, "no answer")
+    data = base64.b64decode(event.get(ERROR_DATA, "")).decode("utf-8", "replace")
+    return f"{code}: {data}" if data else str(code)
+
+
 def _deadletters_replay(args: argparse.Namespace) -> int:
-    broker = args.broker.rstrip("/")
-    response = _post_to_broker("rouse deadletters replay", broker, f"/deadletters/{args.id}/replay")
+    import httpx
+
+    from rouse_runtime.local.chains import TRACEPARENT, chain_id
+
+    command, broker = "rouse deadletters replay", args.broker.rstrip("/")
+    try:
+        letters = httpx.get(f"{broker}/deadletters", timeout=30).json()["deadLetters"]
+    except httpx.HTTPError as exc:
+        print(f"{command}: cannot reach the broker at {broker} ({exc})", file=sys.stderr)
+        return 1
+    letter = next((d for d in letters if d["id"] == args.id), None)
+    if letter is None:
+        print(f"{command}: no dead letter {args.id}", file=sys.stderr)
+        return 1
+    path = f"/replay/{letter['namespace']}/{letter['agent']}"
+    body = {"kind": "dead-letter", "ids": [args.id]}
+    response = _post_to_broker(command, broker, path, json=body, timeout=args.timeout)
     if response is None:
         return 1
     answer = _json(response)
-    if response.status_code != 202:
-        print(f"rouse deadletters replay: {answer.get('error', response.text)}", file=sys.stderr)
+    if response.status_code != 200 or not answer.get("replayed"):
+        why = answer.get("error") or answer.get("detail") or response.text
+        print(f"{command}: {why}", file=sys.stderr)
         return 1
-    print(f"replaying dead letter {args.id} to {answer['skill']} (chain {answer['chain']})")
-    if not args.wait:
+    chain = chain_id(letter["event"].get(TRACEPARENT))
+    print(f"replayed dead letter {args.id} to {letter['skill']} (chain {chain})")
+    if not args.wait or chain is None:
         return 0
-    chain = wait_for_chain(broker, answer["chain"], args.timeout)
-    if chain is None:
-        print(f"rouse deadletters replay: still running after {args.timeout:g}s", file=sys.stderr)
+    done = wait_for_chain(broker, chain, args.timeout)
+    if done is None:
+        print(f"{command}: still running after {args.timeout:g}s", file=sys.stderr)
         return 1
-    print(format_chain(chain))
+    print(format_chain(done))
     return 0
 
 

@@ -9,6 +9,7 @@ last failed attempt the event goes to the dead-letter sink when one is set.
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,3 +60,21 @@ def retryable(status: int | None) -> bool:
 def schedule_of_waits(spec: DeliverySpec) -> list[float]:
     """Every wait a failing delivery goes through, in order (for logs and docs)."""
     return [backoff_seconds(spec, n) for n in range(1, spec.retries + 1)]
+
+
+# The extension attributes Knative's dispatcher adds to an event it sends to a dead-letter
+# sink: where the delivery failed, the last answer's status and (base64, at most 1024 bytes)
+# its body. Local mode adds the same, so a dead letter reads alike in both modes.
+ERROR_DEST, ERROR_CODE, ERROR_DATA = "knativeerrordest", "knativeerrorcode", "knativeerrordata"
+ERROR_DATA_LIMIT = 1024
+
+
+def dead_letter_attributes(destination: str, status: int | None, body: str) -> dict[str, str]:
+    """Knative's dead-letter extension attributes for a delivery that failed."""
+    attributes = {ERROR_DEST: destination}
+    if status is not None:
+        attributes[ERROR_CODE] = str(status)
+    if body:
+        data = body.encode("utf-8", "replace")[:ERROR_DATA_LIMIT]
+        attributes[ERROR_DATA] = base64.b64encode(data).decode("ascii")
+    return attributes

@@ -9,6 +9,7 @@ the rest drives a real `rouse dev` process with a short `--eval-interval`.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import io
 import json
@@ -325,8 +326,11 @@ def test_reject_makes_the_skills_answer_429(tmp_path: Path, llm: FakeLLM) -> Non
             return letters or None
 
         letters = wait_until(dead, timeout=60, what=f"a dead letter\n{running.logs()[-3000:]}")
-        assert [(d["skill"], d["status"]) for d in letters] == [("record", 429)]
-        assert "budget exhausted" in letters[0]["reason"]
+        assert [(d["skill"], d["event"]["knativeerrorcode"]) for d in letters] == [
+            ("record", "429")
+        ]
+        reason = base64.b64decode(letters[0]["event"]["knativeerrordata"]).decode()
+        assert "budget exhausted" in reason, reason
         assert records(work) == []
     finally:
         assert running.stop() == 0

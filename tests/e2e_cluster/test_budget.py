@@ -22,7 +22,9 @@ order compares the display's order of replies with the order sent.
 
 from __future__ import annotations
 
+import base64
 import json
+import threading
 import time
 import uuid
 from collections import Counter
@@ -33,12 +35,15 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from rouse_runtime.events import derived_id
+from rouse_runtime.parking.replay import PING_TYPE
 from rouse_testing.cluster import REPO_ROOT
 from rouse_testing.node import (
     Node,
     PortForward,
     condition,
     display_events,
+    scale_operator,
     script,
     send,
 )
@@ -49,6 +54,7 @@ AGENT = "support-triage"
 CREATED = "com.example.ticket.created"
 TRIAGED = "com.example.ticket.triaged"
 DRAFTED = "com.example.reply.drafted"
+DIGEST = "com.example.digest.ready"
 # Each ticket costs two model calls (triage, draft) of PROMPT + COMPLETION tokens: the budget is
 # spent after a handful of tickets.
 PROMPT_TOKENS, COMPLETION_TOKENS = 100, 50
@@ -232,10 +238,11 @@ def parked(forward: PortForward, namespace: str, kind: str) -> list[dict[str, An
 
 
 def parked_tickets(forward: PortForward, namespace: str, skill: str) -> list[str]:
+    """Ticket ids of the events parked for `skill` (a ticket's created or triaged event)."""
     return [
-        str(item["event"]["data"]["id"])
+        str(found)
         for item in parked(forward, namespace, "park")
-        if item["skill"] == skill and item["event"]["type"] == CREATED
+        if item["skill"] == skill and (found := ticket_id(item["event"]))
     ]
 
 
@@ -246,14 +253,18 @@ def agent(running: Node, namespace: str) -> dict[str, Any]:
 
 
 def triggers_on(running: Node, namespace: str, parking_sink: bool) -> bool:
-    """Every Trigger of the agent Ready with its subscriber on the parking sink (or not)."""
-    found = running.items("triggers", namespace, f"rouse.dev/agent={AGENT}")
+    """Every Trigger and PingSource of the agent Ready with its subscriber (a PingSource's sink)
+    on the parking sink (or not)."""
+    selector = f"rouse.dev/agent={AGENT}"
+    triggers = running.items("triggers", namespace, selector)
+    pings = running.items("pingsources", namespace, selector)
     marker = f"/park/{namespace}/{AGENT}/"
-    return bool(found) and all(
+    return bool(triggers) and all(
         condition(t, "Ready")["status"] == "True"
         and t["metadata"].get("generation") == t["status"].get("observedGeneration")
-        and (marker in t["status"].get("subscriberUri", "")) == parking_sink
-        for t in found
+        and (marker in t["status"].get("subscriberUri", t["status"].get("sinkUri", "")))
+        == parking_sink
+        for t in [*triggers, *pings]
     )
 
 
@@ -424,3 +435,323 @@ def test_budget_suspends_parks_and_replays_each_event_once_in_order(
     assert lost == {"created": [], "triaged": [], "drafted": []}, lost
     assert duplicated == {"created": [], "triaged": [], "drafted": []}, duplicated
     assert replay_order == all_parked, "parked tickets reached triage out of order"
+
+
+# -- Findings 4 and 5 on the real node: the same Agent, suspended again by a budget its spend
+# -- has passed (each test spends first when run alone), resumed by removing the budget.
+
+
+def patch_agent(running: Node, namespace: str, patch: dict[str, Any]) -> None:
+    running.kubectl(
+        "-n", namespace, "patch", "agent", AGENT, "--type=merge", "-p", json.dumps(patch)
+    )  # fmt: skip
+
+
+def suspend(running: Node, namespace: str, broker: PortForward, parking: PortForward) -> None:
+    """A 1-token daily budget with `onExhausted: park`: the agent is suspended (after one ticket
+    spends, when nothing has yet) and every Trigger and PingSource points at the parking sink."""
+    patch_agent(
+        running, namespace, {"spec": {"budget": {"daily": {"tokens": 1}, "onExhausted": "park"}}}
+    )
+    if ledger(parking, namespace).get("rouse_ledger_tokens_total{input}", 0) == 0:
+        spend = f"T-spend-{uuid.uuid4().hex[:4]}"
+        send(broker, namespace, CREATED, ticket(0, "spend") | {"id": spend}, event_id=spend)
+        wait_seen(running, namespace, TRIAGED, [spend])
+    wait_until(
+        lambda: (
+            agent(running, namespace)["status"].get("phase") == "Suspended"
+            and triggers_on(running, namespace, parking_sink=True)
+        ),
+        timeout=180,
+        interval=1,
+        what="phase Suspended with every Trigger and PingSource on the parking sink",
+    )
+
+
+def remove_budget(running: Node, namespace: str) -> None:
+    """No budget at all: what was parked must still be replayed (finding 4)."""
+    patch_agent(running, namespace, {"spec": {"budget": None}})
+
+
+def wait_restored(running: Node, namespace: str) -> None:
+    wait_until(
+        lambda: triggers_on(running, namespace, parking_sink=False),
+        timeout=180,
+        interval=1,
+        what="every Trigger and PingSource Ready on its skill again",
+    )
+
+
+def wait_nothing_parked(parking: PortForward, namespace: str) -> None:
+    wait_until(
+        lambda: parked(parking, namespace, "park") == [],
+        timeout=180,
+        interval=2,
+        what="nothing parked any more",
+    )
+
+
+def send_tickets(broker: PortForward, namespace: str, run: str, count: int) -> list[str]:
+    sent = []
+    for n in range(1, count + 1):
+        data = ticket(n, run)
+        send(broker, namespace, CREATED, data, event_id=f"{data['id']}-created")
+        sent.append(data["id"])
+    return sent
+
+
+def wait_parked(parking: PortForward, namespace: str, skill: str, tickets: list[str]) -> None:
+    wait_until(
+        lambda: set(tickets) <= set(parked_tickets(parking, namespace, skill)),
+        timeout=90,
+        interval=1,
+        what=f"{len(tickets)} tickets parked for {skill}",
+    )
+
+
+def copies(running: Node, namespace: str, event_type: str, tickets: list[str]) -> dict[str, int]:
+    """How many times each ticket's event of `event_type` reached the event display."""
+    counts = Counter(seen(running, namespace, event_type))
+    return {t: counts[t] for t in tickets}
+
+
+def ticks_parked(parking: PortForward, namespace: str) -> list[dict[str, Any]]:
+    return [
+        item
+        for item in parked(parking, namespace, "park")
+        if item["skill"] == "digest" and item["event"]["type"] == PING_TYPE
+    ]
+
+
+def test_schedule_ticks_parked_while_suspended_become_one_tick_at_resume(
+    real_node: Node, triage: str, broker: PortForward, parking: PortForward
+) -> None:
+    """Finding 5 through a real PingSource: its ticks are parked while the agent is suspended,
+    and at resume the digest skill gets one tick, the latest, by the same replay as events (its
+    reply goes into the broker as a replayed Trigger delivery's does: the display counts it)."""
+    namespace = triage
+    skills = agent(real_node, namespace)["spec"]["skills"]
+    digest = next(i for i, s in enumerate(skills) if s["name"] == "digest")
+    every_minute = [
+        {"op": "replace", "path": f"/spec/skills/{digest}/schedule/cron", "value": "* * * * *"}
+    ]
+    real_node.kubectl(
+        "-n", namespace, "patch", "agent", AGENT, "--type=json", "-p", json.dumps(every_minute)
+    )  # fmt: skip
+    source = f"/apis/v1/namespaces/{namespace}/pingsources/{AGENT}-digest-cron"
+    wait_until(
+        lambda: (
+            (real_node.get("pingsource", f"{AGENT}-digest-cron", namespace) or {})
+            .get("spec", {})
+            .get("schedule")
+            == "* * * * *"
+        ),
+        timeout=60,
+        what="the PingSource firing every minute",
+    )
+    suspend(real_node, namespace, broker, parking)
+    digests_before = len(seen_types(real_node, namespace, DIGEST))
+
+    def two_ticks() -> list[dict[str, Any]] | None:
+        found = ticks_parked(parking, namespace)
+        return found if len(found) >= 2 else None
+
+    ticks = wait_until(
+        two_ticks, timeout=200, interval=5, what="two schedule ticks parked for digest"
+    )
+    assert {t["event"]["source"] for t in ticks} == {source}, ticks
+    assert len({t["eventId"] for t in ticks}) == len(ticks), "a tick parked twice"
+    older = {derived_id(AGENT, "digest", source, t["eventId"], "reply") for t in ticks[:-1]}
+
+    remove_budget(real_node, namespace)
+    wait_restored(real_node, namespace)
+    wait_nothing_parked(parking, namespace)
+    replies = wait_until(
+        lambda: seen_types(real_node, namespace, DIGEST)[digests_before:] or None,
+        timeout=60,
+        interval=2,
+        what="the replayed tick's digest at the event display",
+    )
+    print(
+        f"\nparked schedule: {len(ticks)} ticks parked (each once) while suspended; at resume "
+        f"{len(replies)} delivered to digest, {len(set(replies) & older)} of them an older tick"
+    )
+    assert len(replies) == 1, f"{len(ticks)} parked ticks gave {len(replies)} digests: {replies}"
+    assert not set(replies) & older, "an older tick was delivered instead of the latest"
+
+
+def seen_types(running: Node, namespace: str, event_type: str) -> list[str]:
+    """Ids of the display's events of one type, in arrival order."""
+    return [
+        str(e.get("id")) for e in display_events(running, namespace) if e.get("type") == event_type
+    ]
+
+
+def test_parked_events_survive_switching_to_reject_and_removing_the_budget(
+    real_node: Node, triage: str, broker: PortForward, parking: PortForward
+) -> None:
+    """Finding 4: `onExhausted` switched from park to reject while events are parked keeps them
+    parked (the agent may not spend yet) and a ticket sent then becomes a dead letter a user can
+    list and replay; removing the budget replays the parked ones, in order, each once."""
+    namespace, run = triage, uuid.uuid4().hex[:4]
+    suspend(real_node, namespace, broker, parking)
+    held = send_tickets(broker, namespace, f"park-{run}", 3)
+    wait_parked(parking, namespace, "triage", held)
+
+    patch_agent(real_node, namespace, {"spec": {"budget": {"onExhausted": "reject"}}})
+    wait_until(
+        lambda: (
+            agent(real_node, namespace)["status"].get("budget", {}).get("action") == "reject"
+            and agent(real_node, namespace)["status"].get("phase") == "Suspended"
+            and triggers_on(real_node, namespace, parking_sink=False)
+        ),
+        timeout=180,
+        interval=1,
+        what="onExhausted reject applied: Triggers back on the skills, still Suspended",
+    )
+    [refused] = send_tickets(broker, namespace, f"reject-{run}", 1)
+    letters = wait_until(
+        lambda: [
+            i for i in parked(parking, namespace, "dead-letter")
+            if i["skill"] == "triage" and i["event"]["data"]["id"] == refused
+        ] or None,
+        timeout=120,
+        interval=2,
+        what="the ticket refused with 429 in triage's dead letters",
+    )  # fmt: skip
+    assert Counter(parked_tickets(parking, namespace, "triage")) == Counter(held), (
+        "parked tickets changed while the agent rejects"
+    )
+    assert not {*held, refused} & set(seen(real_node, namespace, TRIAGED))
+
+    remove_budget(real_node, namespace)
+    wait_restored(real_node, namespace)
+    wait_seen(real_node, namespace, TRIAGED, held)
+    wait_nothing_parked(parking, namespace)
+    # The dead letter stays until a user replays it (`rouse parked replay --kind dead-letter`).
+    assert [i["id"] for i in parked(parking, namespace, "dead-letter")] == [letters[0]["id"]]
+    answer = httpx.post(
+        f"{parking.url}/replay/{namespace}/{AGENT}",
+        json={"kind": "dead-letter"},
+        headers={"authorization": f"Bearer {parking_token(real_node)}"},
+        timeout=120,
+    )
+    assert answer.status_code == 200 and answer.json()["replayed"] == 1, answer.text
+    wait_seen(real_node, namespace, DRAFTED, [*held, refused])
+    assert parked(parking, namespace, "dead-letter") == []
+    triaged = copies(real_node, namespace, TRIAGED, [*held, refused])
+    print(
+        f"\npark then reject: {len(held)} parked, kept through the switch to reject, replayed "
+        f"when the budget was removed; 1 refused (429) and dead-lettered, replayed by hand; "
+        f"triaged copies {triaged}"
+    )
+    assert triaged == dict.fromkeys([*held, refused], 1), triaged
+    assert [t for t in seen(real_node, namespace, TRIAGED) if t in held] == held, "out of order"
+
+
+def parking_token(running: Node) -> str:
+    """The parking service's credential, read as the README tells a user to."""
+    encoded = running.kubectl(
+        "-n", ROUSE_NAMESPACE, "get", "secret", "rouse-parking-token",
+        "-o", "jsonpath={.data.token}",
+    ).stdout  # fmt: skip
+    return base64.b64decode(encoded).decode()
+
+
+def test_two_replays_at_once_send_each_event_once_in_order(
+    real_node: Node, triage: str, rouse: str, broker: PortForward, parking: PortForward
+) -> None:
+    """Finding 4: two replays of the same agent at once (`rouse parked replay` twice by hand,
+    the operator stopped so it starts none) are exclusive: one runs, the other is refused with
+    409, and every parked ticket reaches triage once, in order."""
+    namespace, run = triage, uuid.uuid4().hex[:4]
+    suspend(real_node, namespace, broker, parking)
+    scale_operator(real_node, rouse, 0)
+    try:
+        held = send_tickets(broker, namespace, f"pair-{run}", 4)
+        wait_parked(parking, namespace, "triage", held)
+        token = parking_token(real_node)
+        answers: list[httpx.Response] = []
+        start = threading.Barrier(2)
+
+        def replay() -> None:
+            start.wait()
+            answers.append(
+                httpx.post(
+                    f"{parking.url}/replay/{namespace}/{AGENT}",
+                    json={},
+                    headers={"authorization": f"Bearer {token}"},
+                    timeout=300,
+                )
+            )
+
+        pair = [threading.Thread(target=replay) for _ in range(2)]
+        for thread in pair:
+            thread.start()
+        for thread in pair:
+            thread.join()
+    finally:
+        scale_operator(real_node, rouse, 1)
+    statuses = sorted(a.status_code for a in answers)
+    ran = [a.json() for a in answers if a.status_code == 200]
+    print(f"\ntwo replays at once: answers {statuses}, the one that ran: {ran}")
+    assert statuses == [200, 409], [a.text for a in answers]
+    assert ran[0]["replayed"] >= len(held) and ran[0]["error"] is None, ran
+    wait_seen(real_node, namespace, TRIAGED, held)
+    # The triaged replies went into the broker, where draft's Trigger still parks them.
+    wait_parked(parking, namespace, "draft", held)
+    remove_budget(real_node, namespace)
+    wait_restored(real_node, namespace)
+    wait_seen(real_node, namespace, DRAFTED, held)
+    wait_nothing_parked(parking, namespace)
+    triaged, drafted = (copies(real_node, namespace, t, held) for t in (TRIAGED, DRAFTED))
+    assert triaged == dict.fromkeys(held, 1), triaged
+    assert drafted == dict.fromkeys(held, 1), drafted
+    assert [t for t in seen(real_node, namespace, TRIAGED) if t in held] == held, "out of order"
+
+
+def test_events_parked_while_triggers_switch_back_are_drained(
+    real_node: Node, triage: str, broker: PortForward, parking: PortForward
+) -> None:
+    """Finding 4: tickets keep coming while the budget is removed and the Triggers switch back
+    to the skills; those parked meanwhile are replayed too (none stranded, none twice)."""
+    namespace, run = triage, uuid.uuid4().hex[:4]
+    suspend(real_node, namespace, broker, parking)
+    before = send_tickets(broker, namespace, f"pre-{run}", 2)
+    wait_parked(parking, namespace, "triage", before)
+    streamed: list[str] = []
+    ever_parked: set[str] = set()
+    stop = threading.Event()
+
+    def stream() -> None:
+        while not stop.is_set():
+            data = ticket(len(streamed) + 1, f"flow-{run}")
+            send(broker, namespace, CREATED, data, event_id=f"{data['id']}-created")
+            streamed.append(data["id"])
+            stop.wait(0.5)
+
+    sender = threading.Thread(target=stream)
+    sender.start()
+    try:
+        remove_budget(real_node, namespace)
+
+        def restored() -> bool:
+            ever_parked.update(parked_tickets(parking, namespace, "triage"))
+            return triggers_on(real_node, namespace, parking_sink=False)
+
+        wait_until(restored, timeout=180, interval=0.5, what="Triggers back on the skills")
+        after = len(streamed)
+        wait_until(lambda: len(streamed) >= after + 4, timeout=30, what="tickets after the switch")
+    finally:
+        stop.set()
+        sender.join()
+    sent = [*before, *streamed]
+    wait_seen(real_node, namespace, TRIAGED, sent)
+    wait_nothing_parked(parking, namespace)
+    triaged = copies(real_node, namespace, TRIAGED, sent)
+    print(
+        f"\nswitch back: {len(sent)} tickets ({len(before)} parked before, {len(streamed)} sent "
+        f"while the Triggers switched back, {len(ever_parked - set(before))} of those seen "
+        f"parked); triaged {dict(sorted(Counter(triaged.values()).items()))} (copies: tickets)"
+    )
+    assert triaged == dict.fromkeys(sent, 1), {t: n for t, n in triaged.items() if n != 1}

@@ -12,7 +12,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from rouse_testing.node import Node, PortForward, condition, event_display_log, script, send
+from rouse_testing.node import (
+    Node,
+    PortForward,
+    condition,
+    event_display_log,
+    scale_operator,
+    script,
+    send,
+)
 from rouse_testing.wait import wait_until
 
 ROUSE_NAMESPACE = "rouse-system"
@@ -177,13 +185,6 @@ def test_broken_skill_keeps_agent_not_ready_and_says_why(real_node: Node, hello:
         says_why, timeout=300, interval=2, what="Agent broken Ready=False naming the handler"
     )
     assert real_node.get("agent", "broken", hello)["status"]["phase"] != "Ready", message
-
-
-def scale_operator(running: Node, namespace: str, replicas: int) -> None:
-    running.kubectl(
-        "-n", namespace, "scale", "deployment", "-l", "app.kubernetes.io/component=operator",
-        f"--replicas={replicas}",
-    )  # fmt: skip
 
 
 def _revision(running: Node, namespace: str) -> str:

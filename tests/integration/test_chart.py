@@ -210,14 +210,14 @@ def test_upgrade_updates_and_uninstall_keeps_the_crd_and_the_agents(
         agent = yaml.safe_load(EXAMPLE.read_text())
         cluster.apply([agent], namespace=namespace)
 
-        def credentials() -> tuple[str, str, str]:
+        def credentials() -> tuple[dict[str, str], str]:
             redis = kubectl_json(
                 cluster, "get", "secret", f"{release}-rouse-redis", "-n", release_ns
             )
             token = kubectl_json(
                 cluster, "get", "secret", f"{release}-rouse-parking-token", "-n", release_ns
             )
-            return redis["data"]["password"], redis["data"]["url"], token["data"]["token"]
+            return redis["data"], token["data"]["token"]
 
         generated = credentials()
         # an upgrade re-applies the CRD (a template, not crds/): a label change shows it
@@ -230,7 +230,8 @@ def test_upgrade_updates_and_uninstall_keeps_the_crd_and_the_agents(
         # the generated Redis password and parking token survive the upgrade (helm lookup)
         assert credentials() == generated
         copy = kubectl_json(cluster, "get", "secret", f"{release}-rouse-redis", "-n", "default")
-        assert copy["data"] == {"url": generated[1]}
+        assert set(generated[0]) == {"password", "url", "skill-password", "skill-url"}
+        assert copy["data"] == {"skill-url": generated[0]["skill-url"]}
         helm(cluster, "uninstall", release, "--namespace", release_ns)
         assert not cluster.kubectl(
             "get", "deployment", f"{release}-operator", "-n", release_ns, "--ignore-not-found",

@@ -373,5 +373,19 @@ def test_reject_makes_the_runtime_answer_429(
         answer = httpx.post(runtime.url, timeout=10, **cloud_event("com.example.work"))
         assert answer.status_code == 429, answer.text
         assert answer.json()["error"] == "budget exhausted"
+        # The budget removed: the operator opens the gate it closed (else 429 until the reset).
+        cluster.kubectl(
+            "patch", "agent", AGENT, "-n", namespace, "--type=merge", "-p",
+            json.dumps({"spec": {"budget": None}}),
+        )  # fmt: skip
+        wait_until(
+            lambda: (
+                httpx.post(runtime.url, timeout=10, **cloud_event("com.example.work")).status_code
+                != 429
+            ),
+            timeout=60,
+            interval=0.5,
+            what="the runtime answering again once the budget is removed",
+        )
     finally:
         runtime.stop()

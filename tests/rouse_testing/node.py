@@ -175,6 +175,15 @@ def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
     return found[0]
 
 
+def scale_operator(running: Node, namespace: str, replicas: int) -> None:
+    """Stop (0) or restart (1) the operator installed in `namespace` (it repairs children and
+    replays parked events, which some tests must keep it from doing)."""
+    running.kubectl(
+        "-n", namespace, "scale", "deployment", "-l", "app.kubernetes.io/component=operator",
+        f"--replicas={replicas}",
+    )  # fmt: skip
+
+
 def start_node() -> Node:
     """Bring the node up (or reuse a running one when ROUSE_REUSE_NODE=1)."""
     if os.environ.get("ROUSE_REUSE_NODE") == "1" and node.node_status() == 0:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,13 +23,15 @@ class RedisServer:
 
 
 def _pong(port: int) -> bool:
+    """Serving: PONG, or asking for a password first (a server with `--requirepass`)."""
     with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
         sock.sendall(b"PING\r\n")
-        return sock.recv(16).startswith(b"+PONG")
+        return sock.recv(16).startswith((b"+PONG", b"-NOAUTH"))
 
 
-def start_redis(workdir: Path) -> RedisServer:
-    """Start redis-server; a missing binary fails the test (run hack/system-deps.sh)."""
+def start_redis(workdir: Path, args: Sequence[str] = ()) -> RedisServer:
+    """Start redis-server (with `args` first: a config's own, e.g. the chart's ACL users); a
+    missing binary fails the test (run hack/system-deps.sh)."""
     binary = require_tool(
         "redis-server", "install it with `bash hack/system-deps.sh` (Debian redis-server)"
     )
@@ -37,6 +40,7 @@ def start_redis(workdir: Path) -> RedisServer:
     proc = subprocess.Popen(
         [
             binary,
+            *args,
             "--port",
             str(port),
             "--bind",

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
+from rouse_testing.chart import KUBE_VERSION, NAMESPACE, RELEASE, helm_bin, helm_template
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "rouse"
@@ -23,14 +24,6 @@ KIND_SCRIPTS = sorted((REPO / "hack" / "kind").glob("*.sh"))
 RUNNABLE_SCRIPTS = [p for p in KIND_SCRIPTS if p.name != "lib.sh"]
 SKIP_DIRS = {".git", ".venv", ".cache", "node_modules", "__pycache__", ".mypy_cache", ".ruff_cache"}
 
-# helm built from source defaults to an old Kubernetes version; render for the pinned one.
-KUBE_VERSION = next(
-    line.split("=", 1)[1]
-    for line in (REPO / "hack" / "envtest" / "versions.env").read_text().splitlines()
-    if line.startswith("KUBERNETES_VERSION=")
-)
-RELEASE = "rouse"
-NAMESPACE = "rouse-system"
 # Every optional part switched on (and the choices that change rendered objects).
 ALL_OPTIONAL = [
     "monitoring.podMonitor.enabled=true",
@@ -40,30 +33,8 @@ ALL_OPTIONAL = [
 ]
 
 
-def helm_bin() -> str:
-    """The pinned helm from `make envtest`, else one on PATH; missing fails the test."""
-    pinned = REPO / ".cache" / "envtest" / "bin" / "helm"
-    if os.access(pinned, os.X_OK):
-        return str(pinned)
-    found = shutil.which("helm")
-    if found is None:
-        pytest.fail(f"helm is not installed: run `make envtest` (builds {pinned})")
-    return found
-
-
 def run(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False, **kwargs)
-
-
-def helm_template(*sets: str) -> list[dict[str, Any]]:
-    """Render the chart (templates only) and return its objects."""
-    argv = [helm_bin(), "template", RELEASE, str(CHART), "--namespace", NAMESPACE]
-    argv += ["--kube-version", KUBE_VERSION]
-    for value in sets:
-        argv += ["--set", value]
-    proc = run(argv)
-    assert proc.returncode == 0, f"helm template failed:\n{proc.stderr}"
-    return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
 
 
 def by_kind_name(objects: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
@@ -382,7 +353,7 @@ def test_settings_contract_in_the_config_map() -> None:
         "ROUSE_BROKER_INGRESS": "http://broker-ingress.knative-eventing.svc.cluster.local",
         "ROUSE_PARKING_URL": "http://rouse-parking.rouse-system.svc.cluster.local",
         # the chart's Redis has a generated password: its URL is in a Secret, by reference
-        "ROUSE_STATE_URL_SECRET": "rouse-redis:url",
+        "ROUSE_STATE_URL_SECRET": "rouse-redis:skill-url",
         "ROUSE_PROMETHEUS_URL": "http://prometheus-operated.monitoring.svc:9090",
         "ROUSE_EVAL_INTERVAL": "60",
         "ROUSE_METRICS_PORT": "8080",
@@ -443,18 +414,25 @@ def test_chart_redis_has_a_generated_password_used_by_reference() -> None:
         o for o in secrets
         if o["metadata"]["name"] == "rouse-redis" and o["metadata"]["namespace"] == NAMESPACE
     )  # fmt: skip
-    password = base64.b64decode(redis_secret["data"]["password"]).decode()
-    url = base64.b64decode(redis_secret["data"]["url"]).decode()
+    data = {k: base64.b64decode(v).decode() for k, v in redis_secret["data"].items()}
+    password, skill_password = data["password"], data["skill-password"]
     assert re.fullmatch(r"[A-Za-z0-9]{32}", password)
-    assert url == f"redis://:{password}@rouse-redis.rouse-system.svc.cluster.local:6379/0"
+    assert re.fullmatch(r"[A-Za-z0-9]{32}", skill_password) and skill_password != password
+    host = "rouse-redis.rouse-system.svc.cluster.local:6379/0"
+    assert data["url"] == f"redis://:{password}@{host}"
+    assert data["skill-url"] == f"redis://skill:{skill_password}@{host}"
     copy = next(o for o in secrets if o["metadata"]["namespace"] == "default")
-    assert copy["data"] == {"url": redis_secret["data"]["url"]}  # no bare password there
+    # Agents' namespaces get the skill user's URL only: no password, not the platform's URL.
+    assert copy["data"] == {"skill-url": redis_secret["data"]["skill-url"]}
     objects = by_kind_name([o for o in rendered if o["kind"] != "Secret"])
     (redis,) = objects[("Deployment", "rouse-redis")]["spec"]["template"]["spec"]["containers"]
-    assert redis["args"][-2:] == ["--requirepass", "$(REDIS_PASSWORD)"]
+    at = redis["args"].index("--requirepass")
+    assert redis["args"][at : at + 2] == ["--requirepass", "$(REDIS_PASSWORD)"]
+    assert redis["args"][at + 2 : at + 6] == ["--user", "skill", "on", ">$(REDIS_SKILL_PASSWORD)"]
     ref = {"secretKeyRef": {"name": "rouse-redis", "key": "password"}}
     assert {e["name"]: e["valueFrom"] for e in redis["env"]} == {
         "REDIS_PASSWORD": ref,
+        "REDIS_SKILL_PASSWORD": {"secretKeyRef": {"name": "rouse-redis", "key": "skill-password"}},
         "REDISCLI_AUTH": ref,
     }
     token = next(o for o in secrets if o["metadata"]["name"] == "rouse-parking-token")

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import uvicorn
 from cloudevents.http import CloudEvent
-from rouse_runtime.budget_gate import BudgetGate, gate_key, gate_record
+from rouse_runtime.budget_gate import BudgetGate, gate_key, gate_record, sync_gate
 from rouse_runtime.events import parse_event
 from rouse_runtime.local.metrics import LocalMetrics
 from rouse_runtime.local.parking import LocalParking
@@ -107,6 +109,61 @@ async def test_the_warm_floor_is_kept_within_scaling_max() -> None:
     assert pool.keep() == 1  # never below scaling.min
 
 
+@contextlib.asynccontextmanager
+async def skills_at(
+    local: LocalParking, skill: Callable[[Request], Awaitable[Response]]
+) -> AsyncIterator[None]:
+    """A real HTTP stand-in for the local broker's `/skills/<skill>`, where replays go."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)  # connections wait in the backlog until uvicorn serves
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(
+            Starlette(routes=[Route("/skills/{skill}", skill, methods=["POST"])]),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            lifespan="off",
+        )
+    )
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        local._broker_url = lambda: f"http://127.0.0.1:{port}/"
+        yield
+    finally:
+        server.should_exit = True
+        await serving
+
+
+async def test_whatever_is_parked_is_replayed_once_the_agent_may_spend(tmp_path: Path) -> None:
+    """The operator's rules at each local evaluation: events parked under a budget since
+    removed, or left by a replay that stopped, go out (`budget.replay_due`), none while
+    suspended; without a budget, a gate closed in an earlier run is opened."""
+    local = parking(tmp_path, [])
+    await local.on_budget(decide(120))
+    for n in range(2):
+        await local.park(event(n), ["a"])
+    delivered: list[str] = []
+
+    async def skill(request: Request) -> Response:
+        received, _ = parse_event(request.headers, await request.body())
+        delivered.append(str(received["id"]))
+        return Response(status_code=202)
+
+    async with skills_at(local, skill):
+        await local.settle(decide(120))  # still spent: nothing goes
+        assert (local._tasks, delivered) == (set(), [])
+        local.decision = None  # as after a restart without a daily budget
+        await sync_gate(local.store, local.namespace, "shop", decide(120, "reject"))  # earlier run
+        await local.settle(None)
+        await asyncio.gather(*local._tasks)
+    assert delivered == ["e0", "e1"]
+    assert await local.store.get(gate_key(local.namespace, "shop")) is None  # the gate is open
+    assert await local.queue.items() == []
+    await local.close()
+
+
 async def test_a_newcomer_during_the_replay_waits_behind_the_parked_events(
     tmp_path: Path,
 ) -> None:
@@ -130,27 +187,9 @@ async def test_a_newcomer_during_the_replay_waits_behind_the_parked_events(
         delivered.append(f"{request.path_params['skill']} {received['id']}")
         return Response(status_code=202)
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)  # connections wait in the backlog until uvicorn serves
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(
-            Starlette(routes=[Route("/skills/{skill}", skill, methods=["POST"])]),
-            host="127.0.0.1",
-            port=port,
-            log_level="warning",
-            lifespan="off",
-        )
-    )
-    serving = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        local._broker_url = lambda: f"http://127.0.0.1:{port}/"
+    async with skills_at(local, skill):
         await local.on_budget(decide(0))  # the reset
         await asyncio.gather(*local._tasks)
-    finally:
-        server.should_exit = True
-        await serving
     assert delivered == ["a e0", "a e1", "a e2", "a e9"]
     assert await local.queue.items() == []
     assert local.holds(event(10)) is False  # drained: deliver again
@@ -164,7 +203,6 @@ async def test_a_schedule_tick_while_suspended_is_parked_for_its_skill(tmp_path:
     """As the cluster's PingSource points at the parking sink: the tick is kept, not skipped
     (the replay at resume delivers one tick per skill, the latest: parking/replay.py)."""
     from rouse_runtime.local.broker import Broker
-    from rouse_runtime.local.deadletters import DeadLetterStore
 
     logged: list[str] = []
     local = parking(tmp_path, logged)
@@ -175,7 +213,8 @@ async def test_a_schedule_tick_while_suspended_is_parked_for_its_skill(tmp_path:
     broker = Broker(
         agent,
         {},
-        dead_letters=DeadLetterStore(tmp_path / "letters"),
+        dead_letters=local.queue,
+        namespace=local.namespace,
         metrics=LocalMetrics(),
         log=logged.append,
     )

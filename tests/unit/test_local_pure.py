@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,13 +11,13 @@ import pytest
 from rouse_runtime.delivery import (
     DeliverySpec,
     backoff_seconds,
+    dead_letter_attributes,
     delivery_spec,
     retryable,
     schedule_of_waits,
 )
 from rouse_runtime.local import routing
 from rouse_runtime.local.chains import chain_id, new_traceparent
-from rouse_runtime.local.deadletters import DeadLetterStore
 from rouse_runtime.local.durations import iso8601_seconds
 from rouse_runtime.local.scheduler import Schedule, next_fire, ping_event, schedules
 from rouse_runtime.local.supervisor import (
@@ -284,22 +285,14 @@ def test_usage_from_metrics_sums_tokens_and_cost() -> None:
     assert usage_from_metrics(text) == {"tokens": 15.0, "costUSD": 0.25}
 
 
-def test_dead_letter_store_round_trip(tmp_path: Path) -> None:
-    store = DeadLetterStore(tmp_path)
-    event = {"specversion": "1.0", "id": "e1", "type": "t", "source": "/s", "data": {"x": 1}}
-    first = store.add(
-        agent="a", skill="s", event=event, attempts=3, status=500, reason="HTTP 500: boom"
-    )
-    store.add(
-        agent="a", skill="s", event={**event, "id": "e2"}, attempts=1, status=None, reason="timeout"
-    )
-    assert [(d.id, d.event_id, d.attempts, d.status) for d in store.list()] == [
-        (first, "e1", 3, 500),
-        (2, "e2", 1, None),
-    ]
-    store.mark_replayed(first, "replied")
-    again = DeadLetterStore(tmp_path)  # on disk: a new store sees the same letters
-    assert [d.event_id for d in again.list(include_replayed=False)] == ["e2"]
-    letter = again.get(first)
-    assert letter is not None and (letter.replay_outcome, letter.event) == ("replied", event)
-    assert again.get(99) is None
+def test_dead_letter_attributes_are_knatives() -> None:
+    """What Knative's dispatcher adds to an event it sends to a dead-letter sink."""
+    attrs = dead_letter_attributes("http://10.0.0.7:8080/", 500, "HTTP 500: boom")
+    assert attrs == {
+        "knativeerrordest": "http://10.0.0.7:8080/",
+        "knativeerrorcode": "500",
+        "knativeerrordata": base64.b64encode(b"HTTP 500: boom").decode(),
+    }
+    assert dead_letter_attributes("skill s", None, "") == {"knativeerrordest": "skill s"}
+    long = dead_letter_attributes("d", 502, "x" * 5000)
+    assert len(base64.b64decode(long["knativeerrordata"])) == 1024  # Knative's limit

@@ -14,6 +14,7 @@ from rouse_runtime.policies.budget import (
     decide,
     next_reset,
     period_start,
+    replay_due,
     resumed,
 )
 
@@ -190,3 +191,19 @@ def test_from_agent() -> None:
     spec = {"budget": {"daily": {"tokens": 2_000_000, "costUSD": 50}, "onExhausted": "reject"}}
     assert BudgetSpec.from_agent(spec) == BudgetSpec(2_000_000, 50.0, "reject")
     assert BudgetSpec.from_agent({}) == BudgetSpec(None, None, "park")
+
+
+def test_replay_due_whenever_the_agent_may_spend_and_something_is_parked() -> None:
+    may_spend = decide(SPEC, Usage(tokens=10, cost_usd=0.0), None, DAY)
+    spent = decide(SPEC, Usage(tokens=2_000_000, cost_usd=0.0), None, DAY)
+    assert [
+        replay_due(decision, parked, owed)
+        for decision, parked, owed in [
+            (may_spend, 3, False),  # parked events while the agent may spend
+            (None, 3, False),  # the budget removed while events were parked
+            (may_spend, 0, True),  # resumed from park, the count not scraped yet
+            (may_spend, None, False),  # nothing known parked, nothing owed
+            (may_spend, 0, False),
+            (spent, 3, True),  # suspended: never while the budget is spent
+        ]
+    ] == [True, True, True, False, False, False]

@@ -97,6 +97,12 @@ Secret (its generated password inside the URL); empty when settings.stateUrl is 
 {{- if .Values.stateStore.existingSecret }}{{ .Values.stateStore.secretKey }}{{ else }}url{{ end }}
 {{- end }}
 
+{{/* The key of the skills' URL in that Secret: the chart's Redis gives skills a user of their
+own (`skill`, redis.yaml), an existing Secret one URL for everyone. */}}
+{{- define "rouse.skillStateSecretKey" -}}
+{{- if .Values.stateStore.existingSecret }}{{ .Values.stateStore.secretKey }}{{ else }}skill-url{{ end }}
+{{- end }}
+
 {{/* The plain state store URL kept in the ConfigMap: settings.stateUrl (never with a password:
 it would sit in the ConfigMap and in every skill's Service); empty when a Secret holds it. */}}
 {{- define "rouse.stateUrl" -}}

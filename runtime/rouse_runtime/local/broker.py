@@ -16,13 +16,18 @@ While the agent's daily budget is spent with ``onExhausted: park`` (see
 of delivered (the answer is still 202, saying ``parked``), and schedules do
 not fire. The parking service's API (``/parked``, ``/replay/...``,
 ``/drop/...``) is served by the broker too, so ``rouse parked`` works locally.
+
+Dead letters go where the cluster's Knative puts them: the parking queue
+(kind ``dead-letter``, in the same state store), with the extension attributes
+Knative's dispatcher adds (``knativeerrordest``, ``knativeerrorcode``,
+``knativeerrordata``); they are listed, replayed and dropped with the parking
+service's API and replayer, as in a cluster.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 import uuid
 from collections.abc import Callable
@@ -31,9 +36,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-from cloudevents.conversion import to_binary, to_structured
+from cloudevents.conversion import to_binary
 from cloudevents.exceptions import GenericException
-from cloudevents.http import CloudEvent, from_dict, from_http
+from cloudevents.http import CloudEvent, from_http
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -42,7 +47,14 @@ from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rouse_runtime.agentspec import Agent
-from rouse_runtime.delivery import DeliverySpec, backoff_seconds, delivery_spec, retryable
+from rouse_runtime.delivery import (
+    DeliverySpec,
+    backoff_seconds,
+    dead_letter_attributes,
+    delivery_spec,
+    retryable,
+)
+from rouse_runtime.events import dump_event
 from rouse_runtime.local import routing
 from rouse_runtime.local.chains import (
     TRACEPARENT,
@@ -52,10 +64,10 @@ from rouse_runtime.local.chains import (
     chain_id,
     new_traceparent,
 )
-from rouse_runtime.local.deadletters import DeadLetterStore
 from rouse_runtime.local.metrics import LocalMetrics
 from rouse_runtime.local.parking import LocalParking
 from rouse_runtime.local.supervisor import SkillPool, StartFailedError
+from rouse_runtime.parking.queue import Filter, ParkingQueue
 
 MAX_BODY_BYTES = 1024 * 1024
 DEFAULT_TIMEOUT_SECONDS = 300.0
@@ -83,13 +95,6 @@ class Attempt:
     cold: bool = False
 
 
-def event_json(event: CloudEvent) -> dict[str, Any]:
-    """Structured-mode JSON of an event (how dead letters are stored)."""
-    _, body = to_structured(event)
-    parsed: dict[str, Any] = json.loads(body)
-    return parsed
-
-
 class Broker:
     """Routes events to skill pools, retries, dead-letters, and feeds replies back in."""
 
@@ -98,7 +103,8 @@ class Broker:
         agent: Agent,
         pools: dict[str, SkillPool],
         *,
-        dead_letters: DeadLetterStore,
+        dead_letters: ParkingQueue,
+        namespace: str,
         metrics: LocalMetrics,
         log: Log,
         sleep: Sleep = asyncio.sleep,
@@ -109,6 +115,7 @@ class Broker:
         self.routes = routing.routes(agent)
         self.pools = pools
         self.dead_letters = dead_letters
+        self.namespace = namespace
         self.metrics = metrics
         self.log = log
         self.sleep = sleep
@@ -210,8 +217,11 @@ class Broker:
 
     # -- delivery ----------------------------------------------------------------------------
 
-    async def deliver(self, event: CloudEvent, skill: str, delivery: Delivery) -> None:
-        """Attempts with the skill's backoff, then the reply or the dead-letter store."""
+    async def deliver(
+        self, event: CloudEvent, skill: str, delivery: Delivery, *, dead_letter: bool = True
+    ) -> None:
+        """Attempts with the skill's backoff, then the reply or the dead-letter sink (unless
+        `dead_letter` is False: a replay keeps what fails, as the cluster's replayer does)."""
         spec: DeliverySpec = self.delivery[skill]
         labels = {"agent": self.agent_name, "skill": skill}
         began = time.monotonic()
@@ -253,21 +263,16 @@ class Broker:
                 await self._accept_reply(event, skill, attempt.reply, delivery)
             return
         self.stats[skill].failed += 1
-        if spec.dead_letter:
-            letter = self.dead_letters.add(
-                agent=self.agent_name,
-                skill=skill,
-                event=event_json(event),
-                attempts=delivery.attempts,
-                status=attempt.status,
-                reason=attempt.error or "failed",
-            )
+        if not dead_letter:
+            delivery.outcome = "failed"
+        elif spec.dead_letter:
+            await self._dead_letter(event, skill, attempt)
             self.stats[skill].dead_letters += 1
             self.metrics.dead_letters.labels(**labels).inc()
             delivery.outcome = "dead_lettered"
             self.log(
-                f"dead letter {letter}: {event['type']} {event['id']} to {skill} after {delivery.attempts} "
-                f"attempt(s): {attempt.error} (rouse deadletters list / replay {letter})"
+                f"dead letter: {event['type']} {event['id']} to {skill} after {delivery.attempts} "
+                f"attempt(s): {attempt.error} (rouse deadletters list / replay ID)"
             )
         else:
             delivery.outcome = "failed"
@@ -275,6 +280,27 @@ class Broker:
                 f"dropped {event['type']} {event['id']} to {skill}: no dead-letter sink (delivery.deadLetter)"
             )
         self.metrics.deliveries.labels(**labels, outcome=delivery.outcome).inc()
+
+    async def _dead_letter(self, event: CloudEvent, skill: str, attempt: Attempt) -> None:
+        """Into the parking queue as Knative's dispatcher sends it to a dead-letter sink."""
+        failed = CloudEvent(
+            {
+                **event.get_attributes(),
+                **dead_letter_attributes(
+                    self._url_of(skill), attempt.status, attempt.error or "failed"
+                ),
+            },
+            event.get_data(),
+        )
+        await self.dead_letters.append(
+            "dead-letter", self.namespace, self.agent_name, skill,
+            str(event["source"]), str(event["id"]), dump_event(failed),
+        )  # fmt: skip
+
+    def _url_of(self, skill: str) -> str:
+        """Where the skill is delivered to (its first process's address, else its pool's name)."""
+        live = self.pools[skill].live() if skill in self.pools else []
+        return f"{live[0].url}/" if live else f"skill {skill}"
 
     async def attempt(self, event: CloudEvent, skill: str) -> Attempt:
         """One POST to a process of the skill, started first if needed."""
@@ -322,28 +348,6 @@ class Broker:
                 f"{skill} replied {reply['type']} {reply['id']}: no skill subscribes (end of chain)"
             )
 
-    # -- dead letters --------------------------------------------------------------------------
-
-    def replay(self, letter_id: int) -> EventRecord:
-        """Deliver a dead letter to its skill again (a fresh delivery with the same retries)."""
-        letter = self.dead_letters.get(letter_id)
-        if letter is None:
-            raise KeyError(f"no dead letter {letter_id}")
-        if letter.skill not in self.skills:
-            raise KeyError(
-                f"dead letter {letter_id} is for skill {letter.skill!r}, which this agent does not have"
-            )
-        event = from_dict(letter.event)
-        record = self._direct_record(event, letter.skill, via=f"replay:{letter_id}")
-        self.log(f"replaying dead letter {letter_id} ({letter.event_type}) to {letter.skill}")
-        self.start_delivery(
-            event,
-            letter.skill,
-            record,
-            on_done=lambda outcome: self.dead_letters.mark_replayed(letter_id, outcome),
-        )
-        return record
-
     def fire_schedule(self, skill: str, event: CloudEvent) -> EventRecord | None:
         """A PingSource event: delivered straight to its skill, as the PingSource's sink is the Service.
 
@@ -389,7 +393,6 @@ class Broker:
                 Route("/events", self._events, methods=["GET"]),
                 Route("/chains/{chain}", self._chain, methods=["GET"]),
                 Route("/deadletters", self._dead_letters, methods=["GET"]),
-                Route("/deadletters/{letter:int}/replay", self._replay, methods=["POST"]),
                 Route("/skills/{skill}", self._deliver_to_skill, methods=["POST"]),
                 *extra,
             ]
@@ -478,14 +481,18 @@ class Broker:
         return JSONResponse(chain.as_json())
 
     async def _dead_letters(self, request: Request) -> Response:
-        return JSONResponse({"deadLetters": [d.as_json() for d in self.dead_letters.list()]})
+        """The agent's dead letters, oldest first (the parking service's ``/parked`` pages them)."""
+        where = Filter(namespace=self.namespace, agent=self.agent_name, kind="dead-letter")
+        items = await self.dead_letters.items(where, limit=1000)
+        return JSONResponse({"deadLetters": [i.as_json() for i in items]})
 
     async def _deliver_to_skill(self, request: Request) -> Response:
         """Deliver one event to one skill (its own delivery spec) and answer when it ended.
 
-        The replay of parked events calls this, as it calls a skill's Service in a
-        cluster: 202 once delivered (a reply went into the broker) or dead-lettered,
-        else 502 with why (the replay stops there, keeping the event).
+        The replay of parked events and dead letters calls this, as it calls a skill's
+        Service in a cluster: 202 once delivered (a reply went into the broker), else the
+        skill's last answer (502 without one), so the replayer applies the cluster's rules
+        (a retryable failure keeps the event, another one dead-letters a parked event).
         """
         skill = request.path_params["skill"]
         if skill not in self.skills:
@@ -500,21 +507,13 @@ class Broker:
         record.deliveries.append(delivery)
         chain.pending += 1
         try:
-            await self.deliver(event, skill, delivery)
+            await self.deliver(event, skill, delivery, dead_letter=False)
         finally:
             chain.pending -= 1
-        if delivery.outcome in ("accepted", "replied", "dead_lettered"):
+        if delivery.outcome in ("accepted", "replied"):
             return Response(status_code=202)
-        return JSONResponse({"error": delivery.error or delivery.outcome}, status_code=502)
-
-    async def _replay(self, request: Request) -> Response:
-        try:
-            record = self.replay(int(request.path_params["letter"]))
-        except KeyError as exc:
-            return JSONResponse({"error": str(exc.args[0])}, status_code=404)
-        return JSONResponse(
-            {"id": record.id, "chain": record.chain, "skill": record.routed_to[0]}, status_code=202
-        )
+        status = delivery.status if delivery.status is not None and delivery.status >= 300 else 502
+        return JSONResponse({"error": delivery.error or delivery.outcome}, status_code=status)
 
 
 class _GuardedReplay:

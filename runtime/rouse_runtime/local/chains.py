@@ -113,7 +113,7 @@ class Chain:
 
 
 class ChainLog:
-    """The last ``MAX_CHAINS`` chains, in memory (the dead-letter store is the durable record)."""
+    """The last ``MAX_CHAINS`` chains, in memory (dead letters are kept durably in the parking queue)."""
 
     def __init__(self, max_chains: int = MAX_CHAINS) -> None:
         self._chains: OrderedDict[str, Chain] = OrderedDict()

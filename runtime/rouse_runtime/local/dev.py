@@ -23,8 +23,8 @@ import uvicorn
 
 from rouse_runtime.agentspec import Agent, load_agent_file
 from rouse_runtime.ledger import open_ledger
+from rouse_runtime.local import STATE_FILE
 from rouse_runtime.local.broker import Broker
-from rouse_runtime.local.deadletters import DeadLetterStore
 from rouse_runtime.local.metrics import LocalMetrics
 from rouse_runtime.local.parking import LOCAL_NAMESPACE, LocalParking, skill_url
 from rouse_runtime.local.scheduler import run_schedule, schedules
@@ -80,7 +80,7 @@ class LocalMode:
         self.broker_url = f"http://{options.host}:{options.port}/"
         state_dir = options.state_dir.resolve()
         state_dir.mkdir(parents=True, exist_ok=True)
-        state_url = f"sqlite:///{state_dir / 'state.db'}"
+        state_url = f"sqlite:///{state_dir / STATE_FILE}"
         self.state_url = state_url
         agent_dir = options.agent_file.resolve().parent
         base_env = dict(os.environ)
@@ -109,17 +109,18 @@ class LocalMode:
                 log=view.log,
                 command=options.command,
             )
-        self.broker = Broker(
-            agent,
-            self.pools,
-            dead_letters=DeadLetterStore(state_dir),
-            metrics=self.metrics,
-            log=view.log,
-        )
         self.parking = LocalParking(
             str(agent["metadata"]["name"]),
             state_url,
             broker_url=lambda: self.broker_url,
+            log=view.log,
+        )
+        self.broker = Broker(
+            agent,
+            self.pools,
+            dead_letters=self.parking.queue,  # the cluster's dead-letter sink: one queue
+            namespace=LOCAL_NAMESPACE,
+            metrics=self.metrics,
             log=view.log,
         )
         self.broker.parking = self.parking
@@ -191,6 +192,7 @@ class LocalMode:
         """One round of the policies; a state-store failure holds every decision."""
         try:
             decisions, _ = await self.policies.evaluate_once(self.options.now())
+            await self.parking.settle(self.policies.budget)
         except StoreError as exc:
             self.view.log(f"policies: cannot read the ledger, holding the last decisions: {exc}")
             return
@@ -233,9 +235,7 @@ class LocalMode:
         server.should_exit = self._exit_requested
         self._server = server
         # Decide before the first event: a budget spent in an earlier run parks from the start.
-        await self.evaluate()
-        if self.policies.budget is None:
-            self.parking.replay_soon()  # no daily limits (now): owed events go out
+        await self.evaluate()  # and replays what is owed when the agent may spend
         await self._exit_stack.enter_async_context(
             parking_api.router.lifespan_context(parking_api)  # its queue, ledger and client
         )

@@ -27,6 +27,7 @@ from rouse_runtime.budget_gate import sync_gate
 from rouse_runtime.events import dump_event
 from rouse_runtime.parking.queue import Filter, open_queue
 from rouse_runtime.parking.replay import Replayer, ReplayResult, Target
+from rouse_runtime.policies import budget as budget_policy
 from rouse_runtime.policies.budget import BudgetDecision
 from rouse_runtime.store import StoreError, open_store
 
@@ -144,6 +145,19 @@ class LocalParking:
                     f"budget: agent {self.agent} resumed ({decision.reason}: {decision.message})"
                 )
         self.replay_soon()
+
+    async def settle(self, decision: BudgetDecision | None) -> None:
+        """The operator's rules at each evaluation: without a daily budget the 429 gate is open
+        (one closed in an earlier run is opened); while the agent may spend, anything parked is
+        replayed (`budget.replay_due`), whatever parked it (a replay that failed or stopped
+        early, a budget removed or switched to reject before a restart)."""
+        if decision is None:
+            await sync_gate(self.store, self.namespace, self.agent, None)
+        if self._tasks:  # a replay is running or queued behind the lock
+            return
+        parked = sum((await self.refresh_counts()).values())
+        if budget_policy.replay_due(decision, parked):
+            self.replay_soon()
 
     def replay_soon(self) -> None:
         """Replay in the background (the broker may not be serving yet when this is called)."""

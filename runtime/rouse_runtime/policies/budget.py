@@ -87,6 +87,20 @@ def resumed(previous: BudgetDecision | None, decision: BudgetDecision) -> bool:
     return previous is not None and previous.suspended and not decision.suspended
 
 
+def replay_due(decision: BudgetDecision | None, parked: float | None, owed: bool = False) -> bool:
+    """Whether the agent's parked events must be replayed now (the operator and `rouse dev`).
+
+    While the agent may spend (no daily budget, or within it), any parked event
+    (`parked`: how many the parking queue holds, None when unknown) or a replay
+    still `owed` (resumed from park, a failed or unfinished replay) makes a replay
+    due, whatever parked the events and whatever the budget says now: removing
+    the budget or switching `onExhausted` to reject never strands them.
+    """
+    if decision is not None and decision.suspended:
+        return False
+    return owed or bool(parked)
+
+
 def _share(used: float, limit: float | None) -> float:
     if limit is None:
         return 0.0
