@@ -339,6 +339,13 @@ class Reconciler:
         """
         meta = agent["metadata"]
         namespace, key = meta["namespace"], (meta["namespace"], meta["name"])
+        if agent["spec"].get("warmPool") is None and not (agent.get("status") or {}).get(
+            "warmPool"
+        ):
+            # Never had a warm pool: Knative made its Revisions with the template's
+            # scaling.min, so there is nothing to read or set (no GET per Revision at start).
+            self.floors.pop(key, None)
+            return {}
         known = self.floors.get(key, {})
         seen: dict[str, int] = {}
         applied: dict[str, int] = {}
