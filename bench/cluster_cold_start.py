@@ -68,6 +68,7 @@ RESTRICTED = {
 }
 # Scale to zero within seconds instead of a minute: rounds wait less (the cold path is unchanged).
 AUTOSCALER = {"stable-window": "6s", "scale-to-zero-grace-period": "6s"}
+DEFAULT_AUTOSCALER = {"stable-window": "60s", "scale-to-zero-grace-period": "30s"}
 STEPS = ("created", "scheduled", "sandbox", "running", "ready")
 
 
@@ -364,6 +365,10 @@ def main() -> None:
                     print(f"round {index} {kind}: {json.dumps(rounded)}", flush=True)
         report(results)
     finally:
+        running.kubectl(
+            "-n", "knative-serving", "patch", "configmap", "config-autoscaler", "--type=merge",
+            "-p", json.dumps({"data": DEFAULT_AUTOSCALER}), check=False,
+        )  # fmt: skip
         stop_node(running)
 
 
