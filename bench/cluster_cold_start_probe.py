@@ -153,4 +153,4 @@ class Handler(BaseHTTPRequestHandler):
 
 
 if __name__ == "__main__":
-    ThreadingHTTPServer(("0.0.0.0", 8080), Handler).serve_forever()
+    ThreadingHTTPServer((os.environ.get("LISTEN", "0.0.0.0"), 8080), Handler).serve_forever()
