@@ -59,6 +59,7 @@ def hello(real_node: Node, rouse: str) -> Iterator[str]:
 
 
 def set_warm_pool(running: Node, namespace: str, pool: dict[str, Any]) -> None:
+    """A JSON merge patch of spec.warmPool (a key set to None is removed)."""
     patch = json.dumps({"spec": {"warmPool": pool}})
     running.kubectl("-n", namespace, "patch", "agent", AGENT, "--type=merge", "-p", patch)
 
@@ -237,7 +238,7 @@ def test_floor_holds_pods_through_a_knative_restart_and_follows_a_rollout(
     wait_pods(real_node, hello, second, 1, timeout=120)
 
     # The schedule removed: the floor drops (after the dwell) and the warm pod goes.
-    set_warm_pool(real_node, hello, {"max": 1, "window": WINDOW})
+    set_warm_pool(real_node, hello, {"max": 1, "window": WINDOW, "schedules": None})
     wait_floor(real_node, hello, second, 0, timeout=180)
     wait_pods(real_node, hello, second, 0, timeout=180)
     assert revisions(real_node, hello) == sorted([revision, second])
