@@ -14,6 +14,11 @@
    policy (`rouse_runtime.policies.warm_pool.decide`, window 15m, evaluated every
    60 s from exact counts) sets the min-scale. Also prints the idle process-seconds
    (a process alive with nothing in flight) each variant cost.
+3. Revisions the day's min-scale changes create: Knative makes one per change of a
+   Service's template. For each decision the operator's own builders make the Service
+   (`rouse_operator.resources.children.desired` with the decision in the Agent's status);
+   "before" is that template with the decision as its min-scale, as the builder wrote it
+   before issue 13, "now" the template as built (the floor goes onto the Revision).
 
 Usage: python bench/policy_loop.py [--agents 100] [--seed 7]
 """
@@ -28,9 +33,11 @@ import sys
 import tempfile
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
@@ -130,6 +137,7 @@ class Result:
     cold: int = 0
     idle_process_seconds: int = 0
     changes: int = 0
+    floors: list[int] = field(default_factory=list)  # min-scale after each change
 
 
 def traffic(seed: int) -> list[int]:
@@ -179,6 +187,8 @@ def simulate(arrivals: list[int], use_policy: bool) -> Result:
             )
             made = decide(spec, window, state, start + timedelta(seconds=t), tuning=tuning)
             result.changes += int(made.changed)
+            if made.changed:
+                result.floors.append(made.min_scale)
             state = WarmPoolState(made.min_scale, made.last_change)
         keep = state.min_scale if use_policy else 0
         alive = []
@@ -215,6 +225,59 @@ def bench_warm_pool(seed: int) -> None:
     )
 
 
+def template(floor: int, before: bool) -> dict[str, Any]:
+    """The skill's Service template the operator applies with the warm-pool decision `floor`."""
+    from rouse_operator.resources import children
+    from rouse_operator.resources.service import MIN_SCALE
+    from rouse_operator.settings import Settings
+    from rouse_runtime.agentspec import validate_agent
+
+    obj = validate_agent(
+        {
+            "apiVersion": "rouse.dev/v1alpha1",
+            "kind": "Agent",
+            "metadata": {"name": "bench"},
+            "spec": {
+                "image": "registry.example/bench:1",
+                "skills": [
+                    {
+                        "name": "work",
+                        "handler": "bench:work",
+                        "events": [{"type": "com.example.work"}],
+                        "scaling": {"min": 0, "max": 5},
+                    }
+                ],
+                "warmPool": {"max": 2, "window": "15m"},
+            },
+        }
+    )
+    obj["metadata"].update(namespace="bench", uid="bench-uid")
+    obj["status"] = {"warmPool": {"skills": [{"name": "work", "minScale": floor}]}}
+    ksvc = children.desired(obj, Settings())[0]
+    built: dict[str, Any] = ksvc["spec"]["template"]
+    if before:
+        built["metadata"]["annotations"][MIN_SCALE] = str(floor)
+    return built
+
+
+def revisions_created(floors: list[int], before: bool) -> int:
+    """New Revisions for the day's changes: how often the Service's template changed."""
+    templates = [template(0, before)] + [template(f, before) for f in floors]
+    return sum(1 for old, new in pairwise(templates) if old != new)
+
+
+def bench_revisions(seed: int) -> None:
+    floors = simulate(traffic(seed), use_policy=True).floors
+    before, now = revisions_created(floors, True), revisions_created(floors, False)
+    print(f"revisions per skill for the day's {len(floors)} min-scale changes:")
+    print(
+        f"  before (min-scale in the template): {before}  ({before / max(1, len(floors)):.2f} per change)"
+    )
+    print(
+        f"  now (min-scale on the Revision):    {now}  ({now / max(1, len(floors)):.2f} per change)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--agents", type=int, default=100)
@@ -222,6 +285,7 @@ def main() -> None:
     args = parser.parse_args()
     bench_decisions(args.agents)
     bench_warm_pool(args.seed)
+    bench_revisions(args.seed)
 
 
 if __name__ == "__main__":

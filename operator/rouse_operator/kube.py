@@ -17,6 +17,8 @@ API resources and verbs the operator uses (the ClusterRole in charts/rouse lists
 - eventing.knative.dev/triggers: get, list, watch, create, patch, delete
 - sources.knative.dev/pingsources: get, list, watch, create, patch, delete
   (server-side apply that creates an object needs create as well as patch)
+- serving.knative.dev/revisions: get, patch     (a skill's warm floor, min-scale on the
+  Revisions that serve it: resources/floor.py)
 - eventing.knative.dev/brokers: get            (does the Agent's broker exist?)
 - "" events: create                            (kopf.info/kopf.warn post new core v1 Events;
   kopf never patches them, nor uses events.k8s.io)
@@ -142,6 +144,29 @@ class Kube:
                 raise RejectedError(f"{kind.kind} {meta['name']}: {api_message(exc)}") from exc
             raise
         return cast(dict[str, Any], json.loads(cast(Any, response).data))
+
+    def merge_patch(
+        self, kind: ChildKind, namespace: str, name: str, patch: Manifest
+    ) -> dict[str, Any] | None:
+        """JSON merge patch of an object Rouse does not own (a Revision's warm floor); None
+        when it is gone. Never creates, and takes no field ownership from its maker."""
+        try:
+            result = self.api.patch_namespaced_custom_object(
+                kind.group,
+                kind.version,
+                namespace,
+                kind.plural,
+                name,
+                patch,
+                _content_type="application/merge-patch+json",
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            if exc.status in (400, 403, 422):  # refused (a webhook, or RBAC): say so
+                raise RejectedError(f"{kind.kind} {name}: {api_message(exc)}") from exc
+            raise
+        return cast(dict[str, Any], result)
 
     def delete(self, kind: ChildKind, namespace: str, name: str) -> bool:
         """Delete (background propagation); False when it was already gone."""

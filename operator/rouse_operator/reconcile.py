@@ -15,13 +15,23 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from rouse_runtime import agentspec
+
 from rouse_operator import checks, metrics
 from rouse_operator import status as agent_status
 from rouse_operator.cache import ChildCache
 from rouse_operator.kube import ConflictError, Kube, RejectedError
 from rouse_operator.resources import children
-from rouse_operator.resources.meta import CHILD_KINDS, SELECTOR, ChildKind, Manifest
-from rouse_operator.resources.policy import policy_inputs
+from rouse_operator.resources.floor import floor_of, floor_patch, serving_revisions
+from rouse_operator.resources.meta import (
+    CHILD_KINDS,
+    REVISION,
+    SELECTOR,
+    SERVICE,
+    ChildKind,
+    Manifest,
+)
+from rouse_operator.resources.policy import PolicyInputs, policy_inputs
 from rouse_operator.settings import Settings
 
 Obj = dict[str, Any]
@@ -137,6 +147,9 @@ class Reconciler:
     # echo can arrive before the apply returns); Agents to reconcile again for a foreign write.
     _applying: dict[tuple[str, str, str], str | None] = field(default_factory=dict)
     _dirty: set[tuple[str, str]] = field(default_factory=set)
+    # (namespace, agent) -> {Revision: the warm floor we last saw or set on it}: a floor is
+    # read once per Revision, then patched only when the policy moves it.
+    floors: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
 
     def _lock(self, namespace: str, name: str) -> threading.Lock:
         with self._guard:
@@ -182,6 +195,7 @@ class Reconciler:
         gone and calls this again when it has let go."""
         self.cache.forget_agent(namespace, name)
         key = (namespace, name)
+        self.floors.pop(key, None)
         with self._guard:
             lock = self._locks.get(key)
             if lock is not None and lock.acquire(blocking=False):
@@ -244,10 +258,8 @@ class Reconciler:
             )
         schedule_problems, unscheduled = checks.schedule_problems(agent)
         problems += schedule_problems
-        wanted = [
-            with_hash(m)
-            for m in children.desired(agent, self.settings, policy_inputs(agent), unscheduled)
-        ]
+        policy = policy_inputs(agent)
+        wanted = [with_hash(m) for m in children.desired(agent, self.settings, policy, unscheduled)]
         if not self.cache.primed(namespace):
             listed = {kind: self.kube.list(kind, namespace, SELECTOR) for kind in CHILD_KINDS}
             self.cache.prime(namespace, listed)
@@ -300,15 +312,76 @@ class Reconciler:
                 outcome.changes.append(
                     Change("Deleted", kind.kind, child_name, "no longer in the Agent's spec")
                 )
+        floors = self._set_floors(agent, existing[SERVICE], policy, outcome, problems)
         for change in outcome.changes:
             metrics.CHILD_WRITES.labels(change.kind, change.action.lower()).inc()
         children_now = {k: list(v.values()) for k, v in existing.items()}
-        outcome.status = agent_status.compute(agent, children_now, problems, self.clock())
+        outcome.status = agent_status.compute(
+            agent, children_now, problems, self.clock(), floors=floors
+        )
         previous = agent.get("status") or {}
         if agent_status.changed(previous, outcome.status):
             self.kube.apply_status(namespace, name, outcome.status)
         outcome.new_problems = agent_status.new_problems(problems, previous.get("conditions") or [])
         return outcome
+
+    def _set_floors(
+        self,
+        agent: Obj,
+        services: dict[str, Obj],
+        policy: PolicyInputs,
+        outcome: Outcome,
+        problems: list[agent_status.Problem],
+    ) -> dict[str, int]:
+        """Put each skill's warm floor on the Revisions serving it (floor.py: no rollout).
+
+        Returns service name -> floor for the Services whose serving Revisions all carry it.
+        """
+        meta = agent["metadata"]
+        namespace, key = meta["namespace"], (meta["namespace"], meta["name"])
+        if agent["spec"].get("warmPool") is None and not (agent.get("status") or {}).get(
+            "warmPool"
+        ):
+            # Never had a warm pool: Knative made its Revisions with the template's
+            # scaling.min, so there is nothing to read or set (no GET per Revision at start).
+            self.floors.pop(key, None)
+            return {}
+        known = self.floors.get(key, {})
+        seen: dict[str, int] = {}
+        applied: dict[str, int] = {}
+        for skill in agent["spec"]["skills"]:
+            service_name = agentspec.service_name(meta["name"], skill["name"])
+            wanted = policy.min_scale.get(skill["name"], 0)
+            revisions = serving_revisions(services.get(service_name))
+            for revision in revisions:
+                had: int | None = known.get(revision)
+                if had is None:
+                    current = self.kube.get(REVISION, namespace, revision)
+                    if current is None:  # replaced meanwhile: the Service's next event says by what
+                        continue
+                    had = floor_of(current)
+                if had != wanted:
+                    try:
+                        patched = self.kube.merge_patch(
+                            REVISION, namespace, revision, floor_patch(wanted)
+                        )
+                    except RejectedError as exc:
+                        problems.append(
+                            agent_status.Problem(
+                                agent_status.SKILLS_READY, "WarmFloorRejected", str(exc)
+                            )
+                        )
+                        continue
+                    if patched is None:
+                        continue
+                    outcome.changes.append(
+                        Change("Updated", REVISION.kind, revision, f"warm floor {had} -> {wanted}")
+                    )
+                seen[revision] = wanted
+            if revisions and all(r in seen for r in revisions):
+                applied[service_name] = wanted
+        self.floors[key] = seen
+        return applied
 
     def _broker_exists(self, namespace: str, broker: str) -> bool:
         """Whether the Broker exists; a yes is trusted for BROKER_TTL seconds (one GET, not N)."""

@@ -128,8 +128,13 @@ def compute(
     children: Mapping[ChildKind, Sequence[Obj]],
     problems: Sequence[Problem] = (),
     now: str = "1970-01-01T00:00:00Z",
+    floors: Mapping[str, int] | None = None,
 ) -> Obj:
-    """The status fields the reconciler owns, for `agent` with these live `children`."""
+    """The status fields the reconciler owns, for `agent` with these live `children`.
+
+    `floors`: service name -> the warm floor its serving Revisions carry (floor.py); a
+    Service without one reports its template's min-scale.
+    """
     meta, spec = agent["metadata"], agent["spec"]
     previous = agent.get("status") or {}
     services, triggers, pings = (_by_name(children, k) for k in (SERVICE, TRIGGER, PINGSOURCE))
@@ -147,7 +152,9 @@ def compute(
         url = ((ksvc or {}).get("status") or {}).get("url")
         if url:
             entry["url"] = url
-        if str(annotations.get(MIN_SCALE, "")).isdigit():
+        if floors and name in floors:
+            entry["minScale"] = floors[name]
+        elif str(annotations.get(MIN_SCALE, "")).isdigit():
             entry["minScale"] = int(annotations[MIN_SCALE])
         if ready.status != "True":
             entry["message"] = ready.message

@@ -456,6 +456,10 @@ def rbac_denials(log_text: str) -> list[str]:
         ("get", "brokers.eventing.knative.dev", True),
         ("create", "pingsources.sources.knative.dev", True),
         ("create", "events", True),
+        ("patch", "revisions.serving.knative.dev", True),  # the warm floor (floor.py)
+        ("create", "revisions.serving.knative.dev", False),
+        ("delete", "revisions.serving.knative.dev", False),
+        ("patch", "podautoscalers.autoscaling.internal.knative.dev", False),
         ("create", "leases.coordination.k8s.io", False),  # only in the release namespace
         ("update", "leases.coordination.k8s.io", False),
     ],

@@ -20,6 +20,7 @@ from rouse_operator.resources import children
 from rouse_operator.settings import Settings
 from rouse_testing.agents import base_agent
 from rouse_testing.operator import OperatorProcess, get_json, install_agent_crd, start_operator
+from rouse_testing.revisions import play_revision, revision_floor
 from rouse_testing.wait import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -379,21 +380,39 @@ def test_policy_decisions_in_status_reach_the_children(
 ) -> None:
     apply(cluster, ns, base_agent("policy"))
     wait_children_match(cluster, ns, "policy")
+    revision = play_revision(cluster, ns, "policy-triage")
+    ksvc = get_json(cluster, KINDS["Service"], "-n", ns, "policy-triage")
     status = {
         "warmPool": {"skills": [{"name": "triage", "minScale": 5, "reason": "cold starts 30%"}]}
     }
     cluster.kubectl("patch", "agents.rouse.dev", "policy", "-n", ns, "--subresource=status",
                     "--type=merge", "-p", json.dumps({"status": status}))  # fmt: skip
 
-    def min_scale() -> str:
-        ksvc = get_json(cluster, KINDS["Service"], "-n", ns, "policy-triage")
-        return str(
-            ksvc["spec"]["template"]["metadata"]["annotations"]["autoscaling.knative.dev/min-scale"]
-        )
+    def min_scale() -> str | None:
+        return revision_floor(cluster, ns, revision)
 
     wait_until(
         lambda: min_scale() == "2", timeout=30, what="min-scale 2 (5 clamped to warmPool.max)"
     )
+    # The floor went onto the Revision: the Service (its template) is untouched, so Knative
+    # would roll out nothing.
+    after = get_json(cluster, KINDS["Service"], "-n", ns, "policy-triage")
+    assert after["metadata"]["generation"] == ksvc["metadata"]["generation"]
+    assert after["spec"]["template"] == ksvc["spec"]["template"]
+    wait_until(
+        lambda: agent_status(cluster, ns, "policy")["skills"][0].get("minScale") == 2,
+        timeout=30,
+        what="status.skills[triage].minScale 2 (the floor on its Revision)",
+    )
+    # A later rollout (Knative made Revision 2 from the template's scaling.min): the
+    # reconciler puts the floor on the new Revision too.
+    second = play_revision(cluster, ns, "policy-triage", number=2)  # made with min-scale 0
+    wait_until(
+        lambda: revision_floor(cluster, ns, second) == "2",
+        timeout=30,
+        what="the floor re-applied to the new Revision",
+    )
+    revision = second
     status = {"budget": {"exhausted": True, "used": "100%"}}
     cluster.kubectl("patch", "agents.rouse.dev", "policy", "-n", ns, "--subresource=status",
                     "--type=merge", "-p", json.dumps({"status": status}))  # fmt: skip
@@ -405,7 +424,7 @@ def test_policy_decisions_in_status_reach_the_children(
         )
 
     wait_until(parked, timeout=30, what="the Trigger to point at the parking sink")
-    assert min_scale() == "0"
+    wait_until(lambda: min_scale() == "0", timeout=30, what="no warm floor while spent")
     wait_until(lambda: agent_status(cluster, ns, "policy").get("phase") == "Suspended", timeout=30,
                what="phase Suspended")  # fmt: skip
     assert (

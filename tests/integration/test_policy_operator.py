@@ -21,6 +21,7 @@ from rouse_testing.openai_server import FakeLLM, start_openai_server
 from rouse_testing.operator import OperatorProcess, get_json, install_agent_crd, start_operator
 from rouse_testing.parking import TEST_TOKEN, Parking, start_parking
 from rouse_testing.prometheus import PrometheusServer, prometheus_server
+from rouse_testing.revisions import play_revision, revision_floor
 from rouse_testing.runtime import HttpSink, start_runtime, start_sink
 from rouse_testing.wait import wait_until
 
@@ -161,12 +162,8 @@ def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
 
 
 def min_scale(cluster: Any, namespace: str, skill: str) -> str | None:
-    ksvc = get_json(cluster, "services.serving.knative.dev", "-n", namespace, f"{AGENT}-{skill}")
-    if ksvc is None:
-        return None
-    annotations = ksvc["spec"]["template"]["metadata"].get("annotations") or {}
-    value: str | None = annotations.get("autoscaling.knative.dev/min-scale")
-    return value
+    """The warm floor on the skill's Revision (made by `play_revision`)."""
+    return revision_floor(cluster, namespace, f"{AGENT}-{skill}-00001")
 
 
 def subscriber(cluster: Any, namespace: str, skill: str) -> dict[str, Any]:
@@ -228,7 +225,13 @@ def run_budget_story(
     prometheus, parking, _, ingress, llm = world
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(agent_manifest()))
     wait_until(
-        lambda: min_scale(cluster, namespace, "work") == "0", timeout=60, what="Service shop-work"
+        lambda: get_json(cluster, "ksvc", "-n", namespace, f"{AGENT}-work") is not None,
+        timeout=60,
+        what="Service shop-work",
+    )
+    play_revision(cluster, namespace, f"{AGENT}-work")
+    wait_until(
+        lambda: min_scale(cluster, namespace, "work") == "0", timeout=60, what="its Revision"
     )
 
     # Cold starts raise the warm pool of the skill that had them.

@@ -174,7 +174,7 @@ def test_knative_validate_is_not_a_rubber_stamp() -> None:
 def test_base_service_whole_object() -> None:
     """One case spelled out in full, so the contract is readable here too."""
     agent = cluster_agent(base_agent())
-    assert service.build(agent, agent["spec"]["skills"][0], SETTINGS, 0) == {
+    assert service.build(agent, agent["spec"]["skills"][0], SETTINGS) == {
         "apiVersion": "serving.knative.dev/v1",
         "kind": "Service",
         "metadata": {
@@ -331,6 +331,14 @@ def test_policy_inputs_clamp_and_park() -> None:
     assert policy_inputs(agent) == PolicyInputs(
         min_scale={"triage": 0, "digest": 0}, parked=False, exhausted=True
     )
+
+
+def test_warm_pool_decision_leaves_the_service_alone() -> None:
+    """A decision changes no Service: a new template would roll out a Revision."""
+    (base_ksvc, *_) = build("base")
+    (warm_ksvc, *_) = build("warm-pool-decision")
+    assert warm_ksvc == base_ksvc
+    assert policy_inputs(cluster_agent(CASES["warm-pool-decision"]())).min_scale["triage"] == 2
 
 
 def test_skipped_schedule_leaves_out_the_pingsource() -> None:

@@ -334,6 +334,11 @@ def test_cluster_role_lists_exactly_what_the_operator_uses() -> None:
         {"apiGroups": ["serving.knative.dev"], "resources": ["services"], "verbs": crud},
         {"apiGroups": ["eventing.knative.dev"], "resources": ["triggers"], "verbs": crud},
         {"apiGroups": ["sources.knative.dev"], "resources": ["pingsources"], "verbs": crud},
+        {
+            "apiGroups": ["serving.knative.dev"],
+            "resources": ["revisions"],
+            "verbs": ["get", "patch"],
+        },
         {"apiGroups": ["eventing.knative.dev"], "resources": ["brokers"], "verbs": ["get"]},
         {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
         {

@@ -153,7 +153,11 @@ def test_budget_spent_is_suspended_and_warm_counts_min_scale() -> None:
         "warmPool": {"skills": [{"name": "triage", "minScale": 2}]},
     }
     kids = live(children.desired(a, Settings()), dict.fromkeys(ALL, "True"))
-    status = compute(a, kids, now=T0)
+    # The floor is on the Revisions (floor.py), not the template: until the reconciler has
+    # put it there, status says the template's min-scale.
+    before = compute(a, kids, now=T0)
+    assert (before["warm"], before["skills"][0]["minScale"]) == (0, 0)
+    status = compute(a, kids, now=T0, floors={"triage-bot-triage": 2})
     assert (status["phase"], status["warm"], status["skills"][0]["minScale"]) == ("Ready", 2, 2)
     a["status"]["budget"]["exhausted"] = True
     assert compute(a, kids, now=T0)["phase"] == "Suspended"

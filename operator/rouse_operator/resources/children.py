@@ -21,9 +21,7 @@ def desired(
     """
     policy = policy or policy_inputs(agent)
     skills = agent["spec"]["skills"]
-    services = [
-        service.build(agent, s, settings, policy.min_scale.get(s["name"], 0)) for s in skills
-    ]
+    services = [service.build(agent, s, settings) for s in skills]
     triggers = [
         trigger.build(agent, s, i, settings, policy.parked)
         for s in skills

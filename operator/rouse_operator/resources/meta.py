@@ -39,6 +39,8 @@ TRIGGER = ChildKind("eventing.knative.dev", "v1", "triggers", "Trigger")
 PINGSOURCE = ChildKind("sources.knative.dev", "v1", "pingsources", "PingSource")
 CHILD_KINDS = (SERVICE, TRIGGER, PINGSOURCE)
 BROKER = ChildKind("eventing.knative.dev", "v1", "brokers", "Broker")
+# Knative makes these from a Service; Rouse only sets a skill's warm floor on them (floor.py).
+REVISION = ChildKind("serving.knative.dev", "v1", "revisions", "Revision")
 
 
 def labels(agent_name: str, skill_name: str) -> dict[str, str]:

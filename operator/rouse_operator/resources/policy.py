@@ -1,9 +1,9 @@
 """What the policies decided, as the builders read it from the Agent's status.
 
 The warm-pool policy writes `status.warmPool.skills[].minScale`; the budget policy
-writes `status.budget.exhausted`. The builders turn those into the Services'
-min-scale and the Triggers' subscriber, so the reconciler (the only writer of
-children) never fights the policies.
+writes `status.budget.exhausted`. The reconciler turns those into the min-scale on
+the skills' serving Revisions (floor.py) and the Triggers' subscriber, so it (the only
+writer of children) never fights the policies.
 """
 
 from __future__ import annotations

@@ -64,11 +64,15 @@ def env(agent: Manifest, skill: dict[str, Any], settings: Settings) -> list[dict
     return [e for e in rouse if e["name"] not in overridden] + user
 
 
-def revision_annotations(skill: dict[str, Any], min_scale: int) -> dict[str, str]:
-    """Autoscaling bounds and Prometheus scrape hints on the revision template."""
+def revision_annotations(skill: dict[str, Any]) -> dict[str, str]:
+    """Autoscaling bounds and Prometheus scrape hints on the revision template.
+
+    min-scale here is the spec's `scaling.min`, never the warm pool's: a change of the
+    template rolls out a Revision, so the warm floor goes onto the Revisions (floor.py).
+    """
     scaling = skill.get("scaling") or {}
     result = {
-        MIN_SCALE: str(min_scale),
+        MIN_SCALE: str(scaling.get("min", 0)),
         MAX_SCALE: str(scaling.get("max", 10)),
     }
     if scaling.get("target") is not None:
@@ -85,7 +89,7 @@ def revision_annotations(skill: dict[str, Any], min_scale: int) -> dict[str, str
     return result
 
 
-def build(agent: Manifest, skill: dict[str, Any], settings: Settings, min_scale: int) -> Manifest:
+def build(agent: Manifest, skill: dict[str, Any], settings: Settings) -> Manifest:
     """The skill's Knative Service, named <agent>-<skill>."""
     agent_name = agent["metadata"]["name"]
     timeout = int(skill.get("timeoutSeconds", 300))
@@ -104,7 +108,7 @@ def build(agent: Manifest, skill: dict[str, Any], settings: Settings, min_scale:
         "template": {
             "metadata": {
                 "labels": labels(agent_name, skill["name"]),
-                "annotations": revision_annotations(skill, min_scale),
+                "annotations": revision_annotations(skill),
             },
             "spec": {
                 # Skills never call the Kubernetes API: no token in the pod to steal.

@@ -1,9 +1,10 @@
 """Warm pool: how many instances of a skill to keep warm (`min-scale`).
 
-Every change of Knative's min-scale annotation rolls out a new Revision, so the
-policy moves rarely: it needs enough traffic before warming (hysteresis between
-the raise and idle thresholds), keeps a value for at least the minimum dwell
-time and never changes more than once per `window`. Only two things bypass that
+A change starts or stops pods (the operator puts min-scale on the Revisions, so
+it rolls out no new Revision; before issue 13 each change did), so the policy
+moves rarely: it needs enough traffic before warming (hysteresis between the
+raise and idle thresholds), keeps a value for at least the minimum dwell time
+and never changes more than once per `window`. Only two things bypass that
 rate limit, because both stop spending or obey the user: a budget that is
 nearly spent (drop to `scaling.min`) and a current value outside the spec's
 bounds. Without metrics (Prometheus gap) it holds: never flap to zero or max.
