@@ -134,10 +134,13 @@ def test_example_agent_makes_its_children(cluster: Any, ns: str, operator: Opera
         ("Service", "support-triage-digest"),
         ("Service", "support-triage-draft"),
         ("Service", "support-triage-escalate"),
+        ("Service", "support-triage-refund"),
         ("Service", "support-triage-triage"),
         ("Trigger", "support-triage-digest-0"),
         ("Trigger", "support-triage-draft-0"),
         ("Trigger", "support-triage-escalate-0"),
+        ("Trigger", "support-triage-refund-0"),
+        ("Trigger", "support-triage-refund-1"),
         ("Trigger", "support-triage-triage-0"),
     ]
     agent = get_json(cluster, "agents.rouse.dev", "-n", ns, "support-triage")
