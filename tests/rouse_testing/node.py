@@ -109,12 +109,32 @@ def event_display_log(running: Node, namespace: str) -> str:
     return running.kubectl("-n", namespace, "logs", "deployment/event-display").stdout
 
 
+DISPLAY_MARK = "☁️  cloudevents.Event"
+
+
+def display_events(running: Node, namespace: str) -> list[dict[str, Any]]:
+    """The event display's log as events in arrival order: attributes (extensions too) and
+    JSON data."""
+    events = []
+    for block in event_display_log(running, namespace).split(DISPLAY_MARK)[1:]:
+        head, _, data = block.partition("\nData,\n")
+        attributes = {}
+        for line in head.splitlines():
+            name, sep, value = line.strip().partition(": ")
+            if sep and line.startswith("  ") and not line.startswith("    "):
+                attributes[name] = value
+        attributes["data"] = json.loads(data) if data.strip() else None
+        events.append(attributes)
+    return events
+
+
 def send(
     broker: PortForward,
     namespace: str,
     event_type: str,
     data: dict[str, Any],
     event_id: str | None = None,
+    extensions: Mapping[str, str] | None = None,
 ) -> str:
     """POST a binary-mode CloudEvent to the namespace's broker through the ingress; its id."""
     event_id = event_id or f"test-{uuid.uuid4().hex[:8]}"
@@ -126,6 +146,7 @@ def send(
             "ce-type": event_type,
             "ce-source": "/tests/e2e_cluster",
             "content-type": "application/json",
+            **{f"ce-{name}": value for name, value in (extensions or {}).items()},
         },
         json=data,
         timeout=30,
