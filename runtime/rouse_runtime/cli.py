@@ -317,6 +317,7 @@ def _add_deadletters(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     listing.add_argument("--pending", action="store_true", help="only those not replayed yet")
     listing.add_argument("--json", action="store_true", help="print JSON")
+    add_cluster_options(listing)
     listing.set_defaults(handler=_deadletters_list)
     replay = actions.add_parser(
         "replay", help="deliver a dead letter to its skill again (needs rouse dev)"
@@ -327,12 +328,15 @@ def _add_deadletters(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     replay.add_argument("--timeout", type=float, default=120.0)
     _broker_arg(replay)
+    add_cluster_options(replay, replay=True)
     replay.set_defaults(handler=_deadletters_replay)
 
 
 def _deadletters_list(args: argparse.Namespace) -> int:
     from rouse_runtime.local.deadletters import FILE_NAME, DeadLetterStore
 
+    if args.cluster:
+        return cluster_list(args)
     if not (args.state_dir / FILE_NAME).exists():
         print(f"no dead letters (no store at {args.state_dir / FILE_NAME})")
         return 0
@@ -353,6 +357,8 @@ def _deadletters_list(args: argparse.Namespace) -> int:
 
 
 def _deadletters_replay(args: argparse.Namespace) -> int:
+    if args.cluster:
+        return cluster_replay(args)
     broker = args.broker.rstrip("/")
     response = _post_to_broker("rouse deadletters replay", broker, f"/deadletters/{args.id}/replay")
     if response is None:
@@ -375,6 +381,11 @@ def _deadletters_replay(args: argparse.Namespace) -> int:
 # -- entry point -----------------------------------------------------------------------------
 
 from rouse_runtime.parking.cli import add_parked  # noqa: E402 - the parking service's subcommand
+from rouse_runtime.parking.deadletters import (  # noqa: E402 - a cluster's dead letters
+    add_cluster_options,
+    cluster_list,
+    cluster_replay,
+)
 
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     _add_dev,
