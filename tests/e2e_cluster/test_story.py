@@ -11,8 +11,8 @@ be staged. Its answer is not the JSON triage asks for, so triage keeps its keywo
 chain is the one `rouse dev` shows.
 
 Each test names what it counts at the display, in the skills' logs and at the parking service
-(Knative's dead-letter sink); dead letters are inspected and replayed with `rouse parked`, the
-user's command, through a port-forward with the chart's token.
+(Knative's dead-letter sink); dead letters are inspected and replayed with `rouse deadletters
+--cluster`, the user's command, through a port-forward with the chart's token.
 """
 
 from __future__ import annotations
@@ -211,11 +211,10 @@ def parking_token(running: Node) -> str:
 
 
 def dead_letters(parking: PortForward, namespace: str) -> list[dict[str, Any]]:
-    """`rouse parked list --kind dead-letter --json` for the story's namespace."""
+    """`rouse deadletters list --cluster --json` for the story's namespace."""
     listed = rouse_cli(
-        "parked", "list", "--kind", "dead-letter", "--namespace", namespace, "--json",
-        parking=parking,
-    )  # fmt: skip
+        "deadletters", "list", "--cluster", "--namespace", namespace, "--json", parking=parking
+    )
     assert listed.returncode == 0, listed.stderr
     letters: list[dict[str, Any]] = json.loads(listed.stdout)
     return letters
@@ -355,8 +354,11 @@ def test_a_bad_ticket_is_retried_with_backoff_then_dead_lettered(
     assert letter["skill"] == "triage", letter
     event = letter["event"]
     assert event["knativeerrorcode"] == "500", event
-    reason = json.loads(base64.b64decode(event["knativeerrordata"]))
-    assert reason["detail"] == "BadTicketError: ticket is missing subject, body", reason
+    answer = json.loads(base64.b64decode(event["knativeerrordata"]))
+    assert answer["detail"] == "BadTicketError: ticket is missing subject, body", answer
+    assert letter["reason"] == (
+        "HTTP 500: skill failed: BadTicketError: ticket is missing subject, body"
+    ), letter
     # The triage delivery spec: retries 2, exponential from PT1S: three attempts, spaced apart.
     attempts = sorted(
         datetime.fromisoformat(line["time"])
@@ -370,11 +372,10 @@ def test_a_bad_ticket_is_retried_with_backoff_then_dead_lettered(
     # Replayed by hand it fails again: the command says so and the letter stays.
     token = parking_token(real_node)
     replay = rouse_cli(
-        "parked", "replay", story, AGENT, "--kind", "dead-letter", "--id", str(letter["id"]),
-        parking=parking, token=token,
-    )  # fmt: skip
+        "deadletters", "replay", str(letter["id"]), "--cluster", parking=parking, token=token
+    )
     assert replay.returncode == 1, replay.stdout + replay.stderr
-    assert "refused" in replay.stderr and "500" in replay.stderr, replay.stderr
+    assert "not delivered, kept" in replay.stderr and "500" in replay.stderr, replay.stderr
     assert letter_of(parking, story, event_id) is not None
     dropped = rouse_cli(
         "parked", "drop", story, AGENT, "--kind", "dead-letter", "--id", str(letter["id"]),
@@ -408,11 +409,11 @@ def test_dead_letters_of_a_model_outage_are_replayed_when_it_is_back(
     real_node.kubectl("-n", story, "scale", MODEL_DEPLOYMENT, "--replicas=1")
     real_node.kubectl("-n", story, "rollout", "status", MODEL_DEPLOYMENT, "--timeout=120s")
     replay = rouse_cli(
-        "parked", "replay", story, AGENT, "--kind", "dead-letter", "--id", str(letter["id"]),
+        "deadletters", "replay", str(letter["id"]), "--cluster",
         parking=parking, token=parking_token(real_node),
     )  # fmt: skip
     assert replay.returncode == 0, replay.stdout + replay.stderr
-    assert replay.stdout.strip().startswith("replayed 1 event(s), removed 1"), replay.stdout
+    assert replay.stdout.startswith(f"replayed dead letter {letter['id']} "), replay.stdout
     seen = wait_display(real_node, story, ticket["id"], TRIAGED, DRAFTED)
     assert seen == {CREATED: 1, TRIAGED: 1, DRAFTED: 1}, seen
     assert letter_of(parking, story, event_id) is None
