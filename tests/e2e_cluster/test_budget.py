@@ -33,8 +33,8 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from rouse_testing.model_pod import model_manifests, model_url
-from rouse_testing.node import Node, PortForward, condition, display_events, script, send
+from rouse_testing.cluster import REPO_ROOT
+from rouse_testing.node import Node, PortForward, condition, event_display_log, script, send
 from rouse_testing.wait import wait_until
 
 ROUSE_NAMESPACE = "rouse-system"
@@ -51,6 +51,7 @@ PARKED_WHILE_SUSPENDED = 6
 MODEL = "gpt-4o-mini"  # priced by genai-prices: cost is counted too
 MODEL_ANSWER = json.dumps({"category": "bug", "priority": "high"})  # never urgent: no escalation
 EVAL_INTERVAL = 5
+DISPLAY_MARK = "☁️  cloudevents.Event"
 
 
 @pytest.fixture(scope="module")
@@ -74,19 +75,78 @@ def parking(real_node: Node, rouse: str) -> Iterator[PortForward]:
         yield forward
 
 
+def model_manifests() -> list[dict[str, Any]]:
+    """The OpenAI-protocol server as a restricted pod of the runtime image, and its Service."""
+    labels = {"app": "model"}
+    restricted = {
+        "allowPrivilegeEscalation": False,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    source = (REPO_ROOT / "tests" / "rouse_testing" / "openai_server.py").read_text()
+    args = [
+        "python", "/srv/openai_server.py", "--host", "0.0.0.0", "--port", "8080",
+        "--prompt-tokens", str(PROMPT_TOKENS), "--completion-tokens", str(COMPLETION_TOKENS),
+        "--content", MODEL_ANSWER,
+    ]  # fmt: skip
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "model"},
+            "data": {"openai_server.py": source},
+        },
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "model", "labels": labels},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "securityContext": {"runAsNonRoot": True, "runAsUser": 65532},
+                        "containers": [
+                            {
+                                "name": "model",
+                                "image": "ghcr.io/rouse-dev/rouse-runtime:0.1.0",
+                                "imagePullPolicy": "IfNotPresent",
+                                "command": args,
+                                "ports": [{"containerPort": 8080}],
+                                "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},
+                                "securityContext": restricted,
+                                "volumeMounts": [{"name": "src", "mountPath": "/srv"}],
+                            }
+                        ],
+                        "volumes": [{"name": "src", "configMap": {"name": "model"}}],
+                    },
+                },
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "model"},
+            "spec": {"selector": labels, "ports": [{"port": 80, "targetPort": 8080}]},
+        },
+    ]
+
+
 @pytest.fixture(scope="module")
 def triage(real_node: Node, rouse: str) -> Iterator[str]:
     """examples/support-triage by example.sh (its rule-based chain asserted), then given a model
     and a daily token budget that a handful of tickets spend, `onExhausted: park`."""
     namespace = f"budget-{uuid.uuid4().hex[:6]}"
     script(real_node, "example.sh", "--namespace", namespace, "--agent", AGENT, "--assert")
-    real_node.apply(model_manifests(PROMPT_TOKENS, COMPLETION_TOKENS, MODEL_ANSWER), namespace)
+    real_node.apply(model_manifests(), namespace)
     real_node.kubectl("-n", namespace, "rollout", "status", "deployment/model", "--timeout=120s")
     agent = real_node.get("agent", AGENT, namespace)
     assert agent is not None
     env = [
         *agent["spec"]["env"],
-        {"name": "ROUSE_LLM_BASE_URL", "value": model_url(namespace)},
+        {"name": "ROUSE_LLM_BASE_URL", "value": f"http://model.{namespace}.svc.cluster.local/v1"},
         {"name": "ROUSE_LLM_MODEL", "value": MODEL},
     ]
     # Without its warm pool: the example's weekday schedule (min 1 from 08:00 UTC) would roll new
@@ -118,6 +178,21 @@ def all_skills_serve(running: Node, namespace: str, env_name: str) -> bool:
         if condition(ksvc, "Ready")["status"] != "True":
             return False
     return bool(services)
+
+
+def display_events(running: Node, namespace: str) -> list[dict[str, Any]]:
+    """The event display's log as events in arrival order: attributes and JSON data."""
+    events = []
+    for block in event_display_log(running, namespace).split(DISPLAY_MARK)[1:]:
+        head, _, data = block.partition("\nData,\n")
+        attributes = {}
+        for line in head.splitlines():
+            name, sep, value = line.strip().partition(": ")
+            if sep and line.startswith("  ") and not line.startswith("    "):
+                attributes[name] = value
+        attributes["data"] = json.loads(data) if data.strip() else None
+        events.append(attributes)
+    return events
 
 
 def ticket_id(event: dict[str, Any]) -> str | None:
