@@ -256,6 +256,12 @@ def test_tickets_walk_triage_draft_escalate_through_the_broker(
     assert events[(normal["id"], TRIAGED)]["data"]["priority"] == "low"
     assert events[(urgent["id"], DRAFTED)]["data"]["method"] == "model"
     print(f"\nchain: urgent {dict(seen_urgent)}, low {dict(seen_normal)}")
+    print(real_node.kubectl("-n", story, "get", "agent", AGENT).stdout)
+    print(
+        real_node.kubectl(
+            "-n", story, "get", "ksvc,pingsource", "-l", f"rouse.dev/agent={AGENT}"
+        ).stdout
+    )
 
 
 def test_the_schedule_fires_through_a_real_pingsource(real_node: Node, story: str) -> None:
@@ -376,13 +382,15 @@ def test_a_bad_ticket_is_retried_with_backoff_then_dead_lettered(
     )
     assert replay.returncode == 1, replay.stdout + replay.stderr
     assert "not delivered, kept" in replay.stderr and "500" in replay.stderr, replay.stderr
-    assert letter_of(parking, story, event_id) is not None
+    listed = rouse_cli("deadletters", "list", "--cluster", "--namespace", story, parking=parking)
+    assert f"id={event_id}" in listed.stdout, listed.stdout
     dropped = rouse_cli(
         "parked", "drop", story, AGENT, "--kind", "dead-letter", "--id", str(letter["id"]),
         parking=parking, token=token,
     )  # fmt: skip
     assert dropped.returncode == 0 and dropped.stdout.strip() == "dropped 1 event(s)", dropped
     print(f"\nbad ticket: {len(attempts)} attempts, gaps {[round(g, 2) for g in gaps]} s")
+    print(f"{listed.stdout}{replay.stderr}{dropped.stdout}")
 
 
 def test_dead_letters_of_a_model_outage_are_replayed_when_it_is_back(
@@ -417,7 +425,7 @@ def test_dead_letters_of_a_model_outage_are_replayed_when_it_is_back(
     seen = wait_display(real_node, story, ticket["id"], TRIAGED, DRAFTED)
     assert seen == {CREATED: 1, TRIAGED: 1, DRAFTED: 1}, seen
     assert letter_of(parking, story, event_id) is None
-    print(f"\nmodel outage: dead-lettered, replayed once; display {dict(seen)}")
+    print(f"\nmodel outage: dead-lettered, replayed once; display {dict(seen)}\n{replay.stdout}")
 
 
 def test_every_skill_scales_back_to_zero(real_node: Node, story: str) -> None:
