@@ -429,6 +429,14 @@ def test_dead_letters_of_a_model_outage_are_replayed_when_it_is_back(
 
 
 def test_every_skill_scales_back_to_zero(real_node: Node, story: str) -> None:
+    # The example's own schedule again: a tick a minute would wake digest every minute.
+    agent = real_node.get("agent", AGENT, story)
+    assert agent is not None
+    digest = [s["name"] for s in agent["spec"]["skills"]].index("digest")
+    patch = [
+        {"op": "replace", "path": f"/spec/skills/{digest}/schedule/cron", "value": "*/5 * * * *"}
+    ]
+    real_node.kubectl("-n", story, "patch", "agent", AGENT, "--type=json", "-p", json.dumps(patch))
     wait_until(
         lambda: not real_node.items("pods", story, f"rouse.dev/agent={AGENT}"),
         timeout=300,
