@@ -53,11 +53,12 @@ REFUND_REQUESTED, REFUND_APPROVED, REFUND_ISSUED = (
     "com.example.refund.issued",
 )
 RUN = uuid.uuid4().hex[:4]
-STARTED = time.monotonic()
+MARKS: dict[str, float] = {}  # when each stage of the story began (time.monotonic())
 
 
 @pytest.fixture(scope="module")
 def rouse(real_node: Node) -> str:
+    MARKS["chart"] = time.monotonic()
     script(real_node, "deploy.sh", "--namespace", ROUSE_NAMESPACE)
     return ROUSE_NAMESPACE
 
@@ -79,6 +80,7 @@ def story(real_node: Node, rouse: str) -> Iterator[str]:
     """The example installed by example.sh (which asserts its own urgent ticket's chain), then
     the test's changes: a schedule every minute, no warm pool, a model."""
     namespace = f"story-{RUN}"
+    MARKS["example"] = time.monotonic()
     script(real_node, "example.sh", "--namespace", namespace, "--agent", AGENT, "--assert")
     real_node.apply(model_manifests(10, 5, MODEL_REPLY), namespace)
     real_node.kubectl("-n", namespace, "rollout", "status", MODEL_DEPLOYMENT, "--timeout=120s")
@@ -100,6 +102,7 @@ def story(real_node: Node, rouse: str) -> Iterator[str]:
         interval=2,
         what="every skill's latest Revision (with the model settings) Ready",
     )
+    MARKS["tickets"] = time.monotonic()
     yield namespace
     real_node.delete_namespace(namespace)
 
@@ -452,7 +455,9 @@ def test_every_skill_scales_back_to_zero(real_node: Node, story: str) -> None:
         str(e.get("type")) for e in display_events(real_node, story)
     )  # fmt: skip
     print(
-        f"\nstory on the node: {time.monotonic() - STARTED:.0f} s from chart install to all skills "
-        f"at zero; pods scheduled per skill (revisions included) {dict(sorted(scheduled.items()))}; "
+        f"\nstory on the node: {time.monotonic() - MARKS['chart']:.0f} s from chart install to all "
+        f"skills at zero (chart {MARKS['example'] - MARKS['chart']:.0f} s, example.sh and the "
+        f"model settings rolled out {MARKS['tickets'] - MARKS['example']:.0f} s, tickets to zero "
+        f"{time.monotonic() - MARKS['tickets']:.0f} s); pods scheduled per skill (revisions included) {dict(sorted(scheduled.items()))}; "
         f"events at the display by type {dict(sorted(every.items()))}"
     )
