@@ -167,7 +167,7 @@ def skill_log(running: Node, namespace: str, skill: str) -> dict[str, list[dict[
     lines: dict[str, list[dict[str, Any]]] = {}
     for pod in skill_pods(running, namespace, skill):
         out = running.kubectl(
-            "-n", namespace, "logs", pod, "-c", "user-container", check=False
+            "-n", namespace, "logs", pod, "-c", "skill", check=False
         ).stdout
         lines[pod] = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     return lines
