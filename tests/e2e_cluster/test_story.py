@@ -163,12 +163,12 @@ def skill_pods(running: Node, namespace: str, skill: str) -> list[str]:
 
 
 def skill_log(running: Node, namespace: str, skill: str) -> dict[str, list[dict[str, Any]]]:
-    """The JSON log lines of each live pod of the skill (the runtime's and the skill's own)."""
+    """The JSON log lines of each pod of the skill (the runtime's and the skill's own), the
+    terminating ones too while they last."""
     lines: dict[str, list[dict[str, Any]]] = {}
-    for pod in skill_pods(running, namespace, skill):
-        out = running.kubectl(
-            "-n", namespace, "logs", pod, "-c", "skill", check=False
-        ).stdout
+    selector = f"serving.knative.dev/service={AGENT}-{skill}"
+    for pod in (p["metadata"]["name"] for p in running.items("pods", namespace, selector)):
+        out = running.kubectl("-n", namespace, "logs", pod, "-c", "skill", check=False).stdout
         lines[pod] = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     return lines
 
