@@ -156,18 +156,21 @@ def wait_display(running: Node, namespace: str, ticket: str, *types: str) -> Cou
     return found
 
 
-def skill_pods(running: Node, namespace: str, skill: str) -> list[str]:
-    """Names of the skill's pods that are not terminating."""
+def skill_pods(running: Node, namespace: str, skill: str, terminating: bool = False) -> list[str]:
+    """Names of the skill's pods (those terminating only when asked)."""
     pods = running.items("pods", namespace, f"serving.knative.dev/service={AGENT}-{skill}")
-    return [p["metadata"]["name"] for p in pods if not p["metadata"].get("deletionTimestamp")]
+    return [
+        p["metadata"]["name"]
+        for p in pods
+        if terminating or not p["metadata"].get("deletionTimestamp")
+    ]
 
 
 def skill_log(running: Node, namespace: str, skill: str) -> dict[str, list[dict[str, Any]]]:
     """The JSON log lines of each pod of the skill (the runtime's and the skill's own), the
     terminating ones too while they last."""
     lines: dict[str, list[dict[str, Any]]] = {}
-    selector = f"serving.knative.dev/service={AGENT}-{skill}"
-    for pod in (p["metadata"]["name"] for p in running.items("pods", namespace, selector)):
+    for pod in skill_pods(running, namespace, skill, terminating=True):
         out = running.kubectl("-n", namespace, "logs", pod, "-c", "skill", check=False).stdout
         lines[pod] = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     return lines
@@ -298,14 +301,13 @@ def test_an_approval_resumes_the_suspended_refund_once_in_a_new_pod(
         interval=1,
         what="the refund skill suspended on the ticket",
     )
-    pods_before = set(skill_pods(real_node, story, "refund"))
+    pods_before = set(skill_pods(real_node, story, "refund", terminating=True))
     assert pods_before >= {pod for pod, _ in suspended}
 
     # Waiting holds no pod: the skill scales to zero while nobody has approved yet.
     def at_zero() -> bool:
-        pods = skill_pods(real_node, story, "refund")
-        pods_before.update(pods)
-        return not pods
+        pods_before.update(skill_pods(real_node, story, "refund", terminating=True))
+        return not skill_pods(real_node, story, "refund")
 
     wait_until(at_zero, timeout=240, interval=1, what="the waiting refund skill at zero pods")
     assert at_display(real_node, story, ticket["id"])[REFUND_ISSUED] == 0
