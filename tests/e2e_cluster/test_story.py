@@ -311,12 +311,13 @@ def test_an_approval_resumes_the_suspended_refund_once_in_a_new_pod(
 
     wait_until(at_zero, timeout=240, interval=1, what="the waiting refund skill at zero pods")
     assert at_display(real_node, story, ticket["id"])[REFUND_ISSUED] == 0
-    scaled_down = time.monotonic()
 
     approval = {"by": "lead@example.com"}
+    approved = time.monotonic()
     send(broker, story, REFUND_APPROVED, approval, event_id=f"approve-{ticket['id']}-1",
          extensions={"rousekey": ticket["id"]})  # fmt: skip
-    seen = wait_display(real_node, story, ticket["id"], REFUND_ISSUED)
+    wait_display(real_node, story, ticket["id"], REFUND_ISSUED)
+    answered = time.monotonic() - approved
     resumed = wait_until(
         lambda: logged(real_node, story, "refund", "resumed", wait_key=ticket["id"]),
         timeout=60,
@@ -345,9 +346,10 @@ def test_an_approval_resumes_the_suspended_refund_once_in_a_new_pod(
     )  # fmt: skip
     assert issued["approvedBy"] == approval["by"]
     print(
-        f"\napproval: suspended in {sorted(pods_before)}, at zero "
-        f"{time.monotonic() - scaled_down:.0f} s before the approval was answered... resumed once "
-        f"in {new_pod} after {issued['waitedSeconds']} s; display: {dict(seen)}"
+        f"\napproval: suspended in {sorted(pods_before)}, the skill at zero pods; the approval "
+        f"resumed it once in the new pod {new_pod}, refund.issued at the display "
+        f"{answered:.1f} s after it was sent (waited {issued['waitedSeconds']} s); "
+        f"display {dict(seen)}"
     )
 
 
