@@ -13,6 +13,14 @@ chain is the one `rouse dev` shows.
 Each test names what it counts at the display, in the skills' logs and at the parking service
 (Knative's dead-letter sink); dead letters are inspected and replayed with `rouse deadletters
 --cluster`, the user's command, through a port-forward with the chart's token.
+
+What would make them fail (reasoned from the code paths, not each staged on the node): waiting
+records kept in the pod (a SQLite file instead of the chart's Redis) leave nothing for the new
+pod, which answers the approval as an ordinary event: no refund.issued; a suspension that held
+its request open keeps the refund pod up: never at zero; a Trigger without the skill's delivery
+spec tries once, not three times, and without its dead-letter sink nothing reaches the parking
+service; a replay sent into the broker instead of to the skill shows `created` twice at the
+display; a second resume shows a second refund.issued.
 """
 
 from __future__ import annotations
