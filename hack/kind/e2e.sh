@@ -9,8 +9,8 @@ usage() {
   cat <<USAGE
 Usage: $(basename "$0") [--name NAME] [--down]
 
-Run kind-up, knative, images, deploy and example --assert (hello, then
-support-triage) against the kind cluster NAME, then check that the operator
+Run kind-up, knative, images, deploy and example --assert (hello,
+support-triage, then tools with its MCP server) against the kind cluster NAME, then check that the operator
 reports the agents Ready and that every skill pod runs in a namespace enforcing
 the restricted Pod Security Standard. Fails at the first step that fails.
 
@@ -47,9 +47,10 @@ namespace=rouse-e2e-demo
 "$here/deploy.sh" --name "$name"
 "$here/example.sh" --name "$name" --namespace "$namespace" --agent hello --assert
 "$here/example.sh" --name "$name" --namespace "$namespace" --agent support-triage --assert
+"$here/example.sh" --name "$name" --namespace "$namespace" --agent tools --assert
 
 kc=(kubectl --context "kind-$name")
-for agent in hello support-triage; do
+for agent in hello support-triage tools; do
   phase="$("${kc[@]}" -n "$namespace" get agent "$agent" -o jsonpath='{.status.phase}')"
   [ "$phase" = Ready ] || die "agent $agent is in phase '$phase', expected Ready"
 done

@@ -20,13 +20,16 @@ Agents and what they answer:
   hello           dev.rouse.hello -> dev.rouse.hello.greeted
   support-triage  com.example.ticket.created -> ticket.triaged -> reply.drafted,
                   and (urgent ticket) ticket.urgent -> ticket.escalated
+  tools           com.example.note.submitted -> com.example.note.filed, through the
+                  example's MCP notes server (a Deployment + Service 'notes' of the same
+                  image, its token in Secret notes-token, made here)
 
 Options:
   --name NAME        act on the kind cluster NAME (context kind-NAME)
   --context CTX      act on kubeconfig context CTX (default: kubectl's current context,
                      which 'kind create cluster' and the real node's KUBECONFIG both set)
   --namespace NS     namespace of the example (default: rouse-demo)
-  --agent AGENT      hello or support-triage (default: hello)
+  --agent AGENT      hello, support-triage or tools (default: hello)
   --tag TAG          tag of the example image built by images.sh (default: $ROUSE_TAG)
   --release-namespace NS  namespace of the Rouse release (default: rouse-system)
   --assert           exit non-zero unless every expected event type is seen
@@ -74,7 +77,12 @@ case "$agent" in
     event_data='{"id": "T-1", "subject": "Site down", "body": "Checkout returns 500 for everyone", "customer": "Ada"}'
     expected=(com.example.ticket.triaged com.example.reply.drafted com.example.ticket.urgent com.example.ticket.escalated)
     ;;
-  *) usage_error "unknown agent '$agent' (hello or support-triage)" ;;
+  tools)
+    event_type=com.example.note.submitted
+    event_data='{"text": "call Ada back"}'
+    expected=(com.example.note.filed)
+    ;;
+  *) usage_error "unknown agent '$agent' (hello, support-triage or tools)" ;;
 esac
 
 need kubectl curl python3
@@ -140,8 +148,55 @@ YAML
 "${kc[@]}" "${ns[@]}" rollout status deployment/event-display --timeout="${timeout}s"
 "${kc[@]}" "${ns[@]}" wait --for=condition=Ready trigger/event-display --timeout="${timeout}s"
 
+image="ghcr.io/rouse-dev/examples-$agent:$tag"
+tools_url=""
+if [ "$agent" = tools ]; then
+  # The MCP server the agent's skills call, from the same image; the token only in a Secret.
+  log "notes MCP server (Deployment + Service notes, Secret notes-token)"
+  if ! "${kc[@]}" "${ns[@]}" get secret notes-token >/dev/null 2>&1; then
+    token="$(python3 -c 'import secrets; print(secrets.token_hex(16))')"
+    "${kc[@]}" "${ns[@]}" create secret generic notes-token \
+      --from-literal=token="$token" --from-literal=authorization="Bearer $token" >/dev/null
+  fi
+  "${kc[@]}" "${ns[@]}" apply -f - <<YAML
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: notes, labels: {app: notes}}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: notes}}
+  template:
+    metadata: {labels: {app: notes}}
+    spec:
+      automountServiceAccountToken: false
+      securityContext: {runAsNonRoot: true, runAsUser: 65532, seccompProfile: {type: RuntimeDefault}}
+      containers:
+      - name: notes
+        image: $image
+        imagePullPolicy: IfNotPresent
+        workingDir: /app
+        command: [python, -m, notes.server, --host, 0.0.0.0, --port, "8080"]
+        env:
+        - name: NOTES_TOKEN
+          valueFrom: {secretKeyRef: {name: notes-token, key: token}}
+        ports: [{containerPort: 8080}]
+        readinessProbe: {tcpSocket: {port: 8080}}
+        securityContext: $restricted
+---
+apiVersion: v1
+kind: Service
+metadata: {name: notes}
+spec:
+  selector: {app: notes}
+  ports: [{port: 80, targetPort: 8080}]
+YAML
+  "${kc[@]}" "${ns[@]}" rollout status deployment/notes --timeout="${timeout}s"
+  tools_url="http://notes.$namespace.svc.cluster.local/mcp"
+fi
+
 log "agent $agent"
-sed "s#\(image: ghcr.io/rouse-dev/examples-$agent\):[^[:space:]]*#\1:$tag#" \
+sed -e "s#\(image: ghcr.io/rouse-dev/examples-$agent\):[^[:space:]]*#\1:$tag#" \
+  -e "${tools_url:+s#url: http://127.0.0.1:8765/mcp#url: $tools_url#}" \
   "$ROUSE_ROOT/examples/$agent/agent.yaml" | "${kc[@]}" "${ns[@]}" apply -f -
 "${kc[@]}" "${ns[@]}" wait --for=condition=Ready "agent/$agent" --timeout="${timeout}s"
 "${kc[@]}" "${ns[@]}" get agent "$agent"

@@ -67,7 +67,8 @@ when its content key changes: the files its Dockerfile copies, its binary's sha2
 Commands:
   build    build what is missing or changed:
              $BASE_IMAGE  mmdebstrap minbase + python3, pip, venv, CA certificates
-             $RUNTIME_IMAGE, rouse-operator, examples-hello, examples-support-triage
+             $RUNTIME_IMAGE, rouse-operator, examples-hello, examples-support-triage,
+                 examples-tools
                  from runtime/, operator/, examples/*/Dockerfile, unmodified (buildah bud)
              each "<image-ref> <binary>" of \$NODE_CACHE/manifests/images.txt, and
              ${EXTRA_BINARY_IMAGES[*]%% *}:
@@ -197,7 +198,7 @@ dockerfile_images() {
   printf '%s %s %s %s %s\n' \
     "$RUNTIME_IMAGE" runtime/Dockerfile . "$BASE_IMAGE" "PYTHON_IMAGE=$BASE_IMAGE" \
     "$ROUSE_REGISTRY/rouse-operator:$ROUSE_TAG" operator/Dockerfile . "$BASE_IMAGE" "PYTHON_IMAGE=$BASE_IMAGE"
-  for example in hello support-triage; do
+  for example in hello support-triage tools; do
     printf '%s %s %s %s %s\n' "$ROUSE_REGISTRY/examples-$example:$ROUSE_TAG" \
       "examples/$example/Dockerfile" "examples/$example" "$RUNTIME_IMAGE" "RUNTIME_IMAGE=$RUNTIME_IMAGE"
   done

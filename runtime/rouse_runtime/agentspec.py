@@ -34,6 +34,7 @@ from rouse_runtime.envnames import ENV_REPLY_TYPE as ENV_REPLY_TYPE
 from rouse_runtime.envnames import ENV_SKILL as ENV_SKILL
 from rouse_runtime.envnames import ENV_STATE_URL as ENV_STATE_URL
 from rouse_runtime.envnames import ENV_TIMEOUT_SECONDS as ENV_TIMEOUT_SECONDS
+from rouse_runtime.tools.spec import ENV_TOOLS, tools_env
 
 Agent = dict[str, Any]
 Skill = dict[str, Any]
@@ -103,6 +104,8 @@ def skill_env(agent: Agent, skill: Skill, broker_url: str) -> dict[str, str]:
         ENV_TIMEOUT_SECONDS: skill.get("timeoutSeconds"),
     }
     env.update({name: str(value) for name, value in limits.items() if value is not None})
+    if spec.get("tools"):  # header values are not in it: see tools.spec.header_refs
+        env[ENV_TOOLS] = tools_env(spec["tools"])
     return env
 
 

@@ -34,6 +34,7 @@ from rouse_runtime.envnames import (
 )
 from rouse_runtime.redact import redact
 from rouse_runtime.scope import DEFAULT_NAMESPACE, DNS_LABEL, Scope
+from rouse_runtime.tools.spec import ToolsConfigError, ToolServer, parse_tools
 
 DEFAULT_PORT = 8080
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
@@ -88,6 +89,7 @@ class Config:
     llm_prices: Mapping[str, Price] = field(default_factory=dict)
     log_level: str = "INFO"
     namespace: str = DEFAULT_NAMESPACE
+    tools: Mapping[str, ToolServer] = field(default_factory=dict)  # spec.tools (ROUSE_TOOLS)
 
     @property
     def scope(self) -> Scope:
@@ -186,6 +188,13 @@ def _namespace(env: Mapping[str, str]) -> str:
     return namespace
 
 
+def _tools(env: Mapping[str, str]) -> dict[str, ToolServer]:
+    try:
+        return parse_tools(env)
+    except ToolsConfigError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def load_config(env: Mapping[str, str]) -> Config:
     """Read the env contract; raise ConfigError naming the first bad variable."""
     handler = env.get(ENV_HANDLER, "").strip()
@@ -224,4 +233,5 @@ def load_config(env: Mapping[str, str]) -> Config:
         llm_prices=parse_prices(env.get(ENV_LLM_PRICES, "")),
         log_level=level,
         namespace=_namespace(env),
+        tools=_tools(env),
     )

@@ -29,6 +29,9 @@ if TYPE_CHECKING:
     import httpx
 
     from rouse_runtime.llm import LLMClient, SpendRecorder
+    from rouse_runtime.tools.approval import Decision
+    from rouse_runtime.tools.calls import ToolCallObserver, Tools
+    from rouse_runtime.tools.client import Connections
 
 T = TypeVar("T")
 
@@ -78,8 +81,9 @@ class Context:
     resumes a skill that suspended with `wait_for` (see suspend.py).
     """
 
-    # A class attribute: invocations that resume nothing pay nothing for it.
+    # Class attributes: invocations that resume nothing pay nothing for them.
     resumed: Resumed | None = None
+    tool_decision: Decision | None = None  # the answer to a tool approval (tools/approval.py)
 
     def __init__(
         self,
@@ -92,6 +96,8 @@ class Context:
         http: Callable[[], httpx.AsyncClient],
         loop: asyncio.AbstractEventLoop,
         record_spend: SpendRecorder | None = None,
+        connections: Callable[[], Connections] | None = None,
+        tool_observers: tuple[ToolCallObserver, ...] = (),
     ) -> None:
         self.event = event
         self.config = config
@@ -105,12 +111,23 @@ class Context:
         self._emitted = 0
         self._llm: LLMClient | None = None
         self._record_spend = record_spend
+        self._connections = connections
+        self._tool_observers = tool_observers
 
     # Built on first use: most invocations never touch them, and every event pays __init__.
     @functools.cached_property
     def state(self) -> State:
         """Durable key/value and checkpoints in ROUSE_STATE_URL (survive scale to zero)."""
         return State(self, self._store)
+
+    @functools.cached_property
+    def tools(self) -> Tools:
+        """The MCP tools of spec.tools: `await ctx.tools.call("<server>.<tool>", **arguments)`."""
+        from rouse_runtime.tools.calls import Tools
+        from rouse_runtime.tools.client import Connections
+
+        connections = self._connections() if self._connections else Connections(self.config.tools)
+        return Tools(self, self._store, connections, self.tool_decision, self._tool_observers)
 
     @functools.cached_property
     def trace(self) -> dict[str, str]:

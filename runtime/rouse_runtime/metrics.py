@@ -91,6 +91,7 @@ class Metrics:
         self.budget_exceeded = {limit: Value() for limit in LIMITS}
         self._tokens: dict[tuple[str, str], Value] = {}  # (model, kind)
         self._cost: dict[str, Value] = {}  # model
+        self._tool_seconds: dict[tuple[str, str, str], Durations] = {}  # (server, tool, outcome)
         self._registry: CollectorRegistry | None = None
 
     def tokens(self, model: str, input_tokens: int, output_tokens: int, cost_usd: float) -> None:
@@ -98,6 +99,14 @@ class Metrics:
         self._tokens.setdefault((model, "input"), Value()).inc(input_tokens)
         self._tokens.setdefault((model, "output"), Value()).inc(output_tokens)
         self._cost.setdefault(model, Value()).inc(cost_usd)
+
+    def tool_call(self, server: str, tool: str, outcome: str, seconds: float) -> None:
+        """Time one MCP tool call (outcome ok, error or unavailable)."""
+        key = (server, tool, outcome)
+        durations = self._tool_seconds.get(key)
+        if durations is None:
+            durations = self._tool_seconds.setdefault(key, Durations(DURATION_BUCKETS))
+        durations.observe(seconds)
 
     def collect(self) -> Iterator[Metric]:
         """The metric families as prometheus_client exposes them (a registry calls this)."""
@@ -157,6 +166,16 @@ class Metrics:
             cost.add_metric([*labels, model], value.value)
         yield cost
         yield counter("rouse_tool_calls", "Tool calls made by skills.", self.tool_calls)
+        tool_seconds = HistogramMetricFamily(
+            "rouse_tool_call_duration_seconds",
+            "Wall-clock time of an MCP tool call, by server, tool and outcome.",
+            labels=[*base, "server", "tool", "outcome"],
+        )
+        for (server, tool, outcome), durations in list(self._tool_seconds.items()):
+            counts, total = durations.cumulative()
+            buckets = list(zip(bounds, counts, strict=True))
+            tool_seconds.add_metric([*labels, server, tool, outcome], buckets, total)
+        yield tool_seconds
         yield counter("rouse_steps", "Steps taken by skills.", self.steps)
         exceeded = CounterMetricFamily(
             "rouse_budget_exceeded",

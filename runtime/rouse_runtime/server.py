@@ -63,6 +63,9 @@ from rouse_runtime.suspend import KEY_ATTRIBUTE, ResumeBusyError, Resumed, Resum
 if TYPE_CHECKING:
     import httpx
 
+    from rouse_runtime.tools.calls import ToolCallObserver
+    from rouse_runtime.tools.client import Connections
+
 log = logging.getLogger("rouse.runtime")
 
 # Request headers an event is read from (ASGI names are lower case): the CloudEvents
@@ -114,6 +117,13 @@ def json_response(
 def idempotency_key(scope: KeyScope, skill: str, source: str, event_id: str) -> str:
     """One key per (namespace, agent, skill, event source, event id): each skill runs an event once."""
     return scope.digest(skill, source, event_id)
+
+
+def stale_tool_answer(config: Config, event: CloudEvent) -> bool:
+    """An approval answer for a tool call no longer waiting (tools/approval.py)."""
+    from rouse_runtime.tools.approval import is_stale_answer
+
+    return is_stale_answer(config, event)
 
 
 def process_age() -> float | None:
@@ -233,6 +243,9 @@ class Runtime:
         self.handler = handler
         self.metrics = metrics or Metrics(config.agent, config.skill)
         self.admission_checks: list[AdmissionCheck] = []
+        # Called after every ctx.tools call (run history and spans hook in here).
+        self.tool_observers: list[ToolCallObserver] = []
+        self._connections: Connections | None = None
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._store = store
         self._ledger: Ledger | None = None
@@ -274,7 +287,17 @@ class Runtime:
             self._http = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0))
         return self._http
 
+    def connections(self) -> Connections:
+        """The MCP sessions of spec.tools, opened on first use and kept while the process is warm."""
+        if self._connections is None:
+            from rouse_runtime.tools.client import Connections
+
+            self._connections = Connections(self.config.tools)
+        return self._connections
+
     async def close(self) -> None:
+        if self._connections is not None:
+            await self._connections.close()
         if self._http is not None:
             await self._http.aclose()
         if self._store is not None:
@@ -347,6 +370,12 @@ class Runtime:
             wait_key = event.get(KEY_ATTRIBUTE)
             if wait_key is not None:
                 resumed = await self.resumer.take(event, wait_key)
+                if resumed is None and stale_tool_answer(self.config, event):
+                    log.info("no tool call waits for approval %s: ignored", wait_key)
+                    await self.store.complete(
+                        key, self.owner, {"status": 202, "event": None}, IDEMPOTENCY_TTL_SECONDS
+                    )
+                    return Outcome(202, kind="duplicate")
             outcome, entry = await self.run(event, resumed)
         except ResumeBusyError as exc:
             await self.store.release(key, self.owner)
@@ -413,8 +442,15 @@ class Runtime:
         if cold_start:
             metrics.cold_starts.inc()
         budget = Budget(self.config.limits)
+        handled, decision = event, None
+        if resumed is not None:
+            from rouse_runtime.tools.approval import reopen
+
+            reopened = reopen(resumed, event)
+            if reopened is not None:  # a tool call answered: the handler reruns its own event
+                handled, decision = reopened
         ctx = Context(
-            event=event,
+            event=handled,
             config=self.config,
             budget=budget,
             store=self.store,
@@ -422,8 +458,13 @@ class Runtime:
             http=self.http,
             loop=asyncio.get_running_loop(),
             record_spend=self.record_spend,
+            connections=self.connections,
+            tool_observers=tuple(self.tool_observers),
         )
-        if resumed is not None:
+        if decision is not None:
+            ctx.tool_decision = decision
+            ctx.log.info("resumed", tool=decision.tool, approved=decision.approved)
+        elif resumed is not None:
             ctx.resumed = resumed
             ctx.log.info("resumed", wait_type=resumed.event_type, wait_key=resumed.key)
         metrics.inflight.inc()
@@ -443,11 +484,12 @@ class Runtime:
         started = time.monotonic()
         scope: asyncio.Timeout | None = None
         try:
+            # The handler gets ctx.event: the delivered event, or the one an approval resumes.
             if self.deadline is None and self.handler.is_async:  # no timer to arm per event
-                result = await function(event, ctx)
+                result = await function(ctx.event, ctx)
             else:
                 async with asyncio.timeout(self.deadline) as scope:
-                    result = await self._invoke(function, event, ctx)
+                    result = await self._invoke(function, ctx.event, ctx)
         except TimeoutError as exc:
             if scope is not None and scope.expired():
                 budget.timed_out(time.monotonic() - started)
@@ -457,6 +499,9 @@ class Runtime:
             return await self._budget_stop(event, ctx, budget, None)
         except Suspended as suspended:
             ctx.log.info("suspended", wait_type=suspended.event_type, wait_key=suspended.key)
+            if suspended.reply is not None:  # e.g. a tool's approval request
+                reply = suspended.reply
+                return Outcome(200, reply, dumped=dump_event(reply), kind="suspended")
             return Outcome(202, kind="suspended")
         except Exception as exc:
             if budget.breach is not None:

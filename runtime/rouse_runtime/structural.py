@@ -181,10 +181,17 @@ def _validator(schema_json: str) -> jsonschema.Draft7Validator:
     return jsonschema.Draft7Validator(json.loads(schema_json))
 
 
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+# Kubernetes' CEL string extensions that the CRD's rules use (cel-go ext.Strings).
+_EXTENSIONS: dict[str, Any] = {
+    "lowerAscii": lambda s: celpy.celtypes.StringType(str(s).translate(_ASCII_LOWER))
+}
+
+
 @lru_cache(maxsize=256)
 def _program(rule: str) -> celpy.Runner:
     env = celpy.Environment()
-    return env.program(env.compile(rule))
+    return env.program(env.compile(rule), functions=_EXTENSIONS)
 
 
 def _rules_at(obj: Any, schema: Schema, path: str) -> Iterator[tuple[str, Any, Schema]]:

@@ -38,10 +38,11 @@ class Suspended(BaseException):
     A BaseException so that a skill's `except Exception` does not swallow it.
     """
 
-    def __init__(self, event_type: str, key: str) -> None:
+    def __init__(self, event_type: str, key: str, reply: CloudEvent | None = None) -> None:
         super().__init__(f"suspended until {event_type} with {KEY_ATTRIBUTE}={key!r}")
         self.event_type = event_type
         self.key = key
+        self.reply = reply  # answered instead of 202 (a tool's approval request)
 
 
 class ResumeBusyError(Exception):
@@ -83,6 +84,7 @@ async def suspend(
     key: str,
     checkpoint: Any,
     ttl: float | None,
+    reply: CloudEvent | None = None,
 ) -> NoReturn:
     """Store the waiting record, then raise Suspended (see `Context.wait_for`)."""
     if not isinstance(event_type, str) or not event_type:
@@ -103,7 +105,7 @@ async def suspend(
     }
     # A later wait on the same (type, key) replaces this one: one waiter per key.
     await store.set(waiting_key(config.scope, config.skill, event_type, key), record, ttl=ttl)
-    raise Suspended(event_type, key)
+    raise Suspended(event_type, key, reply)
 
 
 class Resumer:

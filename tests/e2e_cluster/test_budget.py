@@ -34,7 +34,14 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from rouse_testing.cluster import REPO_ROOT
-from rouse_testing.node import Node, PortForward, condition, event_display_log, script, send
+from rouse_testing.node import (
+    Node,
+    PortForward,
+    condition,
+    display_events,
+    script,
+    send,
+)
 from rouse_testing.wait import wait_until
 
 ROUSE_NAMESPACE = "rouse-system"
@@ -51,7 +58,6 @@ PARKED_WHILE_SUSPENDED = 6
 MODEL = "gpt-4o-mini"  # priced by genai-prices: cost is counted too
 MODEL_ANSWER = json.dumps({"category": "bug", "priority": "high"})  # never urgent: no escalation
 EVAL_INTERVAL = 5
-DISPLAY_MARK = "☁️  cloudevents.Event"
 
 
 @pytest.fixture(scope="module")
@@ -178,21 +184,6 @@ def all_skills_serve(running: Node, namespace: str, env_name: str) -> bool:
         if condition(ksvc, "Ready")["status"] != "True":
             return False
     return bool(services)
-
-
-def display_events(running: Node, namespace: str) -> list[dict[str, Any]]:
-    """The event display's log as events in arrival order: attributes and JSON data."""
-    events = []
-    for block in event_display_log(running, namespace).split(DISPLAY_MARK)[1:]:
-        head, _, data = block.partition("\nData,\n")
-        attributes = {}
-        for line in head.splitlines():
-            name, sep, value = line.strip().partition(": ")
-            if sep and line.startswith("  ") and not line.startswith("    "):
-                attributes[name] = value
-        attributes["data"] = json.loads(data) if data.strip() else None
-        events.append(attributes)
-    return events
 
 
 def ticket_id(event: dict[str, Any]) -> str | None:

@@ -41,6 +41,15 @@ def test_explain_teaches_the_fields(crd: Any) -> None:
     assert "Instances always kept (0 = scale to zero when idle)." in out
 
 
+def test_explain_teaches_tools(crd: Any) -> None:
+    out = crd.kubectl("explain", "agent.spec.tools").stdout
+    assert 'MCP servers the skills may call with ctx.tools.call("<server>.<tool>", ...)' in out
+    for field in ("name", "url", "headers", "allow", "approval", "timeoutSeconds"):
+        assert f"  {field}\t" in out, field
+    out = crd.kubectl("explain", "agent.spec.tools.headers").stdout
+    assert "ROUSE_TOOL_<SERVER>__<HEADER>" in out and "secretKeyRef\t" in out
+
+
 @pytest.mark.parametrize(
     "path", sorted(REPO.glob("examples/*/agent.yaml")), ids=lambda p: p.parent.name
 )

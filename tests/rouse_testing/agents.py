@@ -85,6 +85,19 @@ def _drop_image(obj: Agent) -> None:
     del obj["spec"]["image"]
 
 
+def tool_server(**changes: Any) -> dict[str, Any]:
+    """A valid spec.tools entry (an MCP server), with changes."""
+    server: dict[str, Any] = {
+        "name": "files",
+        "url": "http://files.tools.svc.cluster.local/mcp",
+        "headers": [{"name": "Authorization", "secretKeyRef": {"name": "files", "key": "token"}}],
+        "allow": ["read", "delete"],
+        "approval": ["delete"],
+    }
+    server.update(changes)
+    return server
+
+
 INVALID: list[Invalid] = [
     Invalid("duplicate-skill-names", _duplicate_skill, "spec.skills"),
     Invalid(
@@ -176,6 +189,46 @@ INVALID: list[Invalid] = [
             ],
         ),
         "spec.env[0]",
+    ),
+    Invalid(
+        "tools-duplicate-server",
+        _set(["spec", "tools"], [tool_server(), tool_server(url="http://other/mcp")]),
+        "spec.tools",
+    ),
+    Invalid(
+        "tools-approval-outside-allow",
+        _set(["spec", "tools"], [tool_server(approval=["drop_all"])]),
+        "spec.tools[0].approval",
+    ),
+    Invalid(
+        "tools-url-not-http",
+        _set(["spec", "tools"], [tool_server(url="files.tools:80")]),
+        "spec.tools[0].url",
+    ),
+    Invalid(  # secrets by reference only: an inline header value is not a field
+        "tools-header-inline-value",
+        _set(["spec", "tools"], [tool_server(headers=[{"name": "X-Key", "value": "k"}])]),
+        "spec.tools[0].headers[0].value",
+    ),
+    Invalid(
+        "tools-header-twice",
+        _set(
+            ["spec", "tools"],
+            [
+                tool_server(
+                    headers=[
+                        {"name": "X-Key", "secretKeyRef": {"name": "a", "key": "k"}},
+                        {"name": "x-key", "secretKeyRef": {"name": "b", "key": "k"}},
+                    ]
+                )
+            ],
+        ),
+        "spec.tools[0].headers",
+    ),
+    Invalid(  # the header variables are the operator's, filled from the Secret
+        "env-tool-header-spoofed",
+        _set(["spec", "env"], [{"name": "ROUSE_TOOL_FILES__AUTHORIZATION", "value": "x"}]),
+        "spec.env",
     ),
     Invalid(
         "scaling-max-wrong-type",

@@ -11,7 +11,8 @@ import os
 import subprocess
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,12 +110,22 @@ def event_display_log(running: Node, namespace: str) -> str:
     return running.kubectl("-n", namespace, "logs", "deployment/event-display").stdout
 
 
+@contextmanager
+def example(running: Node, agent: str) -> Iterator[str]:
+    """examples/<agent> in a new namespace by example.sh (its reply chain asserted); then gone."""
+    namespace = f"{agent}-{uuid.uuid4().hex[:6]}"
+    script(running, "example.sh", "--namespace", namespace, "--agent", agent, "--assert")
+    try:
+        yield namespace
+    finally:
+        running.delete_namespace(namespace)
+
+
 DISPLAY_MARK = "☁️  cloudevents.Event"
 
 
 def display_events(running: Node, namespace: str) -> list[dict[str, Any]]:
-    """The event display's log as events in arrival order: attributes (extensions too) and
-    JSON data."""
+    """The event display's log as events in arrival order: attributes and JSON data."""
     events = []
     for block in event_display_log(running, namespace).split(DISPLAY_MARK)[1:]:
         head, _, data = block.partition("\nData,\n")

@@ -103,6 +103,7 @@ def _own_state_url(a: Agent) -> None:  # the Agent's own ROUSE_STATE_URL wins
 CASES: dict[str, Callable[[], Agent]] = {
     "hello": example("hello"),
     "support-triage": example("support-triage"),
+    "tools": example("tools"),
     "base": base_agent,
     "no-dead-letter": _variant(_no_dead_letter),
     "tuned": _variant(_tuned),
@@ -279,6 +280,33 @@ def test_state_url_comes_by_reference_never_inline() -> None:
     plain = service.env(agent, skill, Settings(state_url="redis://r:6379/0"))[-1]
     assert plain == {"name": "ROUSE_STATE_URL", "value": "redis://r:6379/0"}
     assert all(e["name"] != "ROUSE_STATE_URL" for e in service.env(agent, skill, SETTINGS))
+
+
+def test_tool_headers_come_by_reference_never_inline() -> None:
+    """spec.tools[].headers reach the pod as secretKeyRef env; ROUSE_TOOLS names the variable."""
+    agent = cluster_agent(example("tools")())
+    env = {e["name"]: e for e in service.env(agent, agent["spec"]["skills"][1], SETTINGS)}
+    assert env["ROUSE_TOOL_NOTES__AUTHORIZATION"] == {
+        "name": "ROUSE_TOOL_NOTES__AUTHORIZATION",
+        "valueFrom": {"secretKeyRef": {"name": "notes-token", "key": "authorization"}},
+    }
+    tools = json.loads(env["ROUSE_TOOLS"]["value"])
+    assert tools == [
+        {
+            "name": "notes",
+            "url": "http://127.0.0.1:8765/mcp",
+            "allow": ["add_note", "search", "delete_note"],
+            "approval": [],
+            "timeoutSeconds": 10.0,
+            "headers": {"Authorization": "ROUSE_TOOL_NOTES__AUTHORIZATION"},
+        }
+    ]
+    assert "ROUSE_TOOLS" not in {
+        e["name"]
+        for e in service.env(
+            cluster_agent(base_agent()), base_agent()["spec"]["skills"][0], SETTINGS
+        )
+    }
 
 
 def test_every_child_has_labels_and_owner() -> None:

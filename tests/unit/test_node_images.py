@@ -76,7 +76,7 @@ def test_plan_builds_the_images_the_chart_and_the_examples_run(cache: Path) -> N
         f"{values['operator']['image']['repository']}:{APP_VERSION}",
         f"{values['parking']['image']['repository']}:{APP_VERSION}",
     }
-    for example in ("hello", "support-triage"):
+    for example in ("hello", "support-triage", "tools"):
         agent = yaml.safe_load((REPO / "examples" / example / "agent.yaml").read_text())
         wanted.add(agent["spec"]["image"])
 

@@ -281,6 +281,7 @@ def test_metrics_pass_promtool_and_name_the_contract(
         "rouse_tokens_total",
         "rouse_cost_usd_total",
         "rouse_tool_calls_total",
+        "rouse_tool_call_duration_seconds",
         "rouse_steps_total",
         "rouse_budget_exceeded_total",
     }

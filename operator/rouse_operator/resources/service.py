@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rouse_runtime import agentspec
+from rouse_runtime.tools.spec import header_refs
 
 from rouse_operator.resources.meta import SERVICE, Manifest, child, labels
 from rouse_operator.settings import Settings
@@ -49,12 +50,15 @@ def env(agent: Manifest, skill: dict[str, Any], settings: Settings) -> list[dict
     (an Agent's own entry, ROUSE_STATE_URL included, wins over the operator's)."""
     namespace = agent["metadata"]["namespace"]
     broker_url = settings.broker_url(namespace, agent["spec"].get("broker", "default"))
-    rouse = [
+    rouse: list[dict[str, Any]] = [
         {"name": k, "value": v} for k, v in agentspec.skill_env(agent, skill, broker_url).items()
     ]
     state = state_url_env(settings)
     if state is not None:
         rouse.append(state)
+    # spec.tools[].headers: each value from its Secret, by reference, never inline.
+    for name, ref in header_refs(agent["spec"].get("tools") or []):
+        rouse.append({"name": name, "valueFrom": {"secretKeyRef": ref}})
     user: list[dict[str, Any]] = list(agent["spec"].get("env") or [])
     overridden = {e["name"] for e in user}
     return [e for e in rouse if e["name"] not in overridden] + user

@@ -38,6 +38,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from rouse_runtime.agentspec import Agent, Skill, service_name, skill_env
 from rouse_runtime.local.metrics import LocalMetrics
 from rouse_runtime.policies.durations import go_duration_seconds
+from rouse_runtime.tools.spec import header_refs
 
 DEFAULT_IDLE_SECONDS = 30.0
 DEFAULT_STARTUP_TIMEOUT = 60.0
@@ -106,6 +107,9 @@ def process_env(
             log(
                 f"env {var['name']} uses valueFrom, which local mode cannot resolve: export it before rouse dev"
             )
+    for name, _ in header_refs(agent["spec"].get("tools") or []):
+        if name not in base:  # the skill's start fails naming it; say why here, once per process
+            log(f"tool header {name} comes from a Secret in a cluster: export it before rouse dev")
     env.update(skill_env(agent, skill, broker_url))
     env["PORT"] = str(port)
     env["ROUSE_HOST"] = "127.0.0.1"  # loopback only: local mode serves nobody else

@@ -1,0 +1,1 @@
+"""The tools example: skills that call an MCP notes server (notes.server)."""
