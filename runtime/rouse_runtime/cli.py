@@ -318,6 +318,7 @@ def _add_deadletters(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "--state-dir", type=Path, default=Path(".rouse"), help="as given to rouse dev"
     )
     listing.add_argument("--json", action="store_true", help="print JSON")
+    add_cluster_options(listing)
     listing.set_defaults(handler=_deadletters_list)
     replay = actions.add_parser(
         "replay",
@@ -330,6 +331,7 @@ def _add_deadletters(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     replay.add_argument("--timeout", type=float, default=120.0)
     _broker_arg(replay)
+    add_cluster_options(replay, replay=True)
     replay.set_defaults(handler=_deadletters_replay)
 
 
@@ -337,6 +339,8 @@ def _deadletters_list(args: argparse.Namespace) -> int:
     from rouse_runtime.local import STATE_FILE
     from rouse_runtime.parking.queue import Filter, open_queue
 
+    if args.cluster:
+        return cluster_list(args)
     if not (args.state_dir / STATE_FILE).exists():
         print(f"no dead letters (no store at {args.state_dir / STATE_FILE})")
         return 0
@@ -376,6 +380,8 @@ def failure(event: dict[str, Any]) -> str:
 
 
 def _deadletters_replay(args: argparse.Namespace) -> int:
+    if args.cluster:
+        return cluster_replay(args)
     import httpx
 
     from rouse_runtime.local.chains import TRACEPARENT, chain_id
@@ -415,6 +421,11 @@ def _deadletters_replay(args: argparse.Namespace) -> int:
 # -- entry point -----------------------------------------------------------------------------
 
 from rouse_runtime.parking.cli import add_parked  # noqa: E402 - the parking service's subcommand
+from rouse_runtime.parking.deadletters import (  # noqa: E402 - a cluster's dead letters
+    add_cluster_options,
+    cluster_list,
+    cluster_replay,
+)
 
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     _add_dev,

@@ -492,6 +492,7 @@ def test_a_warm_pool_schedule_starts_processes_before_any_event(tmp_path: Path) 
             "triage": "Schedule",
             "draft": "Schedule",
             "escalate": "Schedule",
+            "refund": "Schedule",
             "digest": "Schedule",
         }
         assert all(s["coldStarts"] == 0 and s["delivered"] == 0 for s in found)

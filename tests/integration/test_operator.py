@@ -135,10 +135,13 @@ def test_example_agent_makes_its_children(cluster: Any, ns: str, operator: Opera
         ("Service", "support-triage-digest"),
         ("Service", "support-triage-draft"),
         ("Service", "support-triage-escalate"),
+        ("Service", "support-triage-refund"),
         ("Service", "support-triage-triage"),
         ("Trigger", "support-triage-digest-0"),
         ("Trigger", "support-triage-draft-0"),
         ("Trigger", "support-triage-escalate-0"),
+        ("Trigger", "support-triage-refund-0"),
+        ("Trigger", "support-triage-refund-1"),
         ("Trigger", "support-triage-triage-0"),
     ]
     agent = get_json(cluster, "agents.rouse.dev", "-n", ns, "support-triage")
@@ -161,7 +164,7 @@ def test_example_agent_makes_its_children(cluster: Any, ns: str, operator: Opera
         timeout=30, what="status of support-triage",
     )  # fmt: skip
     assert status["phase"] == "Pending"
-    assert status["skillsReady"] == "0/4"
+    assert status["skillsReady"] == "0/5"
     events = cluster.kubectl(
         "get", "events", "-n", ns, "--field-selector", "involvedObject.name=support-triage",
         "-o", "jsonpath={range .items[*]}{.reason} {.message}{'\\n'}{end}",

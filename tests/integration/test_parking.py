@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import sqlite3
@@ -467,3 +468,46 @@ def test_parked_is_served_a_page_at_a_time(parking: Parking) -> None:
     assert too_many.status_code == 422
     listed = parking.cli("parked", "list")  # the CLI follows the pages
     assert [row.split()[-1] for row in listed.stdout.splitlines()] == [f"id=p{n}" for n in range(5)]
+
+
+def test_cli_lists_and_replays_a_clusters_dead_letters(parking: Parking, broker: Endpoints) -> None:
+    """`rouse deadletters --cluster`: Knative's reason decoded, a replay that fails keeps the
+    letter, one that succeeds removes it."""
+    answer = {"error": "skill failed", "detail": "BadTicketError: ticket is missing subject, body"}
+    letter = binary("d1")
+    cast(dict[str, str], letter["headers"]).update(
+        {
+            "ce-knativeerrorcode": "500",
+            "ce-knativeerrordest": broker.skill_url("triage"),
+            "ce-knativeerrordata": base64.b64encode(json.dumps(answer).encode()).decode(),
+        }
+    )
+    park(parking.url, "/dead-letter/ns-a/support/triage", letter)
+    park(parking.url, "/park/ns-a/support/triage", binary("p1"))  # parked: not a dead letter
+
+    listed = parking.cli("deadletters", "list", "--cluster")
+    assert listed.returncode == 0, listed.stderr
+    [row] = listed.stdout.splitlines()
+    assert row.endswith(
+        "ns-a/support/triage  com.example.ticket.created  id=d1  "
+        "HTTP 500: skill failed: BadTicketError: ticket is missing subject, body"
+    ), row
+    [item] = json.loads(parking.cli("deadletters", "list", "--cluster", "--json").stdout)
+    letter_id = str(item["id"])
+
+    broker.answers["d1"] = 500
+    failed = parking.cli("deadletters", "replay", letter_id, "--cluster")
+    assert failed.returncode == 1
+    assert f"{letter_id} not delivered, kept" in failed.stderr, failed.stderr
+    del broker.answers["d1"]
+    replayed = parking.cli("deadletters", "replay", letter_id, "--cluster")
+    assert (replayed.returncode, replayed.stdout.strip()) == (
+        0,
+        f"replayed dead letter {letter_id} (com.example.ticket.created id=d1) to ns-a/support/triage",
+    ), replayed.stderr
+    assert broker.ids("/skills/triage") == ["d1"]
+    assert parking.cli("deadletters", "list", "--cluster").stdout.strip() == "no dead letters"
+    assert [i["eventId"] for i in httpx.get(f"{parking.url}/parked").json()["items"]] == ["p1"]
+
+    unknown = parking.cli("deadletters", "replay", "999", "--cluster")
+    assert unknown.returncode == 1 and "no dead letter 999" in unknown.stderr

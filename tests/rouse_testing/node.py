@@ -145,7 +145,7 @@ def send(
     event_type: str,
     data: dict[str, Any],
     event_id: str | None = None,
-    extensions: dict[str, str] | None = None,
+    extensions: Mapping[str, str] | None = None,
 ) -> str:
     """POST a binary-mode CloudEvent to the namespace's broker through the ingress; its id."""
     event_id = event_id or f"test-{uuid.uuid4().hex[:8]}"

@@ -74,3 +74,20 @@ def test_draft_and_digest() -> None:
         "byPriority": {"urgent": 2, "low": 1},
         "urgent": ["T-1", "T-2"],
     }
+
+
+@pytest.mark.parametrize(
+    ("subject", "body", "category", "expected"),
+    [
+        ("Charged twice", "Please refund the second charge", "billing", True),
+        ("Invoice", "Can I get my money back?", "billing", True),
+        ("Invoice", "Where is my invoice?", "billing", False),
+        ("Refunds page down", "The refunds page is down", "outage", False),  # not billing
+        ("Billing", "I refunded a customer myself", "billing", False),  # whole words only
+    ],
+)
+def test_a_refund_request_needs_billing_and_a_refund_keyword(
+    subject: str, body: str, category: str, expected: bool
+) -> None:
+    ticket = {"id": "T", "subject": subject, "body": body}
+    assert rules.wants_refund(ticket, category) is expected

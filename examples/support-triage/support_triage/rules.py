@@ -11,7 +11,9 @@ These are deliberately plain, documented rules (not canned "model" text):
   outage/security; ``high`` for a high keyword (error, cannot, failed, ...);
   ``low`` for a low keyword (question, feature request, ...); else ``normal``;
 * reply: a template per category, filled with the customer's name, the ticket
-  id and the promised response time of the priority.
+  id and the promised response time of the priority;
+* refund: a billing ticket with a refund keyword (refund, money back,
+  reimburse) asks a person to approve a refund.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ CATEGORIES: dict[str, tuple[str, ...]] = {
 URGENT = ("down", "outage", "breach", "hacked", "data loss", "everyone", "all users", "urgent")
 HIGH = ("error", "cannot", "can't", "failed", "fails", "blocked", "crash", "charged twice")
 LOW = ("question", "feature request", "suggestion", "how do i", "wondering")
+REFUND = ("refund", "money back", "reimburse")
 
 RESPONSE_TIME = {
     "urgent": "1 hour",
@@ -102,6 +105,13 @@ def triage(ticket: dict[str, Any]) -> dict[str, Any]:
     else:
         priority, why = "normal", []
     return {"category": category, "priority": priority, "matched": why, "method": "rules"}
+
+
+def wants_refund(ticket: dict[str, Any], category: str) -> bool:
+    """A billing ticket that asks for money back: a person must approve the refund."""
+    return category == "billing" and bool(
+        _has(f"{ticket['subject']}\n{ticket['body']}".lower(), REFUND)
+    )
 
 
 def draft(ticket: dict[str, Any], category: str, priority: str) -> str:

@@ -3,6 +3,8 @@
 triage    com.example.ticket.created -> com.example.ticket.triaged
 draft     com.example.ticket.triaged -> com.example.reply.drafted (+ emits com.example.ticket.urgent)
 escalate  com.example.ticket.urgent  -> com.example.ticket.escalated
+refund    com.example.refund.requested (+ emitted by draft for a refund request): waits for a
+          person's com.example.refund.approved (rousekey = ticket id) -> com.example.refund.issued
 digest    schedule / com.example.digest.requested -> com.example.digest.ready
 
 With a model configured (ROUSE_LLM_BASE_URL and ROUSE_LLM_MODEL), triage and
@@ -15,11 +17,14 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any
 
 from support_triage import rules
 
 TICKETS_KEY = "support-triage/tickets"
+REFUND_REQUESTED = "com.example.refund.requested"
+REFUND_APPROVED = "com.example.refund.approved"
 
 
 def _model_configured() -> bool:
@@ -86,6 +91,8 @@ async def draft(event: Any, ctx: Any) -> dict[str, Any]:
     await _remember(ctx, {"id": ticket["id"], "category": category, "priority": priority})
     if priority == "urgent":
         await ctx.emit("com.example.ticket.urgent", {"ticket": ticket, "draft": drafted})
+    if rules.wants_refund(ticket, category):
+        await ctx.emit(REFUND_REQUESTED, {"ticket": ticket})
     return drafted
 
 
@@ -105,6 +112,35 @@ async def escalate(event: Any, ctx: Any) -> dict[str, Any]:
     return {"ticketId": ticket["id"], "escalatedTo": oncall, "priority": "urgent"}
 
 
+async def refund(event: Any, ctx: Any) -> dict[str, Any] | None:
+    """Refund a ticket once a person approves it.
+
+    The request suspends the skill (``ctx.wait_for``): nothing runs and no pod is held while
+    the approver thinks it over. The approval, ``com.example.refund.approved`` with the
+    extension attribute ``rousekey`` set to the ticket id, resumes it once, wherever it lands.
+    """
+    if ctx.resumed is not None:
+        request, approval = ctx.resumed.checkpoint, event.data or {}
+        ctx.step()
+        issued = {
+            "ticketId": request["ticketId"],
+            "customer": request["customer"],
+            "approvedBy": approval.get("by", "unknown"),
+            "waitedSeconds": round(time.time() - ctx.resumed.since, 1),
+        }
+        await ctx.state.set(f"support-triage/refunds/{request['ticketId']}", issued)
+        ctx.log.info("refund issued", ticket=request["ticketId"], approved_by=issued["approvedBy"])
+        return issued
+    if event["type"] == REFUND_APPROVED:  # already approved, or a ticket nobody asked about
+        ctx.log.warning("no refund awaits this approval", rousekey=event.get("rousekey"))
+        return None
+    ticket = event.data["ticket"]
+    request = {"ticketId": ticket["id"], "customer": ticket.get("customer", "unknown")}
+    ctx.log.info("refund awaits approval", ticket=ticket["id"])
+    await ctx.wait_for(REFUND_APPROVED, key=ticket["id"], data=request)
+    return None  # not reached: wait_for ends the invocation
+
+
 async def digest(event: Any, ctx: Any) -> dict[str, Any]:
     """Summarise the tickets drafted since the last digest, then start a new period.
 
@@ -115,6 +151,7 @@ async def digest(event: Any, ctx: Any) -> dict[str, Any]:
     await ctx.state.set(TICKETS_KEY, [])
     ctx.step()
     window = event.data.get("window") if isinstance(event.data, dict) else None
+    ctx.log.info("digest", tickets=len(tickets), window=window)
     return {"window": window, **rules.digest(tickets)}
 
 
