@@ -28,6 +28,7 @@ from rouse_runtime.envnames import (
     ENV_NAMESPACE,
     ENV_PORT,
     ENV_REPLY_TYPE,
+    ENV_RUNS_RETENTION,
     ENV_SKILL,
     ENV_STATE_URL,
     ENV_TIMEOUT_SECONDS,
@@ -43,6 +44,7 @@ DEFAULT_LLM_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_LEASE_SECONDS = 330.0
 # How long completed results answer redeliveries (Knative retries last minutes, not days).
 IDEMPOTENCY_TTL_SECONDS = 7 * 24 * 3600.0
+DEFAULT_RUNS_RETENTION_SECONDS = 7 * 24 * 3600.0
 
 
 class ConfigError(ValueError):
@@ -88,6 +90,8 @@ class Config:
     llm_prices: Mapping[str, Price] = field(default_factory=dict)
     log_level: str = "INFO"
     namespace: str = DEFAULT_NAMESPACE
+    # Seconds a run's history is kept after its last record (runs/log.py).
+    runs_retention: float = DEFAULT_RUNS_RETENTION_SECONDS
 
     @property
     def scope(self) -> Scope:
@@ -224,4 +228,5 @@ def load_config(env: Mapping[str, str]) -> Config:
         llm_prices=parse_prices(env.get(ENV_LLM_PRICES, "")),
         log_level=level,
         namespace=_namespace(env),
+        runs_retention=_float(env, ENV_RUNS_RETENTION) or DEFAULT_RUNS_RETENTION_SECONDS,
     )

@@ -22,6 +22,7 @@ from rouse_runtime.config import Config
 from rouse_runtime.events import derived_id, new_event, to_http, trace_attributes
 from rouse_runtime.logs import EventLog
 from rouse_runtime.metrics import Metrics
+from rouse_runtime.runs.ids import RUN_ATTRIBUTE, run_of
 from rouse_runtime.store import Store
 from rouse_runtime.suspend import Resumed, suspend
 
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     import httpx
 
     from rouse_runtime.llm import LLMClient, SpendRecorder
+    from rouse_runtime.runs.recorder import RunHandle
 
 T = TypeVar("T")
 
@@ -92,6 +94,7 @@ class Context:
         http: Callable[[], httpx.AsyncClient],
         loop: asyncio.AbstractEventLoop,
         record_spend: SpendRecorder | None = None,
+        run: RunHandle | None = None,
     ) -> None:
         self.event = event
         self.config = config
@@ -105,6 +108,7 @@ class Context:
         self._emitted = 0
         self._llm: LLMClient | None = None
         self._record_spend = record_spend
+        self.run_handle = run
 
     # Built on first use: most invocations never touch them, and every event pays __init__.
     @functools.cached_property
@@ -138,12 +142,41 @@ class Context:
         return config.scope.path(config.skill, event["source"], event["id"])
 
     @property
+    def run_id(self) -> str:
+        """The run this invocation belongs to (`rouse runs show <run_id>`); carried onto
+        replies and emitted events as the `rouserun` extension attribute."""
+        return self.run_handle.id if self.run_handle is not None else run_of(self.event)
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the run is cancelled (or the agent's kill switch is on): stop soon.
+
+        Every ctx helper then raises `Cancelled`; an `async def` skill is also
+        cancelled at its next await. A long loop of plain code should check this.
+        """
+        return self.run_handle is not None and self.run_handle.stop_reason is not None
+
+    def check_cancelled(self) -> None:
+        """Raise `Cancelled` if the run was cancelled (what every ctx helper does first)."""
+        if self.run_handle is not None:
+            self.run_handle.check()
+
+    def note(self, kind: str, **fields: Any) -> None:
+        """Append a record of `kind` (e.g. `tool_call`) with JSON fields to the run's history.
+
+        Staged into this invocation's own store write: no extra round trip.
+        """
+        if self.run_handle is not None:
+            self.run_handle.note(kind, fields)
+
+    @property
     def usage(self) -> dict[str, float]:
         """Steps, tool calls, tokens and cost used so far."""
         return self.budget.usage.as_dict()
 
     def step(self, name: str | None = None) -> int:
         """Count one step of the skill's loop; raises BudgetExceeded past ROUSE_MAX_STEPS."""
+        self.check_cancelled()
         n = self.budget.step()
         self.metrics.steps.inc()
         self.log.debug("step", step=n, **({"name": name} if name else {}))
@@ -151,6 +184,7 @@ class Context:
 
     def tool(self, name: str, **fields: Any) -> int:
         """Count one tool call; raises BudgetExceeded past ROUSE_MAX_TOOL_CALLS."""
+        self.check_cancelled()
         n = self.budget.tool_call()
         self.metrics.tool_calls.inc()
         self.log.debug("tool call", tool=name, call=n, **fields)
@@ -169,11 +203,15 @@ class Context:
                 model=cfg.llm_model,
                 prices=cfg.llm_prices,
                 http=self._http,
-                before=self.budget.before_llm_call,
+                before=self._before_llm_call,
                 charge=self._charge,
                 record=self._record_spend,
             )
         return self._llm
+
+    def _before_llm_call(self) -> None:
+        self.check_cancelled()
+        self.budget.before_llm_call()
 
     def _charge(self, model: str, input_tokens: int, output_tokens: int, cost: float) -> None:
         self.metrics.tokens(model, input_tokens, output_tokens, cost)
@@ -196,6 +234,7 @@ class Context:
         **extensions: Any,
     ) -> CloudEvent:
         """Send an extra event to ROUSE_BROKER_URL (fan-out); returns the event sent."""
+        self.check_cancelled()
         self.budget.check()
         url = self.config.broker_url
         if not url:
@@ -212,6 +251,7 @@ class Context:
                 "emit",
                 str(self._emitted),
             ),
+            RUN_ATTRIBUTE: self.run_id,
             **extensions,
         }
         if subject is not None:
@@ -227,6 +267,8 @@ class Context:
                 f"emit {type} to {url} answered {response.status_code}: {response.text[:200]}"
             )
         self.log.info("emitted", emitted_type=type, emitted_id=attrs["id"])
+        if self.run_handle is not None:
+            self.run_handle.record("emitted", {"emitted": {"type": type, "id": attrs["id"]}})
         return event
 
     async def wait_for(
@@ -239,9 +281,12 @@ class Context:
         event arrives, the handler runs for it with `ctx.resumed.checkpoint` = data.
         ttl (seconds) forgets the wait; None keeps it until resumed. Never returns.
         """
+        self.check_cancelled()
         self.budget.check()
         checkpoint = self.partial if data is None else data
-        await suspend(self._store, self.config, self.event, type, key, checkpoint, ttl)
+        await suspend(
+            self._store, self.config, self.event, type, key, checkpoint, ttl, run=self.run_id
+        )
 
     def run(self, awaitable: Awaitable[T]) -> T:
         """Wait for a ctx coroutine from a plain `def` skill (runs it on the server's loop).
@@ -252,9 +297,11 @@ class Context:
         """
         if threading.get_ident() == self._loop_thread:
             raise RuntimeError("ctx.run() is for plain def skills; in async def skills use await")
-        if self.budget.breach is not None:
+        if self.budget.breach is not None or self.cancelled:
             if inspect.iscoroutine(awaitable):
                 awaitable.close()  # never run: no "coroutine was never awaited" warning
+            self.check_cancelled()
+            assert self.budget.breach is not None
             raise self.budget.breach
 
         async def wrapper() -> T:
