@@ -375,12 +375,14 @@ def _deadletters_replay(args: argparse.Namespace) -> int:
 # -- entry point -----------------------------------------------------------------------------
 
 from rouse_runtime.parking.cli import add_parked  # noqa: E402 - the parking service's subcommand
+from rouse_runtime.runs.cli import add_runs  # noqa: E402 - rouse runs
 
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     _add_dev,
     _add_send,
     _add_deadletters,
     add_parked,  # rouse parked list|replay|drop (rouse_runtime/parking/cli.py)
+    add_runs,  # rouse runs list|show|cancel|kill (rouse_runtime/runs/cli.py)
 ]
 
 

@@ -56,6 +56,8 @@ from rouse_runtime.local.deadletters import DeadLetterStore
 from rouse_runtime.local.metrics import LocalMetrics
 from rouse_runtime.local.parking import LocalParking
 from rouse_runtime.local.supervisor import SkillPool, StartFailedError
+from rouse_runtime.runs.log import RunLog
+from rouse_runtime.runs.platform import append_quietly, record_about
 
 MAX_BODY_BYTES = 1024 * 1024
 DEFAULT_TIMEOUT_SECONDS = 300.0
@@ -118,6 +120,8 @@ class Broker:
         self._client = httpx.AsyncClient(timeout=None)
         self._tasks: set[asyncio.Task[Any]] = set()
         self.parking: LocalParking | None = None
+        self.runs: RunLog | None = None  # where retries, dead letters and parking are recorded
+        self.namespace = "default"  # local mode's (parking.LOCAL_NAMESPACE)
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -204,6 +208,8 @@ class Broker:
         if record.routed_to:
             record.parked = True
             await parking.park(event, record.routed_to)
+            for skill in record.routed_to:
+                await self._note(event, skill, "parked")
             why = "daily budget spent (replayed at reset)" if parking.parking else "behind a replay"
             self.log(f"parked {record.type} {record.id} for {', '.join(record.routed_to)}: {why}")
         return record, bool(record.routed_to)
@@ -223,6 +229,9 @@ class Broker:
                 self.metrics.retries.labels(**labels).inc()
                 self.log(
                     f"retry {number}/{spec.retries} of {event['type']} {event['id']} to {skill} in {wait:g}s"
+                )
+                await self._note(
+                    event, skill, "retry", attempt=number + 1, status=attempt.status, wait=wait
                 )
                 await self.sleep(wait)
             attempt = await self.attempt(event, skill)
@@ -265,16 +274,30 @@ class Broker:
             self.stats[skill].dead_letters += 1
             self.metrics.dead_letters.labels(**labels).inc()
             delivery.outcome = "dead_lettered"
+            await self._note(
+                event, skill, "dead_lettered", attempts=delivery.attempts, letter=letter,
+                reason=(attempt.error or "failed")[:300],
+            )  # fmt: skip
             self.log(
                 f"dead letter {letter}: {event['type']} {event['id']} to {skill} after {delivery.attempts} "
                 f"attempt(s): {attempt.error} (rouse deadletters list / replay {letter})"
             )
         else:
             delivery.outcome = "failed"
+            await self._note(
+                event, skill, "delivery_failed", attempts=delivery.attempts,
+                reason=(attempt.error or "failed")[:300],
+            )  # fmt: skip
             self.log(
                 f"dropped {event['type']} {event['id']} to {skill}: no dead-letter sink (delivery.deadLetter)"
             )
         self.metrics.deliveries.labels(**labels, outcome=delivery.outcome).inc()
+
+    async def _note(self, event: CloudEvent, skill: str, kind: str, **fields: Any) -> None:
+        """Append what this broker saw to the event's run (runs/platform.py)."""
+        if self.runs is not None:
+            record = record_about(self.namespace, self.agent_name, skill, event, kind, **fields)
+            await append_quietly(self.runs, record)
 
     async def attempt(self, event: CloudEvent, skill: str) -> Attempt:
         """One POST to a process of the skill, started first if needed."""

@@ -39,6 +39,7 @@ from rouse_runtime.local.view import View
 from rouse_runtime.parking.app import ParkingSettings, create_app
 from rouse_runtime.policies.warm_pool import Tuning
 from rouse_runtime.policy_loop import LocalPolicyLoop
+from rouse_runtime.runs import open_runlog
 from rouse_runtime.store import StoreError
 
 REAP_INTERVAL = 0.2
@@ -123,6 +124,7 @@ class LocalMode:
             log=view.log,
         )
         self.broker.parking = self.parking
+        self.runs = self.broker.runs = open_runlog(state_url)
         self.ledger = open_ledger(state_url)
         self.policies = LocalPolicyLoop(
             dict(agent),
@@ -264,6 +266,7 @@ class LocalMode:
             await self.broker.close()
             await self.parking.close()
             await self.ledger.close()
+            await self.runs.close()
             await self._exit_stack.aclose()
             await asyncio.gather(*(pool.shutdown() for pool in self.pools.values()))
             with contextlib.suppress(Exception):

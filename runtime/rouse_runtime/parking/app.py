@@ -23,6 +23,9 @@ from rouse_runtime.ledger import Ledger, ledger_registry, open_ledger, utc_day
 from rouse_runtime.parking.credential import authorized
 from rouse_runtime.parking.queue import Filter, Kind, ParkingQueue, open_queue
 from rouse_runtime.parking.replay import DEFAULT_LEASE_SECONDS, Replayer, Target
+from rouse_runtime.runs import open_runlog
+from rouse_runtime.runs.api import runs_router
+from rouse_runtime.runs.platform import append_quietly, record_about
 from rouse_runtime.server import read_body
 from rouse_runtime.store import Store, StoreError, open_store
 
@@ -99,7 +102,9 @@ def create_app(settings: ParkingSettings) -> FastAPI:
     ledger: Ledger = open_ledger(settings.state_url)
     leases: Store = open_store(settings.state_url)
     client = httpx.AsyncClient(timeout=settings.replay_timeout)
+    runlog = open_runlog(settings.state_url)
     replayer = Replayer(queue, leases, client, lease_seconds=settings.replay_lease_seconds)
+    replayer.runs = runlog
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -110,8 +115,10 @@ def create_app(settings: ParkingSettings) -> FastAPI:
             await queue.close()
             await ledger.close()
             await leases.close()
+            await runlog.close()
 
     app = FastAPI(title="rouse parking", lifespan=lifespan)
+    app.include_router(runs_router(runlog, settings.token))
 
     def refused(request: Request) -> JSONResponse | None:
         if authorized(request.headers, settings.token):
@@ -146,6 +153,8 @@ def create_app(settings: ParkingSettings) -> FastAPI:
         await queue.append(
             kind, ns, agent, skill, str(event["source"]), str(event["id"]), dump_event(event)
         )
+        recorded = "parked" if kind == "park" else "dead_lettered"
+        await append_quietly(runlog, record_about(ns, agent, skill, event, recorded))
         # Knative's delivery contract: a 2xx answer is empty or a CloudEvent (a JSON body
         # would be taken as a failed delivery, retried, then dead-lettered).
         return Response(status_code=202)

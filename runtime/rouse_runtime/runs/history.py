@@ -17,6 +17,7 @@ cost. The state, by priority:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -200,44 +201,51 @@ def _finish(step: Step, fields: Any) -> None:
     step.error = fields.get("error") or None
 
 
-def render(view: RunView) -> str:
-    """`rouse runs show` as text: the summary, the steps, then the ordered history."""
-    root = view.root or {}
+def render(run: dict[str, Any]) -> str:
+    """`rouse runs show` as text, from the API's JSON (`RunView.as_json`): the summary,
+    the steps with their outcomes, then the ordered history."""
+    root = run.get("root") or {}
     lines = [
-        f"run {view.run}  {view.namespace}/{view.agent}  {view.state}",
+        f"run {run['run']}  {run['namespace']}/{run['agent']}  {run['state']}",
         f"  root: {root.get('type', '?')} {root.get('id', '?')} from {root.get('source', '?')}",
-        f"  tokens {view.tokens}  cost ${view.cost_usd:.6f}  steps {len(view.steps)}",
+        f"  tokens {run['tokens']}  cost ${run['costUSD']:.6f}",
         "",
         "steps:",
     ]
-    for s in view.steps:
+    for s in run["steps"]:
         extra = []
-        if s.cold:
+        if s["cold"]:
             extra.append("cold start")
-        if s.duplicates:
-            extra.append(f"{s.duplicates} duplicate(s)")
-        if s.input_tokens or s.output_tokens:
-            extra.append(f"{s.input_tokens + s.output_tokens} tokens ${s.cost_usd:.6f}")
-        if s.reply:
-            extra.append(f"-> {s.reply.get('type')}")
-        if s.error:
-            extra.append(s.error[:120])
+        if s["duplicates"]:
+            extra.append(f"{s['duplicates']} duplicate(s)")
+        tokens = s["inputTokens"] + s["outputTokens"]
+        if tokens:
+            extra.append(f"{tokens} tokens ${s['costUSD']:.6f}")
+        if s["reply"]:
+            extra.append(f"-> {s['reply'].get('type')}")
+        if s["error"]:
+            extra.append(s["error"][:120])
         lines.append(
-            f"  {s.skill:<14} {s.event.get('type', '?'):<36} {s.outcome:<16}"
-            f" x{s.attempts} {s.seconds * 1000:7.1f} ms  {'; '.join(extra)}".rstrip()
+            f"  {s['skill']:<12} {s['event'].get('type', '?'):<34} {s['outcome']:<15}"
+            f" x{s['attempts']} {s['seconds'] * 1000:8.1f} ms  {'; '.join(extra)}".rstrip()
         )
     lines += ["", "history:"]
-    for r in view.records:
-        detail = {k: v for k, v in r.fields.items() if k not in ("usage",)}
-        event = r.event or {}
+    started = run["startedAt"]
+    for r in run["history"]:
+        event = r.get("event") or {}
         what = f"{event.get('type', '')} {event.get('id', '')}".strip()
+        detail = {k: v for k, v in r.items() if k not in _SHOWN}
         shown = " ".join(f"{k}={_short(v)}" for k, v in detail.items())
         lines.append(
-            f"  {r.seq:>4}  +{r.at - view.started_at:8.3f}s  {r.kind:<14} {r.skill or '-':<14} {what}  {shown}".rstrip()
+            f"  {r['seq']:>4} +{r['at'] - started:8.3f}s  {r['kind']:<13} {r['skill'] or '-':<12}"
+            f" {what}  {shown}".rstrip()
         )
     return "\n".join(lines)
 
 
+_SHOWN = frozenset({"seq", "at", "kind", "skill", "event", "usage"})
+
+
 def _short(value: Any) -> str:
-    text = value if isinstance(value, str) else repr(value)
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
     return text if len(text) <= 60 else text[:57] + "..."

@@ -1,0 +1,43 @@
+"""Skills for test_runtime_runs.py: one that notes a tool call, ones that run until cancelled.
+
+Each run appends a line to the file named by ROUSE_TEST_RUNS (so a test counts
+runs across processes); a skill told to `hold` writes `holding <id>` first and
+then runs until its run is cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+from rouse_runtime import CloudEvent, Context
+
+
+def _mark(what: str, event: CloudEvent) -> None:
+    with open(os.environ["ROUSE_TEST_RUNS"], "a") as f:
+        f.write(f"{what} {event['id']}\n")
+
+
+async def work(event: CloudEvent, ctx: Context) -> Any:
+    data = event.data or {}
+    _mark("ran", event)
+    ctx.note("tool_call", tool="crm.lookup", ok=True)
+    if data.get("hold"):
+        _mark("holding", event)
+        while True:  # until the run is cancelled: the task is cancelled at this await
+            await asyncio.sleep(0.05)
+    if data.get("slow"):
+        await asyncio.sleep(float(data["slow"]))
+    return {"done": event["id"], "run": ctx.run_id}
+
+
+def sync_work(event: CloudEvent, ctx: Context) -> Any:
+    _mark("ran", event)
+    _mark("holding", event)
+    while True:  # a plain def: stopped at its next ctx call once cancelled
+        time.sleep(0.05)
+        ctx.step()
+        if ctx.cancelled:  # never reached: ctx.step raised first
+            _mark("saw cancelled", event)
