@@ -191,20 +191,13 @@ def test_fold_states() -> None:
 
 def test_fold_steps_count_attempts_duplicates_and_spend() -> None:
     usage = {"input_tokens": 100, "output_tokens": 20, "cost_usd": 0.001}
+    reply = {"type": "t.triaged", "id": "x"}
     view = fold(
         [
             rec("r", "started", root=True, cold=True),
             rec("r", "finished", outcome="error", status=500, error="skill failed: boom"),
             rec("r", "started"),
-            rec(
-                "r",
-                "finished",
-                outcome="ok",
-                status=200,
-                seconds=0.5,
-                usage=usage,
-                reply={"type": "t.triaged", "id": "x"},
-            ),  # fmt: skip
+            rec("r", "finished", outcome="ok", status=200, usage=usage, reply=reply),
             rec("r", "duplicate", answer="stored", status=200),
         ]
     )

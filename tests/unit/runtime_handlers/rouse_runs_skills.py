@@ -26,8 +26,7 @@ async def work(event: CloudEvent, ctx: Context) -> Any:
     ctx.note("tool_call", tool="crm.lookup", ok=True)
     if data.get("hold"):
         _mark("holding", event)
-        while True:  # until the run is cancelled: the task is cancelled at this await
-            await asyncio.sleep(0.05)
+        await asyncio.Event().wait()  # until the run is cancelled: the task is cancelled here
     if data.get("slow"):
         await asyncio.sleep(float(data["slow"]))
     return {"done": event["id"], "run": ctx.run_id}
