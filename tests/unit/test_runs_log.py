@@ -152,7 +152,8 @@ def test_staged_records_join_the_store_write(tmp_path: Any) -> None:
         finally:
             await reader.close()
 
-    assert asyncio.run(main()) == ["started", "finished"]
+    # both in one commit: written as one `ran` record (no reader could see `started` alone)
+    assert asyncio.run(main()) == ["ran"]
 
 
 def test_run_ids() -> None:

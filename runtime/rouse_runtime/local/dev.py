@@ -40,6 +40,7 @@ from rouse_runtime.parking.app import ParkingSettings, create_app
 from rouse_runtime.policies.warm_pool import Tuning
 from rouse_runtime.policy_loop import LocalPolicyLoop
 from rouse_runtime.runs import open_runlog
+from rouse_runtime.runs.log import PRUNE_EVERY_SECONDS
 from rouse_runtime.store import StoreError
 
 REAP_INTERVAL = 0.2
@@ -170,8 +171,13 @@ class LocalMode:
     async def _housekeeping(self) -> None:
         """Scale idle pools down and keep the usage figures fresh."""
         last_scrape = 0.0
+        next_prune = 0.0
         while True:
             await asyncio.gather(*(pool.reap() for pool in self.pools.values()))
+            if time.monotonic() >= next_prune:  # the run log's retention (never the hot path)
+                next_prune = time.monotonic() + PRUNE_EVERY_SECONDS
+                with contextlib.suppress(StoreError):
+                    await self.runs.prune()
             if time.monotonic() - last_scrape >= SCRAPE_INTERVAL:
                 last_scrape = time.monotonic()
                 with contextlib.suppress(StoreError):

@@ -134,7 +134,7 @@ def fold(records: Iterable[Record]) -> RunView | None:
         key = _event_key(record)
         fields = record.fields
         kind = record.kind
-        if kind == "started":
+        if kind in ("started", "ran"):
             if root is None and fields.get("root"):
                 root = dict(record.event or {})
             step = steps.setdefault(key, Step(record.skill or "", dict(record.event or {})))
@@ -144,14 +144,14 @@ def fold(records: Iterable[Record]) -> RunView | None:
             open_steps.add(key)
             if fields.get("resumes"):
                 waiting.discard(str(fields["resumes"]))
-        elif kind == "finished":
+        if kind in ("finished", "ran"):
             step = steps.setdefault(key, Step(record.skill or "", dict(record.event or {})))
             _finish(step, fields)
             open_steps.discard(key)
             if step.outcome == "suspended":
                 waiting.add(str(fields.get("wait", "")))
             budget_stopped = budget_stopped or step.outcome == "budget_exceeded"
-        elif kind == "duplicate":
+        if kind == "duplicate":
             steps.setdefault(
                 key, Step(record.skill or "", dict(record.event or {}))
             ).duplicates += 1

@@ -9,7 +9,9 @@ write of its own: on SQLite `stage` joins the state store's group commit
 (`runlog_on`), so an invocation's records commit in the transaction that
 already holds its idempotency result and ledger line; on Redis the records of
 one event-loop turn go out in one pipelined round trip, shared by every event
-in flight. Everything else (the parking service, local mode's broker, the CLI)
+in flight. An invocation whose `started` and `finished` records fall into the
+same commit is written as one `ran` record (no reader could have seen the first
+alone). Everything else (the parking service, local mode's broker, the CLI)
 appends directly.
 
 Cancellation lives here too: `cancel` marks one run stopped, `kill` the whole
@@ -18,14 +20,16 @@ runtime can check an incoming event against them from a cache.
 
 Retention: a run whose last record is older than `retention` seconds is
 removed whole (never a run's head while its tail lives): Redis expires the
-run's list and trims the index; SQLite prunes at most every few minutes inside
-a group commit.
+run's list and trims the index on every append; on SQLite a long-lived part
+(local mode's broker, the parking service) calls `prune` now and then, never
+the runtime's hot path.
 """
 
 from __future__ import annotations
 
 import abc
 import asyncio
+import dataclasses
 import json
 import logging
 import sqlite3
@@ -43,7 +47,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("rouse.runs")
 
 DEFAULT_RETENTION_SECONDS = 7 * 24 * 3600.0
-PRUNE_EVERY_SECONDS = 300.0
+PRUNE_EVERY_SECONDS = 300.0  # how often long-lived parts prune a SQLite run log
 KILL_SWITCH = "*"  # the `run` of an agent-wide stop in the stop table / hash
 
 
@@ -123,6 +127,32 @@ class Stopped:
 
     def reason(self, run: str) -> str:
         return "kill switch" if self.killed else "run cancelled" if run in self.runs else ""
+
+
+class Batch:
+    """Records staged for one commit, with each invocation's `started` and `finished`
+    folded into one `ran` record when both are in it."""
+
+    def __init__(self) -> None:
+        self.records: list[Record] = []
+        self._started: dict[tuple[str, str | None, str], int] = {}
+
+    @staticmethod
+    def _step(record: Record) -> tuple[str, str | None, str]:
+        event = record.event or {}
+        return (record.run, record.skill, f"{event.get('source')}\x1f{event.get('id')}")
+
+    def add(self, record: Record) -> None:
+        if record.kind == "finished":
+            index = self._started.pop(self._step(record), None)
+            if index is not None:
+                started = self.records[index]
+                fields = {**started.fields, **record.fields}
+                self.records[index] = dataclasses.replace(started, kind="ran", fields=fields)
+                return
+        elif record.kind == "started":
+            self._started[self._step(record)] = len(self.records)
+        self.records.append(record)
 
 
 class RunLog(abc.ABC):
@@ -216,24 +246,16 @@ CREATE TABLE IF NOT EXISTS run_log (
   ns TEXT NOT NULL, agent TEXT NOT NULL, run TEXT NOT NULL,
   at REAL NOT NULL, kind TEXT NOT NULL, body TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS run_log_run ON run_log (ns, agent, run);
-CREATE TABLE IF NOT EXISTS run_index (
-  ns TEXT NOT NULL, agent TEXT NOT NULL, run TEXT NOT NULL, last_at REAL NOT NULL,
-  PRIMARY KEY (ns, agent, run)
-);
-CREATE INDEX IF NOT EXISTS run_index_last ON run_index (last_at);
+CREATE INDEX IF NOT EXISTS run_log_run ON run_log (run);
 CREATE TABLE IF NOT EXISTS run_stop (
   ns TEXT NOT NULL, agent TEXT NOT NULL, run TEXT NOT NULL, at REAL NOT NULL, by TEXT NOT NULL,
   PRIMARY KEY (ns, agent, run)
 );
 """
 _SQL_APPEND = "INSERT INTO run_log (ns, agent, run, at, kind, body) VALUES (?, ?, ?, ?, ?, ?)"
-_SQL_TOUCH = """
-INSERT INTO run_index (ns, agent, run, last_at) VALUES (?, ?, ?, ?)
-ON CONFLICT (ns, agent, run) DO UPDATE SET last_at = MAX(last_at, excluded.last_at)
-"""
 _SQL_PRUNE = """
-DELETE FROM run_log WHERE (ns, agent, run) IN (SELECT ns, agent, run FROM run_index WHERE last_at < ?1)
+DELETE FROM run_log WHERE (ns, agent, run) IN
+  (SELECT ns, agent, run FROM run_log GROUP BY ns, agent, run HAVING MAX(at) < ?1)
 """
 
 
@@ -241,16 +263,10 @@ def _write(db: sqlite3.Connection, records: list[Record]) -> None:
     db.executemany(
         _SQL_APPEND, [(r.namespace, r.agent, r.run, r.at, r.kind, r.body()) for r in records]
     )
-    latest: dict[tuple[str, str, str], float] = {}
-    for r in records:
-        key = (r.namespace, r.agent, r.run)
-        latest[key] = max(latest.get(key, 0.0), r.at)
-    db.executemany(_SQL_TOUCH, [(*key, at) for key, at in latest.items()])
 
 
 def _prune(db: sqlite3.Connection, cutoff: float) -> int:
     removed = db.execute(_SQL_PRUNE, (cutoff,)).rowcount
-    db.execute("DELETE FROM run_index WHERE last_at < ?", (cutoff,))
     # Cancel marks go with their runs; the kill switch stays until it is lifted.
     db.execute("DELETE FROM run_stop WHERE run != ? AND at < ?", (KILL_SWITCH, cutoff))
     return int(removed)
@@ -276,9 +292,8 @@ class SqliteRunLog(RunLog):
         self._file = SqliteFile(path, _SQL_SCHEMA, "run log", synchronous="NORMAL")
         self._store = store
         self._schema_queued = False
-        self._batch: list[Record] | None = None
+        self._batch: Batch | None = None
         self._batch_done: asyncio.Future[None] | None = None
-        self._next_prune = 0.0
 
     def stage(self, record: Record) -> Awaitable[None]:
         store = self._store
@@ -288,18 +303,15 @@ class SqliteRunLog(RunLog):
             self._schema_queued = True  # ops of a batch run in order: the tables come first
             store.enqueue(_create_tables).add_done_callback(self._schema_done)
         if self._batch is None or self._batch_done is None:
-            self._batch = []
+            self._batch = Batch()
             self._batch_done = store.enqueue(self._write_batch)
-        self._batch.append(record)
+        self._batch.add(record)
         return self._batch_done
 
     def _write_batch(self, db: sqlite3.Connection) -> None:
-        batch, self._batch, self._batch_done = self._batch or [], None, None
-        _write(db, batch)
-        now = time.time()
-        if now >= self._next_prune:
-            self._next_prune = now + PRUNE_EVERY_SECONDS
-            _prune(db, now - self.retention)
+        batch, self._batch, self._batch_done = self._batch, None, None
+        if batch is not None:
+            _write(db, batch.records)
 
     def _schema_done(self, future: asyncio.Future[None]) -> None:
         if future.cancelled() or future.exception() is not None:
@@ -342,7 +354,7 @@ class SqliteRunLog(RunLog):
         since: float | None = None,
         limit: int = 100,
     ) -> list[RunKey]:
-        where: list[str] = ["last_at >= ?"]
+        where: list[str] = ["at >= ?"]
         args: list[Any] = [since if since is not None else 0.0]
         if namespace is not None:
             where.append("ns = ?")
@@ -350,9 +362,10 @@ class SqliteRunLog(RunLog):
         if agent is not None:
             where.append("agent = ?")
             args.append(agent)
+        # A scan (no index on time: the hot path pays for none); listing is rare.
         sql = (
-            f"SELECT ns, agent, run, last_at FROM run_index WHERE {' AND '.join(where)}"
-            " ORDER BY last_at DESC LIMIT ?"
+            f"SELECT ns, agent, run, MAX(at) AS last FROM run_log WHERE {' AND '.join(where)}"
+            " GROUP BY ns, agent, run ORDER BY last DESC LIMIT ?"
         )
         rows = self._file.run("read", lambda db: db.execute(sql, (*args, limit)).fetchall())
         return [RunKey(r[0], r[1], r[2], float(r[3])) for r in rows]
@@ -429,7 +442,7 @@ class RedisRunLog(RunLog):
         self.url = url
         self.retention = retention
         self._redis: Any = aioredis.from_url(url, decode_responses=True)
-        self._batch: list[Record] | None = None
+        self._batch: Batch | None = None
         self._batch_done: asyncio.Future[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -441,14 +454,14 @@ class RedisRunLog(RunLog):
     def stage(self, record: Record) -> Awaitable[None]:
         if self._batch is None or self._batch_done is None:
             loop = asyncio.get_running_loop()
-            self._batch = []
+            self._batch = Batch()
             self._batch_done = loop.create_future()
             loop.call_soon(self._flush)
-        self._batch.append(record)
+        self._batch.add(record)
         return self._batch_done
 
     def _flush(self) -> None:
-        batch, done = self._batch or [], self._batch_done
+        batch, done = self._batch.records if self._batch else [], self._batch_done
         self._batch, self._batch_done = None, None
         assert done is not None
 
