@@ -26,6 +26,8 @@ from rouse_runtime import structural
 from rouse_runtime.envnames import ENV_AGENT as ENV_AGENT
 from rouse_runtime.envnames import ENV_BROKER_URL as ENV_BROKER_URL
 from rouse_runtime.envnames import ENV_HANDLER as ENV_HANDLER
+from rouse_runtime.envnames import ENV_JOIN as ENV_JOIN
+from rouse_runtime.envnames import ENV_JOIN_DEADLINE as ENV_JOIN_DEADLINE
 from rouse_runtime.envnames import ENV_MAX_STEPS as ENV_MAX_STEPS
 from rouse_runtime.envnames import ENV_MAX_TOKENS as ENV_MAX_TOKENS
 from rouse_runtime.envnames import ENV_MAX_TOOL_CALLS as ENV_MAX_TOOL_CALLS
@@ -34,6 +36,7 @@ from rouse_runtime.envnames import ENV_REPLY_TYPE as ENV_REPLY_TYPE
 from rouse_runtime.envnames import ENV_SKILL as ENV_SKILL
 from rouse_runtime.envnames import ENV_STATE_URL as ENV_STATE_URL
 from rouse_runtime.envnames import ENV_TIMEOUT_SECONDS as ENV_TIMEOUT_SECONDS
+from rouse_runtime.policies.durations import parse_duration
 
 Agent = dict[str, Any]
 Skill = dict[str, Any]
@@ -103,6 +106,11 @@ def skill_env(agent: Agent, skill: Skill, broker_url: str) -> dict[str, str]:
         ENV_TIMEOUT_SECONDS: skill.get("timeoutSeconds"),
     }
     env.update({name: str(value) for name, value in limits.items() if value is not None})
+    join = skill.get("join")
+    if join is not None:  # a fan-in join (runs/join.py)
+        env[ENV_JOIN] = "true"
+        if join.get("deadline"):
+            env[ENV_JOIN_DEADLINE] = f"{parse_duration(str(join['deadline'])):g}"
     return env
 
 

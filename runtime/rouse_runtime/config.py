@@ -15,6 +15,8 @@ from rouse_runtime.envnames import (
     ENV_AGENT,
     ENV_BROKER_URL,
     ENV_HANDLER,
+    ENV_JOIN,
+    ENV_JOIN_DEADLINE,
     ENV_KUBERNETES_SERVICE_HOST,
     ENV_LLM_API_KEY,
     ENV_LLM_BASE_URL,
@@ -92,6 +94,9 @@ class Config:
     namespace: str = DEFAULT_NAMESPACE
     # Seconds a run's history is kept after its last record (runs/log.py).
     runs_retention: float = DEFAULT_RUNS_RETENTION_SECONDS
+    # A fan-in join (runs/join.py): collect parts, run once when all are in or past the deadline.
+    join: bool = False
+    join_deadline: float | None = None
 
     @property
     def scope(self) -> Scope:
@@ -129,6 +134,15 @@ def _float(env: Mapping[str, str], name: str) -> float | None:
     if not value > 0:
         raise ConfigError(f"{name}={raw!r} must be > 0")
     return value
+
+
+def _bool(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "false", "0"):
+        return False
+    if raw in ("true", "1"):
+        return True
+    raise ConfigError(f"{name}={raw!r} must be true or false")
 
 
 def parse_prices(raw: str) -> dict[str, Price]:
@@ -229,4 +243,6 @@ def load_config(env: Mapping[str, str]) -> Config:
         log_level=level,
         namespace=_namespace(env),
         runs_retention=_float(env, ENV_RUNS_RETENTION) or DEFAULT_RUNS_RETENTION_SECONDS,
+        join=_bool(env, ENV_JOIN),
+        join_deadline=_float(env, ENV_JOIN_DEADLINE),
     )

@@ -12,7 +12,8 @@ import asyncio
 import functools
 import inspect
 import threading
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from cloudevents.http import CloudEvent
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     import httpx
 
     from rouse_runtime.llm import LLMClient, SpendRecorder
+    from rouse_runtime.runs.join import Joined
     from rouse_runtime.runs.recorder import RunHandle
 
 T = TypeVar("T")
@@ -80,8 +82,9 @@ class Context:
     resumes a skill that suspended with `wait_for` (see suspend.py).
     """
 
-    # A class attribute: invocations that resume nothing pay nothing for it.
+    # Class attributes: invocations that resume or join nothing pay nothing for them.
     resumed: Resumed | None = None
+    joined: Joined | None = None  # set when this invocation runs a fan-in join (runs/join.py)
 
     def __init__(
         self,
@@ -106,6 +109,7 @@ class Context:
         self._loop = loop
         self._loop_thread = threading.get_ident()
         self._emitted = 0
+        self._fanned_out = 0
         self._llm: LLMClient | None = None
         self._record_spend = record_spend
         self.run_handle = run
@@ -270,6 +274,34 @@ class Context:
         if self.run_handle is not None:
             self.run_handle.record("emitted", {"emitted": {"type": type, "id": attrs["id"]}})
         return event
+
+    async def fan_out(self, type: str, items: Sequence[Any], **extensions: Any) -> str:
+        """Emit one `type` event per item, as the parts of one join; returns the join's id.
+
+        Each event carries `rousejoin`, `rousepart` (its index) and `rouseparts`
+        (len(items)); a worker's reply carries them on, and a skill declared
+        `join` in the Agent runs once with all the results (`ctx.joined`). Ids are
+        derived from this event, so a rerun sends the same events (duplicates
+        downstream, never new parts).
+        """
+        from rouse_runtime.runs.join import MAX_PARTS
+
+        if not 1 <= len(items) <= MAX_PARTS:
+            raise ValueError(f"ctx.fan_out: 1 to {MAX_PARTS} items, got {len(items)}")
+        self._fanned_out += 1
+        cfg, event = self.config, self.event
+        join = uuid.uuid5(
+            uuid.NAMESPACE_URL,
+            "\x1f".join((cfg.namespace, cfg.agent, cfg.skill, event["source"], event["id"],
+                          "fan", str(self._fanned_out))),
+        ).hex  # fmt: skip
+        for index, item in enumerate(items):
+            await self.emit(
+                type, item, rousejoin=join, rousepart=index, rouseparts=len(items), **extensions
+            )
+        if self.run_handle is not None:
+            self.run_handle.record("fanned_out", {"join": join, "parts": len(items), "type": type})
+        return join
 
     async def wait_for(
         self, type: str, *, key: str, data: Any = None, ttl: float | None = None

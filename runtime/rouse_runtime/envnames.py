@@ -20,6 +20,8 @@ ENV_MAX_STEPS = "ROUSE_MAX_STEPS"
 ENV_MAX_TOOL_CALLS = "ROUSE_MAX_TOOL_CALLS"
 ENV_MAX_TOKENS = "ROUSE_MAX_TOKENS"
 ENV_TIMEOUT_SECONDS = "ROUSE_TIMEOUT_SECONDS"
+ENV_JOIN = "ROUSE_JOIN"  # "true": the skill is a fan-in join (spec.skills[].join)
+ENV_JOIN_DEADLINE = "ROUSE_JOIN_DEADLINE"  # seconds after the first part
 
 # The runtime's own settings (the platform or the user sets them).
 ENV_PORT = "PORT"

@@ -57,6 +57,7 @@ from rouse_runtime.ledger import Entry, Ledger, ledger_on
 from rouse_runtime.metrics import Metrics
 from rouse_runtime.protocol import MAX_HEADER_BYTES
 from rouse_runtime.runs import RUN_ATTRIBUTE, RunLog, run_of, runlog_on
+from rouse_runtime.runs.join import JOIN_ATTRIBUTE, JOIN_ATTRIBUTES, Joined, Joins, part_of
 from rouse_runtime.runs.recorder import Cancelled, Recorder, RunHandle, finished_fields
 from rouse_runtime.scope import Scope as KeyScope
 from rouse_runtime.spend import record_spend
@@ -241,6 +242,7 @@ class Runtime:
         self._ledger: Ledger | None = None
         self._resumer: Resumer | None = None
         self._runlog: RunLog | None = None
+        self._joins: Joins | None = None
         self.namespace = config.namespace
         self.runs = Recorder(lambda: self.runlog, config.namespace, config.agent, config.skill)
         self._http: httpx.AsyncClient | None = None
@@ -272,6 +274,13 @@ class Runtime:
                 self.store, self.config.state_url, retention=self.config.runs_retention
             )
         return self._runlog
+
+    @property
+    def joins(self) -> Joins:
+        """Fan-in join state (runs/join.py), used only by a skill declared `join`."""
+        if self._joins is None:
+            self._joins = Joins(self.store, self.config.join_deadline)
+        return self._joins
 
     @property
     def resumer(self) -> Resumer:
@@ -371,6 +380,12 @@ class Runtime:
             stored = Outcome.from_record(claim.record)
             self.runs.stage(event, run, "duplicate", {"answer": "stored", "status": stored.status})
             return stored
+        joined: Joined | None = None
+        if self.config.join:
+            arrival = await self._join(key, event, run)
+            if isinstance(arrival, Outcome):
+                return arrival
+            joined = arrival
         resumed: Resumed | None = None
         try:
             wait_key = event.get(KEY_ATTRIBUTE)
@@ -391,7 +406,7 @@ class Runtime:
                             key, self.owner, dropped.record(), IDEMPOTENCY_TTL_SECONDS
                         )
                         return dropped
-            outcome, entry, recorded = await self.run(event, resumed, run)
+            outcome, entry, recorded = await self.run(event, resumed, run, joined)
         except ResumeBusyError as exc:
             await self.store.release(key, self.owner)
             error = {"error": "resume in progress", "detail": str(exc)}
@@ -429,6 +444,28 @@ class Runtime:
                     await recorded
         return outcome
 
+    async def _join(self, key: str, event: CloudEvent, run: str) -> Joined | Outcome | None:
+        """A join skill's part: collected (202, the skill not run), or the whole join to run
+        now, or None for an event that carries no join (run as usual)."""
+        part = part_of(event)
+        if part is None:
+            return None
+        cfg = self.config
+        try:
+            arrival = await self.joins.arrive(
+                cfg.scope.digest(cfg.skill, "join", part.join), part, event, key
+            )
+        except BaseException:
+            await self.store.release(key, self.owner)
+            raise
+        if arrival.joined is not None:
+            return arrival.joined
+        fields = {"join": part.join, "part": part.index, "parts": part.parts, "have": arrival.have}
+        self.runs.stage(event, run, f"join_{arrival.kind}", fields)
+        collected = Outcome(202)
+        await self.store.complete(key, self.owner, collected.record(), IDEMPOTENCY_TTL_SECONDS)
+        return collected
+
     def _count(self, entry: Entry) -> Awaitable[None] | None:
         """Start adding an invocation to the ledger; a failure is logged, never raised.
 
@@ -452,7 +489,11 @@ class Runtime:
         log.warning("ledger: invocation of %s/%s not recorded: %s", cfg.agent, cfg.skill, exc)
 
     async def run(
-        self, event: CloudEvent, resumed: Resumed | None = None, run: str | None = None
+        self,
+        event: CloudEvent,
+        resumed: Resumed | None = None,
+        run: str | None = None,
+        joined: Joined | None = None,
     ) -> tuple[Outcome, Entry, Awaitable[None] | None]:
         """One invocation of the skill under its budget, whatever it does, its ledger line,
         and the durability of its `finished` run record.
@@ -486,7 +527,14 @@ class Runtime:
             ctx.resumed = resumed
             ctx.log.info("resumed", wait_type=resumed.event_type, wait_key=resumed.key)
             started_fields["resumes"] = f"{resumed.event_type}/{resumed.key}"
-        self.runs.stage(event, handle.id, "started", started_fields)
+        if joined is not None:
+            ctx.joined = joined
+            started_fields["joins"] = {
+                "join": joined.id,
+                "parts": joined.parts,
+                "missing": joined.missing,
+            }
+        self.runs.stage(handle.ref, handle.id, "started", started_fields)
         metrics.inflight.inc()
         started = time.perf_counter()
         handle.task = asyncio.current_task()
@@ -505,7 +553,7 @@ class Runtime:
             metrics.duration.observe(seconds)
         metrics.invocations[outcome.kind].inc()
         recorded = self.runs.stage(
-            event, handle.id, "finished", finished_fields(outcome, seconds, budget, handle)
+            handle.ref, handle.id, "finished", finished_fields(outcome, seconds, budget, handle)
         )
         # The invocation and its cold start; its spend went in per model call (record_spend).
         return outcome, Entry.invocation(cold_start=cold_start), recorded
@@ -583,6 +631,10 @@ class Runtime:
             "id": derived_id(cfg.agent, cfg.skill, event["source"], event["id"], "reply"),
             RUN_ATTRIBUTE: run if run is not None else run_of(event),
         }
+        if event.get(JOIN_ATTRIBUTE) is not None:  # a worker's result: its join part goes on
+            attrs.update(
+                {name: event[name] for name in JOIN_ATTRIBUTES if event.get(name) is not None}
+            )
         return new_event(attrs, data, cause=event)
 
     def _cancelled(self, ctx: Context, handle: RunHandle) -> Outcome:
@@ -712,6 +764,8 @@ def create_app(
                 return  # the client is gone
             event, mode = parse_event(headers, body)
             run = runtime.runs.run_for(event)
+            if config.join:
+                part_of(event)  # a malformed join part is the sender's error: 400 naming it
         except EventError as exc:
             await send_error(send, exc.status, exc.error, exc.detail)
             return
@@ -723,7 +777,10 @@ def create_app(
             stop = await runtime.runs.stop_reason(run)
             if stop is not None:  # acknowledged and dropped, with a record: never retried
                 runtime.metrics.invocations["cancelled"].inc()
-                runtime.runs.stage(event, run, "dropped", {"reason": stop})
+                recorded = runtime.runs.stage(event, run, "dropped", {"reason": stop})
+                if recorded is not None:
+                    with contextlib.suppress(StoreError):  # logged by the recorder
+                        await recorded
                 await send_response(send, 202, {}, b"")
                 return
             outcome = await runtime.invoke_once(event, run)

@@ -51,7 +51,10 @@ PRUNE_EVERY_SECONDS = 300.0  # how often long-lived parts prune a SQLite run log
 KILL_SWITCH = "*"  # the `run` of an agent-wide stop in the stop table / hash
 
 
-@dataclass(frozen=True)
+_ENCODE = json.JSONEncoder(separators=(",", ":"), default=str).encode
+
+
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs twice, per event
 class Record:
     """One transition of a run, as appended; `seq` is its position in the run (read back)."""
 
@@ -67,16 +70,14 @@ class Record:
 
     def body(self) -> str:
         """The stored form (JSON): everything but the key and the position."""
-        return json.dumps(
+        return _ENCODE(
             {
                 "kind": self.kind,
                 "at": self.at,
                 "skill": self.skill,
-                "event": dict(self.event) if self.event is not None else None,
-                "fields": dict(self.fields),
-            },
-            separators=(",", ":"),
-            default=str,
+                "event": self.event,
+                "fields": self.fields,
+            }
         )
 
     @staticmethod
@@ -290,6 +291,9 @@ class SqliteRunLog(RunLog):
         self.path = path
         self.retention = retention
         self._file = SqliteFile(path, _SQL_SCHEMA, "run log", synchronous="NORMAL")
+        # Beside a sole-writer store, reads must never write: making the tables on this
+        # connection would wait for the lock the store holds in this very thread.
+        self._reader = SqliteFile(path, "", "run log") if store is not None else self._file
         self._store = store
         self._schema_queued = False
         self._batch: Batch | None = None
@@ -395,12 +399,17 @@ class SqliteRunLog(RunLog):
         )
 
     async def stopped(self, namespace: str, agent: str) -> Stopped:
-        rows = self._file.run(
-            "read",
-            lambda db: db.execute(
-                "SELECT run FROM run_stop WHERE ns = ? AND agent = ?", (namespace, agent)
-            ).fetchall(),
-        )
+        def read(db: sqlite3.Connection) -> list[Any]:
+            try:
+                return db.execute(
+                    "SELECT run FROM run_stop WHERE ns = ? AND agent = ?", (namespace, agent)
+                ).fetchall()
+            except sqlite3.OperationalError as exc:
+                if "no such table" in str(exc):  # nothing was ever stopped in this file
+                    return []
+                raise
+
+        rows = self._reader.run("read", read)
         runs = {r[0] for r in rows}
         return Stopped(frozenset(runs - {KILL_SWITCH}), KILL_SWITCH in runs)
 
@@ -410,6 +419,7 @@ class SqliteRunLog(RunLog):
 
     async def close(self) -> None:
         self._file.close()
+        self._reader.close()
 
 
 def _create_tables(db: sqlite3.Connection) -> None:

@@ -38,8 +38,9 @@ log = logging.getLogger("rouse.runs")
 
 STOP_POLL_SECONDS = 1.0  # how stale a process's view of the stop marks may be
 RESERVED_KINDS = frozenset(
-    {"started", "finished", "duplicate", "dropped", "emitted", "cancelled", "parked",
-     "replayed", "dead_lettered", "delivery_failed", "retry"}
+    {"started", "finished", "ran", "duplicate", "dropped", "emitted", "fanned_out", "cancelled",
+     "parked", "replayed", "dead_lettered", "delivery_failed", "retry", "compensation",
+     "join_collected", "join_duplicate", "join_late"}
 )  # fmt: skip
 
 
@@ -56,13 +57,14 @@ def event_ref(event: CloudEvent) -> dict[str, str]:
 class RunHandle:
     """One invocation's run: its id, its notes, and whether it was stopped."""
 
-    __slots__ = ("_recorder", "event", "id", "stop_reason", "task", "wait")
+    __slots__ = ("_recorder", "event", "id", "ref", "stop_reason", "task", "wait")
 
     def __init__(self, recorder: Recorder, run: str, event: CloudEvent) -> None:
         self._recorder = recorder
         recorder.loop = asyncio.get_running_loop()  # made on the loop, for each event
         self.id = run
         self.event = event
+        self.ref = event_ref(event)  # what its records say about the event, made once
         self.stop_reason: str | None = None
         self.task: asyncio.Task[Any] | None = None
         self.wait: str | None = None  # `<type>/<key>` once the skill suspended
@@ -81,9 +83,9 @@ class RunHandle:
         are handed to the loop)."""
         loop = self._recorder.loop
         if loop is not None and not _on_loop(loop):
-            loop.call_soon_threadsafe(self._recorder.stage, self.event, self.id, kind, fields)
+            loop.call_soon_threadsafe(self._recorder.stage, self.ref, self.id, kind, fields)
             return
-        self._recorder.stage(self.event, self.id, kind, fields)
+        self._recorder.stage(self.ref, self.id, kind, fields)
 
     def stop(self, reason: str, *, cancel_task: bool) -> None:
         if self.stop_reason is not None:
@@ -198,11 +200,12 @@ class Recorder:
         return stopped.reason(run) if stopped.covers(run) else None
 
     def stage(
-        self, event: CloudEvent, run: str, kind: str, fields: dict[str, Any]
+        self, event: CloudEvent | dict[str, str], run: str, kind: str, fields: dict[str, Any]
     ) -> Awaitable[None] | None:
-        """Queue a record about event; a store failure is logged, never raised (what it
-        records happened already)."""
-        record = Record(self.namespace, self.agent, run, kind, self.skill, event_ref(event), fields)
+        """Queue a record about event (or its `event_ref`); a store failure is logged, never
+        raised (what it records happened already)."""
+        ref = event if isinstance(event, dict) else event_ref(event)
+        record = Record(self.namespace, self.agent, run, kind, self.skill, ref, fields)
         try:
             staged = self._runlog().stage(record)
         except StoreError as exc:
