@@ -42,13 +42,20 @@ def sync_work(event: CloudEvent, ctx: Context) -> Any:
             _mark("saw cancelled", event)
 
 
+def _first_failure() -> bool:
+    marker = os.environ["ROUSE_TEST_RUNS"] + ".failed"
+    if os.path.exists(marker):
+        return False
+    open(marker, "w").close()
+    return True
+
+
 async def joiner(event: CloudEvent, ctx: Context) -> Any:
     """A fan-in join: runs once per join with every result in part order."""
     joined = ctx.joined
     assert joined is not None, "a join skill runs only for a whole join"
     _mark("joined", event)
     data = event.data or {}
-    if data.get("fail_once") and not os.path.exists(os.environ["ROUSE_TEST_RUNS"] + ".failed"):
-        open(os.environ["ROUSE_TEST_RUNS"] + ".failed", "w").close()
+    if data.get("fail_once") and _first_failure():
         raise RuntimeError("the join fails once")
     return {"join": joined.id, "results": joined.results, "missing": joined.missing}
