@@ -520,7 +520,7 @@ class Runtime:
             record_spend=self.record_spend,
             run=handle,
         )
-        started_fields: dict[str, Any] = {"cold": cold_start}
+        started_fields: dict[str, Any] = {"cold": True} if cold_start else {}
         if event.get(RUN_ATTRIBUTE) is None:
             started_fields["root"] = True
         if resumed is not None:

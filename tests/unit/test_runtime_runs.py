@@ -122,7 +122,7 @@ def test_an_invocation_is_recorded_and_its_run_carried_on(
     assert nxt.headers["ce-rouserun"] == run
     records = history(state_url, run)
     assert [r.kind for r in records] == ["ran", "tool_call", "ran", "tool_call"]
-    assert (records[2].fields["cold"], "root" in records[2].fields) == (False, False)
+    assert ("cold" in records[2].fields, "root" in records[2].fields) == (False, False)
     view = fold(records)
     assert view is not None
     assert (view.state, [s.event["id"] for s in view.steps]) == (

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import dataclasses
 import json
 import logging
 import sqlite3
@@ -80,6 +79,10 @@ class Record:
             }
         )
 
+    def row_body(self) -> str:
+        """The stored form in a SQLite row, whose columns hold the kind and time."""
+        return _ENCODE([self.skill, self.event, self.fields])
+
     @staticmethod
     def load(namespace: str, agent: str, run: str, seq: int, body: str) -> Record:
         raw = json.loads(body)
@@ -94,6 +97,13 @@ class Record:
             float(raw["at"]),
             seq,
         )
+
+    @staticmethod
+    def from_row(
+        namespace: str, agent: str, run: str, seq: int, at: float, kind: str, body: str
+    ) -> Record:
+        skill, event, fields = json.loads(body)
+        return Record(namespace, agent, run, kind, skill, event, fields or {}, float(at), seq)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -136,23 +146,22 @@ class Batch:
 
     def __init__(self) -> None:
         self.records: list[Record] = []
-        self._started: dict[tuple[str, str | None, str], int] = {}
-
-    @staticmethod
-    def _step(record: Record) -> tuple[str, str | None, str]:
-        event = record.event or {}
-        return (record.run, record.skill, f"{event.get('source')}\x1f{event.get('id')}")
+        self._started: dict[tuple[str, str | None, Any], int] = {}
 
     def add(self, record: Record) -> None:
-        if record.kind == "finished":
-            index = self._started.pop(self._step(record), None)
+        kind = record.kind
+        if kind == "finished":
+            # The runtime hands both records the same event ref object: its identity is the step.
+            index = self._started.pop((record.run, record.skill, id(record.event)), None)
             if index is not None:
-                started = self.records[index]
-                fields = {**started.fields, **record.fields}
-                self.records[index] = dataclasses.replace(started, kind="ran", fields=fields)
+                s = self.records[index]
+                fields = {**s.fields, **record.fields}
+                self.records[index] = Record(
+                    s.namespace, s.agent, s.run, "ran", s.skill, s.event, fields, s.at
+                )
                 return
-        elif record.kind == "started":
-            self._started[self._step(record)] = len(self.records)
+        elif kind == "started":
+            self._started[(record.run, record.skill, id(record.event))] = len(self.records)
         self.records.append(record)
 
 
@@ -247,7 +256,6 @@ CREATE TABLE IF NOT EXISTS run_log (
   ns TEXT NOT NULL, agent TEXT NOT NULL, run TEXT NOT NULL,
   at REAL NOT NULL, kind TEXT NOT NULL, body TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS run_log_run ON run_log (run);
 CREATE TABLE IF NOT EXISTS run_stop (
   ns TEXT NOT NULL, agent TEXT NOT NULL, run TEXT NOT NULL, at REAL NOT NULL, by TEXT NOT NULL,
   PRIMARY KEY (ns, agent, run)
@@ -262,7 +270,7 @@ DELETE FROM run_log WHERE (ns, agent, run) IN
 
 def _write(db: sqlite3.Connection, records: list[Record]) -> None:
     db.executemany(
-        _SQL_APPEND, [(r.namespace, r.agent, r.run, r.at, r.kind, r.body()) for r in records]
+        _SQL_APPEND, [(r.namespace, r.agent, r.run, r.at, r.kind, r.row_body()) for r in records]
     )
 
 
@@ -275,6 +283,11 @@ def _prune(db: sqlite3.Connection, cutoff: float) -> int:
 
 class SqliteRunLog(RunLog):
     """The run log as tables in the SQLite state file.
+
+    No index: SQLite is local mode's store (the cluster's is Redis, a list per
+    run), where reading a history scans a few days of one machine's events,
+    while an index would be paid on every event (about a tenth of an event's
+    CPU, measured with bench/runtime_throughput.py).
 
     Given the runtime's `SqliteStore`, `stage` goes through the store's group
     commit (one executemany per commit, however many records it holds); reads
@@ -344,11 +357,12 @@ class SqliteRunLog(RunLog):
         rows = self._file.run(
             "read",
             lambda db: db.execute(
-                "SELECT body FROM run_log WHERE ns = ? AND agent = ? AND run = ? ORDER BY rowid",
+                "SELECT at, kind, body FROM run_log WHERE ns = ? AND agent = ? AND run = ?"
+                " ORDER BY rowid",
                 (namespace, agent, run),
             ).fetchall(),
         )
-        return [Record.load(namespace, agent, run, i + 1, row[0]) for i, row in enumerate(rows)]
+        return [Record.from_row(namespace, agent, run, i + 1, *row) for i, row in enumerate(rows)]
 
     async def runs(
         self,

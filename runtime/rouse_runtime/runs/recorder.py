@@ -61,7 +61,8 @@ class RunHandle:
 
     def __init__(self, recorder: Recorder, run: str, event: CloudEvent) -> None:
         self._recorder = recorder
-        recorder.loop = asyncio.get_running_loop()  # made on the loop, for each event
+        if recorder.loop is None:
+            recorder.loop = asyncio.get_running_loop()  # made on the loop, for each event
         self.id = run
         self.event = event
         self.ref = event_ref(event)  # what its records say about the event, made once
@@ -179,6 +180,7 @@ class Recorder:
         self.skill = skill
         self.watch = StopWatch(self._read_stops)
         self.loop: asyncio.AbstractEventLoop | None = None
+        self._watched: asyncio.Future[None] | None = None
 
     async def _read_stops(self) -> Stopped:
         return await self._runlog().stopped(self.namespace, self.agent)
@@ -213,7 +215,8 @@ class Recorder:
             return None
         if asyncio.iscoroutine(staged):
             staged = asyncio.ensure_future(staged)
-        if isinstance(staged, asyncio.Future):
+        if isinstance(staged, asyncio.Future) and staged is not self._watched:
+            self._watched = staged  # records of one commit share it: one callback per commit
             staged.add_done_callback(_log_failure)
         return staged
 
@@ -225,7 +228,7 @@ def finished_fields(
     fields: dict[str, Any] = {
         "outcome": outcome.kind,
         "status": outcome.status,
-        "seconds": round(seconds, 6),
+        "seconds": round(seconds, 5),
     }
     usage = budget.usage
     if usage.steps or usage.tool_calls or usage.input_tokens or usage.output_tokens:
