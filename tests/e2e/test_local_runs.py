@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rouse_testing.wait import wait_until
-
 from localdev import LocalDev, rouse, start_dev
+from rouse_testing.wait import wait_until
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "research-brief" / "agent.yaml"
 AGENT = "research-brief"
@@ -92,7 +91,9 @@ def test_the_kill_switch_drops_events_until_lifted(dev: LocalDev) -> None:
     sent = dev.post("com.example.brief.requested", {"topic": "kites"}, id="after-1")
     dev.wait_chain(sent.json()["chain"])
     wait_until(
-        lambda: any(r["state"] == "completed" for r in runs_cli(dev, "list", "--agent", AGENT)["items"]),
+        lambda: any(
+            r["state"] == "completed" for r in runs_cli(dev, "list", "--agent", AGENT)["items"]
+        ),
         what="a run to complete after the switch is lifted",
     )
 
