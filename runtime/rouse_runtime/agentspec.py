@@ -25,6 +25,7 @@ from rouse_runtime import structural
 # (re-exported: agentspec.ENV_* is what launchers use).
 from rouse_runtime.envnames import ENV_AGENT as ENV_AGENT
 from rouse_runtime.envnames import ENV_BROKER_URL as ENV_BROKER_URL
+from rouse_runtime.envnames import ENV_COMPENSATE_TYPE as ENV_COMPENSATE_TYPE
 from rouse_runtime.envnames import ENV_HANDLER as ENV_HANDLER
 from rouse_runtime.envnames import ENV_JOIN as ENV_JOIN
 from rouse_runtime.envnames import ENV_JOIN_DEADLINE as ENV_JOIN_DEADLINE
@@ -111,6 +112,9 @@ def skill_env(agent: Agent, skill: Skill, broker_url: str) -> dict[str, str]:
         env[ENV_JOIN] = "true"
         if join.get("deadline"):
             env[ENV_JOIN_DEADLINE] = f"{parse_duration(str(join['deadline'])):g}"
+    compensate = skill.get("compensate")
+    if compensate is not None:  # the event that undoes a step (runs/saga.py)
+        env[ENV_COMPENSATE_TYPE] = str(compensate["type"])
     return env
 
 

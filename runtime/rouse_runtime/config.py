@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from rouse_runtime.envnames import (
     ENV_AGENT,
     ENV_BROKER_URL,
+    ENV_COMPENSATE_TYPE,
     ENV_HANDLER,
     ENV_JOIN,
     ENV_JOIN_DEADLINE,
@@ -97,6 +98,8 @@ class Config:
     # A fan-in join (runs/join.py): collect parts, run once when all are in or past the deadline.
     join: bool = False
     join_deadline: float | None = None
+    # The event type that undoes a completed step of this skill (runs/saga.py).
+    compensate_type: str | None = None
 
     @property
     def scope(self) -> Scope:
@@ -245,4 +248,5 @@ def load_config(env: Mapping[str, str]) -> Config:
         runs_retention=_float(env, ENV_RUNS_RETENTION) or DEFAULT_RUNS_RETENTION_SECONDS,
         join=_bool(env, ENV_JOIN),
         join_deadline=_float(env, ENV_JOIN_DEADLINE),
+        compensate_type=env.get(ENV_COMPENSATE_TYPE, "").strip() or None,
     )

@@ -22,6 +22,7 @@ ENV_MAX_TOKENS = "ROUSE_MAX_TOKENS"
 ENV_TIMEOUT_SECONDS = "ROUSE_TIMEOUT_SECONDS"
 ENV_JOIN = "ROUSE_JOIN"  # "true": the skill is a fan-in join (spec.skills[].join)
 ENV_JOIN_DEADLINE = "ROUSE_JOIN_DEADLINE"  # seconds after the first part
+ENV_COMPENSATE_TYPE = "ROUSE_COMPENSATE_TYPE"  # the event that undoes a step (compensate.type)
 
 # The runtime's own settings (the platform or the user sets them).
 ENV_PORT = "PORT"

@@ -59,6 +59,7 @@ from rouse_runtime.protocol import MAX_HEADER_BYTES
 from rouse_runtime.runs import RUN_ATTRIBUTE, RunLog, run_of, runlog_on
 from rouse_runtime.runs.join import JOIN_ATTRIBUTE, JOIN_ATTRIBUTES, Joined, Joins, part_of
 from rouse_runtime.runs.recorder import Cancelled, Recorder, RunHandle, finished_fields
+from rouse_runtime.runs.saga import COMPENSATES_ATTRIBUTE, undo_fields
 from rouse_runtime.scope import Scope as KeyScope
 from rouse_runtime.spend import record_spend
 from rouse_runtime.store import Store, StoreError, open_store
@@ -552,9 +553,10 @@ class Runtime:
             seconds = time.perf_counter() - started
             metrics.duration.observe(seconds)
         metrics.invocations[outcome.kind].inc()
-        recorded = self.runs.stage(
-            handle.ref, handle.id, "finished", finished_fields(outcome, seconds, budget, handle)
-        )
+        fields = finished_fields(outcome, seconds, budget, handle)
+        if self.config.compensate_type is not None and outcome.kind == "ok":
+            fields["compensate"] = undo_fields(self.config.compensate_type, event, outcome.event)
+        recorded = self.runs.stage(handle.ref, handle.id, "finished", fields)
         # The invocation and its cold start; its spend went in per model call (record_spend).
         return outcome, Entry.invocation(cold_start=cold_start), recorded
 
@@ -775,7 +777,9 @@ def create_app(
             return
         try:
             stop = await runtime.runs.stop_reason(run)
-            if stop is not None:  # acknowledged and dropped, with a record: never retried
+            if stop is not None and event.get(COMPENSATES_ATTRIBUTE) is None:
+                # Acknowledged and dropped, with a record: never retried. (A compensation
+                # goes through: undoing is what a cancel asks for.)
                 runtime.metrics.invocations["cancelled"].inc()
                 recorded = runtime.runs.stage(event, run, "dropped", {"reason": stop})
                 if recorded is not None:

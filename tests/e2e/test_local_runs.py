@@ -71,7 +71,12 @@ def test_a_fan_out_and_its_join_in_the_run_history(dev: LocalDev) -> None:
     assert f"run {run['run']}  default/{AGENT}  completed" in text.stdout
     # cancelling a finished run is recorded (nothing left to stop)
     cancelled = runs_cli(dev, "cancel", run["run"], "--agent", AGENT)
-    assert cancelled == {"run": run["run"], "cancelled": True, "already": False}
+    assert cancelled == {
+        "run": run["run"],
+        "cancelled": True,
+        "already": False,
+        "compensations": [],  # no step of this agent declares one
+    }
     assert runs_cli(dev, "show", run["run"], "--agent", AGENT)["state"] == "cancelled"
 
 
@@ -102,3 +107,87 @@ def test_runs_api_refuses_bad_names(dev: LocalDev) -> None:
     done = rouse("runs", "--url", dev.url, "show", "Bad_Run", "--agent", AGENT)
     assert done.returncode != 0
     assert "is not a run id" in done.stderr
+
+
+TRIP = Path(__file__).resolve().parents[2] / "examples" / "trip-booking" / "agent.yaml"
+
+
+@pytest.fixture
+def trip(tmp_path: Path) -> Iterator[LocalDev]:
+    running = start_dev(TRIP, tmp_path / "trip-state")
+    yield running
+    running.stop()
+
+
+def run_of_root(dev: LocalDev, agent: str, event_id: str) -> dict[str, Any]:
+    return wait_until(
+        lambda: next((r for r in runs_cli(dev, "list", "--agent", agent)["items"]
+                      if r["root"] and r["root"]["id"] == event_id), None),
+        what=f"the run of {event_id}",
+    )  # fmt: skip
+
+
+def test_a_dead_lettered_step_undoes_the_completed_ones(trip: LocalDev) -> None:
+    sent = trip.post("com.example.trip.requested", {"to": "Atlantis"}, id="trip-1")
+    trip.wait_chain(sent.json()["chain"])
+    run = run_of_root(trip, "trip-booking", "trip-1")
+    shown = wait_until(
+        lambda: (
+            (s := runs_cli(trip, "show", run["run"], "--agent", "trip-booking"))
+            and any(st["skill"] == "cancel-flight" and st["outcome"] == "ok" for st in s["steps"])
+            and s
+        ),
+        what="the flight to be cancelled",
+    )
+    kinds = [(h["kind"], h["skill"]) for h in shown["history"]]
+    assert ("dead_lettered", "book-hotel") in kinds
+    assert kinds.count(("compensation", "book-flight")) == 1
+    assert kinds.index(("dead_lettered", "book-hotel")) < kinds.index(
+        ("compensation", "book-flight")
+    )
+    hotel = next(s for s in shown["steps"] if s["skill"] == "book-hotel")
+    assert (hotel["outcome"], hotel["attempts"]) == ("error", 2)  # retried once, then dead
+    flight = next(s for s in shown["steps"] if s["skill"] == "book-flight")
+    cancel = next(s for s in shown["steps"] if s["skill"] == "cancel-flight")
+    assert cancel["reply"]["type"] == "com.example.flight.cancelled"
+    chain = trip.get(f"/chains/{sent.json()['chain']}")
+    cancelled = next(e for e in chain["events"] if e["type"] == "com.example.flight.cancelled")
+    booked = next(e for e in chain["events"] if e["type"] == "com.example.flight.booked")
+    assert cancelled["data"] == {
+        "cancelled": booked["data"]["flight"],
+        "undoes": f"book-flight/{flight['event']['id']}",
+    }
+    assert shown["state"] == "failed"
+
+
+def test_cancelling_a_waiting_run_undoes_its_steps_and_it_never_resumes(trip: LocalDev) -> None:
+    sent = trip.post("com.example.trip.requested", {"to": "Avalon"}, id="trip-2")
+    trip.wait_chain(sent.json()["chain"])
+    run = run_of_root(trip, "trip-booking", "trip-2")
+    assert runs_cli(trip, "show", run["run"], "--agent", "trip-booking")["state"] == "suspended"
+    cancelled = runs_cli(trip, "cancel", run["run"], "--agent", "trip-booking")
+    assert [c["type"] for c in cancelled["compensations"]] == ["com.example.flight.cancel"]
+    wait_until(
+        lambda: any(s["skill"] == "cancel-flight" and s["outcome"] == "ok"
+                    for s in runs_cli(trip, "show", run["run"], "--agent", "trip-booking")["steps"]),
+        what="the compensation to run in the cancelled run",
+    )  # fmt: skip
+    # the confirmation comes late: the suspended step never resumes (dropped, with a record)
+    chain = trip.get(f"/chains/{sent.json()['chain']}")
+    flight = next(e for e in chain["events"] if e["type"] == "com.example.flight.booked")
+    late = trip.post("com.example.hotel.confirmed", {}, id="confirm-1",
+                     rousekey=flight["data"]["flight"])  # fmt: skip
+    trip.wait_chain(late.json()["chain"])
+    shown = wait_until(
+        lambda: (
+            (s := runs_cli(trip, "show", run["run"], "--agent", "trip-booking"))
+            and any(h["kind"] == "dropped" for h in s["history"])
+            and s
+        ),
+        what="the late confirmation to be dropped",
+    )
+    dropped = [h for h in shown["history"] if h["kind"] == "dropped"]
+    assert [(h["skill"], h["event"]["id"], h["reason"]) for h in dropped] == [
+        ("book-hotel", "confirm-1", "run cancelled")
+    ]
+    assert not any(s["skill"] == "book-hotel" and s["outcome"] == "ok" for s in shown["steps"])

@@ -80,7 +80,12 @@ def test_cancel_and_kill_need_the_token_and_are_recorded(parking: Parking, tmp_p
     refused = httpx.post(cancel, json={"by": "mallory"})
     assert (refused.status_code, refused.json()["error"]) == (401, "unauthorized")
     done = httpx.post(cancel, json={"by": "alice"}, headers=AUTH)
-    assert done.json() == {"run": "order-9", "cancelled": True, "already": False}
+    assert done.json() == {
+        "run": "order-9",
+        "cancelled": True,
+        "already": False,
+        "compensations": [],
+    }
     again = httpx.post(cancel, json={"by": "alice"}, headers=AUTH)
     assert again.json()["already"] is True
     shown = httpx.get(f"{parking.url}/runs/ns-a/{agent}/order-9").json()

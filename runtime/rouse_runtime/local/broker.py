@@ -56,8 +56,11 @@ from rouse_runtime.local.deadletters import DeadLetterStore
 from rouse_runtime.local.metrics import LocalMetrics
 from rouse_runtime.local.parking import LocalParking
 from rouse_runtime.local.supervisor import SkillPool, StartFailedError
+from rouse_runtime.runs.ids import run_of
 from rouse_runtime.runs.log import RunLog
 from rouse_runtime.runs.platform import append_quietly, record_about
+from rouse_runtime.runs.saga import compensate_quietly
+from rouse_runtime.store import Store
 
 MAX_BODY_BYTES = 1024 * 1024
 DEFAULT_TIMEOUT_SECONDS = 300.0
@@ -121,6 +124,7 @@ class Broker:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.parking: LocalParking | None = None
         self.runs: RunLog | None = None  # where retries, dead letters and parking are recorded
+        self.claims: Store | None = None  # compensations sent once (runs/saga.py)
         self.namespace = "default"  # local mode's (parking.LOCAL_NAMESPACE)
 
     async def close(self) -> None:
@@ -278,6 +282,7 @@ class Broker:
                 event, skill, "dead_lettered", attempts=delivery.attempts, letter=letter,
                 reason=(attempt.error or "failed")[:300],
             )  # fmt: skip
+            await self._compensate(event, f"{skill} dead-lettered")
             self.log(
                 f"dead letter {letter}: {event['type']} {event['id']} to {skill} after {delivery.attempts} "
                 f"attempt(s): {attempt.error} (rouse deadletters list / replay {letter})"
@@ -298,6 +303,22 @@ class Broker:
         if self.runs is not None:
             record = record_about(self.namespace, self.agent_name, skill, event, kind, **fields)
             await append_quietly(self.runs, record)
+
+    async def _compensate(self, event: CloudEvent, why: str) -> None:
+        """Undo the run's completed steps (runs/saga.py): their events re-enter this broker."""
+        if self.runs is None or self.claims is None:
+            return
+
+        async def send(compensation: CloudEvent) -> None:
+            compensation[TRACEPARENT] = event[TRACEPARENT]  # the same chain as the failure
+            await self.accept(compensation, via="compensation", parent=str(event["id"]))
+
+        run = run_of(event)
+        sent = await compensate_quietly(
+            self.runs, self.claims, self.namespace, self.agent_name, run, send, why=why
+        )
+        for undo in sent:
+            self.log(f"compensating {undo['skill']} ({undo['type']}): {why}")
 
     async def attempt(self, event: CloudEvent, skill: str) -> Attempt:
         """One POST to a process of the skill, started first if needed."""

@@ -126,6 +126,7 @@ class LocalMode:
         )
         self.broker.parking = self.parking
         self.runs = self.broker.runs = open_runlog(state_url)
+        self.broker.claims = self.parking.store
         self.ledger = open_ledger(state_url)
         self.policies = LocalPolicyLoop(
             dict(agent),
