@@ -8,15 +8,18 @@ its environment.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from rouse_runtime.runs import Record, open_runlog
 from rouse_runtime.runs.ids import root_run_id
 from rouse_testing.parking import AUTH, Parking, start_parking
 from rouse_testing.redis import RedisServer, start_redis
+from rouse_testing.runtime import start_sink
 
 
 @pytest.fixture(scope="module")
@@ -112,3 +115,42 @@ def test_cli_cancels_with_the_token_from_its_env(parking: Parking) -> None:
     assert (done.returncode, done.stdout.strip()) == (0, "run order-1 cancelled"), done.stderr
     plain = httpx.post(f"{parking.url}/runs/default/a1/order-2/cancel")  # no token
     assert plain.status_code == 401
+
+
+def test_a_dead_letter_sends_the_compensations_once_newest_first(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """The cluster's path: Knative dead-letters to the parking service, which undoes the run's
+    completed steps through the broker (a real HTTP sink here), each once."""
+    sink = start_sink()
+    state_url = f"sqlite:///{tmp_path}/state.db"
+    service = start_parking(tmp_path, state_url, sink.url)
+    request.addfinalizer(sink.stop)
+    request.addfinalizer(service.stop)
+
+    def step(skill: str, event_id: str, undo: str) -> Record:
+        fields = {"outcome": "ok", "status": 200,
+                  "compensate": {"type": undo, "data": {"request": {"n": event_id}, "result": None}}}  # fmt: skip
+        ref = {"type": "t", "id": event_id, "source": "/s"}
+        return Record("ns-a", "trip", "trip-7", "ran", skill, ref, fields)
+
+    async def seed() -> None:
+        log = open_runlog(state_url)
+        await log.append([step("flight", "e1", "flight.cancel"), step("car", "e2", "car.cancel")])
+        await log.close()
+
+    asyncio.run(seed())
+    for event_id in ("h1", "h1-again"):  # a second dead letter of the run sends nothing new
+        answer = send(service, "/dead-letter/ns-a/trip/hotel", event_id, rouserun="trip-7")
+        assert answer.status_code == 202
+    sent = [(r.headers["ce-type"], r.headers["ce-rousecompensates"], r.headers["ce-rouserun"])
+            for r in sink.received]  # fmt: skip
+    assert sent == [("car.cancel", "car/e2", "trip-7"), ("flight.cancel", "flight/e1", "trip-7")]
+    assert json.loads(sink.received[0].body) == {"request": {"n": "e2"}, "result": None}
+    shown = httpx.get(f"{service.url}/runs/ns-a/trip/trip-7").json()
+    assert [(h["kind"], h["skill"]) for h in shown["history"]][2:] == [
+        ("dead_lettered", "hotel"),
+        ("compensation", "car"),
+        ("compensation", "flight"),
+        ("dead_lettered", "hotel"),
+    ]
