@@ -394,7 +394,7 @@ class Runtime:
                 resumed = await self.resumer.take(event, wait_key)
                 if resumed is not None:
                     run = resumed.origin.get("run") or run  # the suspended run goes on
-                    reason = await self.runs.stop_reason(run)
+                    reason = await self.runs.stop_reason(run, fresh=True)
                     if reason is not None:  # a cancelled run's suspended step never resumes
                         await self.resumer.finish(resumed, ok=True)
                         resumed = None

@@ -131,6 +131,11 @@ class StopWatch:
             if self._refreshing is refreshing and refreshing.done():
                 self._refreshing = None
 
+    async def read_now(self) -> Stopped:
+        """The marks read now (and cached)."""
+        self._fresh_until = 0.0
+        return await self.current()
+
     async def _refresh(self) -> Stopped:
         try:
             self._current = await self._read()
@@ -196,9 +201,13 @@ class Recorder:
                 raise EventError(400, "invalid attribute", str(exc)) from None
         return run_of(event)
 
-    async def stop_reason(self, run: str) -> str | None:
-        """Why an event of run must be dropped now (cancelled, kill switch), or None."""
-        stopped = await self.watch.current()
+    async def stop_reason(self, run: str, *, fresh: bool = False) -> str | None:
+        """Why an event of run must be dropped now (cancelled, kill switch), or None.
+
+        `fresh`: read the marks now rather than from the cache (at most `interval`
+        old), where acting on a stale answer could not be undone (a resume).
+        """
+        stopped = await (self.watch.read_now() if fresh else self.watch.current())
         return stopped.reason(run) if stopped.covers(run) else None
 
     def stage(
