@@ -234,10 +234,11 @@ class Broker:
                 self.log(
                     f"retry {number}/{spec.retries} of {event['type']} {event['id']} to {skill} in {wait:g}s"
                 )
-                await self._note(
+                # Recorded during the backoff, never adding to it.
+                noted = self._note(
                     event, skill, "retry", attempt=number + 1, status=attempt.status, wait=wait
                 )
-                await self.sleep(wait)
+                await asyncio.gather(noted, self.sleep(wait))
             attempt = await self.attempt(event, skill)
             delivery.attempts = number + 1
             delivery.cold = delivery.cold or attempt.cold
