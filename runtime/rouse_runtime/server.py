@@ -394,18 +394,9 @@ class Runtime:
                 resumed = await self.resumer.take(event, wait_key)
                 if resumed is not None:
                     run = resumed.origin.get("run") or run  # the suspended run goes on
-                    reason = await self.runs.stop_reason(run, fresh=True)
-                    if reason is not None:  # a cancelled run's suspended step never resumes
-                        await self.resumer.finish(resumed, ok=True)
-                        resumed = None
-                        self.runs.stage(
-                            event, run, "dropped", {"reason": reason, "resume": wait_key}
-                        )
-                        dropped = Outcome(202, kind="cancelled")
-                        self.metrics.invocations["cancelled"].inc()
-                        await self.store.complete(
-                            key, self.owner, dropped.record(), IDEMPOTENCY_TTL_SECONDS
-                        )
+                    if (
+                        dropped := await self._resume_stopped(key, event, run, resumed)
+                    ) is not None:
                         return dropped
             outcome, entry, recorded = await self.run(event, resumed, run, joined)
         except ResumeBusyError as exc:
@@ -444,6 +435,22 @@ class Runtime:
                 with contextlib.suppress(StoreError):  # logged by the recorder
                     await recorded
         return outcome
+
+    async def _resume_stopped(
+        self, key: str, event: CloudEvent, run: str, resumed: Resumed
+    ) -> Outcome | None:
+        """A resume of a cancelled run: the wait is consumed, the event dropped (202, recorded)
+        and stored as answered; None when the run goes on. Read fresh: it cannot be undone."""
+        reason = await self.runs.stop_reason(run, fresh=True)
+        if reason is None:
+            return None
+        await self.resumer.finish(resumed, ok=True)
+        fields = {"reason": reason, "resume": f"{resumed.event_type}/{resumed.key}"}
+        self.runs.stage(event, run, "dropped", fields)
+        dropped = Outcome(202, kind="cancelled")
+        self.metrics.invocations["cancelled"].inc()
+        await self.store.complete(key, self.owner, dropped.record(), IDEMPOTENCY_TTL_SECONDS)
+        return dropped
 
     async def _join(self, key: str, event: CloudEvent, run: str) -> Joined | Outcome | None:
         """A join skill's part: collected (202, the skill not run), or the whole join to run
