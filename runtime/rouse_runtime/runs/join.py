@@ -23,16 +23,18 @@ lives in the store, so the parts survive scale to zero between arrivals.
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cloudevents.http import CloudEvent
 
 from rouse_runtime.events import EventError
 from rouse_runtime.runs.ids import InvalidRunIdError, check_run_id
 from rouse_runtime.store import Store
+
+if TYPE_CHECKING:
+    import sqlite3
 
 JOIN_ATTRIBUTE = "rousejoin"
 PART_ATTRIBUTE = "rousepart"
