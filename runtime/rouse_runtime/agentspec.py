@@ -25,7 +25,10 @@ from rouse_runtime import structural
 # (re-exported: agentspec.ENV_* is what launchers use).
 from rouse_runtime.envnames import ENV_AGENT as ENV_AGENT
 from rouse_runtime.envnames import ENV_BROKER_URL as ENV_BROKER_URL
+from rouse_runtime.envnames import ENV_COMPENSATE_TYPE as ENV_COMPENSATE_TYPE
 from rouse_runtime.envnames import ENV_HANDLER as ENV_HANDLER
+from rouse_runtime.envnames import ENV_JOIN as ENV_JOIN
+from rouse_runtime.envnames import ENV_JOIN_DEADLINE as ENV_JOIN_DEADLINE
 from rouse_runtime.envnames import ENV_MAX_STEPS as ENV_MAX_STEPS
 from rouse_runtime.envnames import ENV_MAX_TOKENS as ENV_MAX_TOKENS
 from rouse_runtime.envnames import ENV_MAX_TOOL_CALLS as ENV_MAX_TOOL_CALLS
@@ -34,6 +37,7 @@ from rouse_runtime.envnames import ENV_REPLY_TYPE as ENV_REPLY_TYPE
 from rouse_runtime.envnames import ENV_SKILL as ENV_SKILL
 from rouse_runtime.envnames import ENV_STATE_URL as ENV_STATE_URL
 from rouse_runtime.envnames import ENV_TIMEOUT_SECONDS as ENV_TIMEOUT_SECONDS
+from rouse_runtime.policies.durations import parse_duration
 from rouse_runtime.tools.spec import ENV_TOOLS, tools_env
 
 Agent = dict[str, Any]
@@ -106,6 +110,14 @@ def skill_env(agent: Agent, skill: Skill, broker_url: str) -> dict[str, str]:
     env.update({name: str(value) for name, value in limits.items() if value is not None})
     if spec.get("tools"):  # header values are not in it: see tools.spec.header_refs
         env[ENV_TOOLS] = tools_env(spec["tools"])
+    join = skill.get("join")
+    if join is not None:  # a fan-in join (runs/join.py)
+        env[ENV_JOIN] = "true"
+        if join.get("deadline"):
+            env[ENV_JOIN_DEADLINE] = f"{parse_duration(str(join['deadline'])):g}"
+    compensate = skill.get("compensate")
+    if compensate is not None:  # the event that undoes a step (runs/saga.py)
+        env[ENV_COMPENSATE_TYPE] = str(compensate["type"])
     return env
 
 

@@ -426,12 +426,14 @@ from rouse_runtime.parking.deadletters import (  # noqa: E402 - a cluster's dead
     cluster_list,
     cluster_replay,
 )
+from rouse_runtime.runs.cli import add_runs  # noqa: E402 - rouse runs
 
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     _add_dev,
     _add_send,
     _add_deadletters,
     add_parked,  # rouse parked list|replay|drop (rouse_runtime/parking/cli.py)
+    add_runs,  # rouse runs list|show|cancel|kill (rouse_runtime/runs/cli.py)
 ]
 
 

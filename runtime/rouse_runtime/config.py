@@ -14,7 +14,10 @@ from dataclasses import dataclass, field
 from rouse_runtime.envnames import (
     ENV_AGENT,
     ENV_BROKER_URL,
+    ENV_COMPENSATE_TYPE,
     ENV_HANDLER,
+    ENV_JOIN,
+    ENV_JOIN_DEADLINE,
     ENV_KUBERNETES_SERVICE_HOST,
     ENV_LLM_API_KEY,
     ENV_LLM_BASE_URL,
@@ -28,6 +31,7 @@ from rouse_runtime.envnames import (
     ENV_NAMESPACE,
     ENV_PORT,
     ENV_REPLY_TYPE,
+    ENV_RUNS_RETENTION,
     ENV_SKILL,
     ENV_STATE_URL,
     ENV_TIMEOUT_SECONDS,
@@ -44,6 +48,7 @@ DEFAULT_LLM_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_LEASE_SECONDS = 330.0
 # How long completed results answer redeliveries (Knative retries last minutes, not days).
 IDEMPOTENCY_TTL_SECONDS = 7 * 24 * 3600.0
+DEFAULT_RUNS_RETENTION_SECONDS = 7 * 24 * 3600.0
 
 
 class ConfigError(ValueError):
@@ -90,6 +95,13 @@ class Config:
     log_level: str = "INFO"
     namespace: str = DEFAULT_NAMESPACE
     tools: Mapping[str, ToolServer] = field(default_factory=dict)  # spec.tools (ROUSE_TOOLS)
+    # Seconds a run's history is kept after its last record (runs/log.py).
+    runs_retention: float = DEFAULT_RUNS_RETENTION_SECONDS
+    # A fan-in join (runs/join.py): collect parts, run once when all are in or past the deadline.
+    join: bool = False
+    join_deadline: float | None = None
+    # The event type that undoes a completed step of this skill (runs/saga.py).
+    compensate_type: str | None = None
 
     @property
     def scope(self) -> Scope:
@@ -127,6 +139,15 @@ def _float(env: Mapping[str, str], name: str) -> float | None:
     if not value > 0:
         raise ConfigError(f"{name}={raw!r} must be > 0")
     return value
+
+
+def _bool(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "false", "0"):
+        return False
+    if raw in ("true", "1"):
+        return True
+    raise ConfigError(f"{name}={raw!r} must be true or false")
 
 
 def parse_prices(raw: str) -> dict[str, Price]:
@@ -234,4 +255,8 @@ def load_config(env: Mapping[str, str]) -> Config:
         log_level=level,
         namespace=_namespace(env),
         tools=_tools(env),
+        runs_retention=_float(env, ENV_RUNS_RETENTION) or DEFAULT_RUNS_RETENTION_SECONDS,
+        join=_bool(env, ENV_JOIN),
+        join_deadline=_float(env, ENV_JOIN_DEADLINE),
+        compensate_type=env.get(ENV_COMPENSATE_TYPE, "").strip() or None,
     )

@@ -12,7 +12,8 @@ import asyncio
 import functools
 import inspect
 import threading
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from cloudevents.http import CloudEvent
@@ -22,6 +23,7 @@ from rouse_runtime.config import Config
 from rouse_runtime.events import derived_id, new_event, to_http, trace_attributes
 from rouse_runtime.logs import EventLog
 from rouse_runtime.metrics import Metrics
+from rouse_runtime.runs.ids import RUN_ATTRIBUTE, run_of
 from rouse_runtime.store import Store
 from rouse_runtime.suspend import Resumed, suspend
 
@@ -29,6 +31,8 @@ if TYPE_CHECKING:
     import httpx
 
     from rouse_runtime.llm import LLMClient, SpendRecorder
+    from rouse_runtime.runs.join import Joined
+    from rouse_runtime.runs.recorder import RunHandle
     from rouse_runtime.tools.approval import Decision
     from rouse_runtime.tools.calls import ToolCallObserver, Tools
     from rouse_runtime.tools.client import Connections
@@ -81,9 +85,10 @@ class Context:
     resumes a skill that suspended with `wait_for` (see suspend.py).
     """
 
-    # Class attributes: invocations that resume nothing pay nothing for them.
+    # Class attributes: invocations that resume or join nothing pay nothing for them.
     resumed: Resumed | None = None
     tool_decision: Decision | None = None  # the answer to a tool approval (tools/approval.py)
+    joined: Joined | None = None  # set when this invocation runs a fan-in join (runs/join.py)
 
     def __init__(
         self,
@@ -98,6 +103,7 @@ class Context:
         record_spend: SpendRecorder | None = None,
         connections: Callable[[], Connections] | None = None,
         tool_observers: tuple[ToolCallObserver, ...] = (),
+        run: RunHandle | None = None,
     ) -> None:
         self.event = event
         self.config = config
@@ -109,10 +115,12 @@ class Context:
         self._loop = loop
         self._loop_thread = threading.get_ident()
         self._emitted = 0
+        self._fanned_out = 0
         self._llm: LLMClient | None = None
         self._record_spend = record_spend
         self._connections = connections
         self._tool_observers = tool_observers
+        self.run_handle = run
 
     # Built on first use: most invocations never touch them, and every event pays __init__.
     @functools.cached_property
@@ -155,12 +163,41 @@ class Context:
         return config.scope.path(config.skill, event["source"], event["id"])
 
     @property
+    def run_id(self) -> str:
+        """The run this invocation belongs to (`rouse runs show <run_id>`); carried onto
+        replies and emitted events as the `rouserun` extension attribute."""
+        return self.run_handle.id if self.run_handle is not None else run_of(self.event)
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the run is cancelled (or the agent's kill switch is on): stop soon.
+
+        Every ctx helper then raises `Cancelled`; an `async def` skill is also
+        cancelled at its next await. A long loop of plain code should check this.
+        """
+        return self.run_handle is not None and self.run_handle.stop_reason is not None
+
+    def check_cancelled(self) -> None:
+        """Raise `Cancelled` if the run was cancelled (what every ctx helper does first)."""
+        if self.run_handle is not None:
+            self.run_handle.check()
+
+    def note(self, kind: str, **fields: Any) -> None:
+        """Append a record of `kind` (e.g. `tool_call`) with JSON fields to the run's history.
+
+        Staged into this invocation's own store write: no extra round trip.
+        """
+        if self.run_handle is not None:
+            self.run_handle.note(kind, fields)
+
+    @property
     def usage(self) -> dict[str, float]:
         """Steps, tool calls, tokens and cost used so far."""
         return self.budget.usage.as_dict()
 
     def step(self, name: str | None = None) -> int:
         """Count one step of the skill's loop; raises BudgetExceeded past ROUSE_MAX_STEPS."""
+        self.check_cancelled()
         n = self.budget.step()
         self.metrics.steps.inc()
         self.log.debug("step", step=n, **({"name": name} if name else {}))
@@ -168,6 +205,7 @@ class Context:
 
     def tool(self, name: str, **fields: Any) -> int:
         """Count one tool call; raises BudgetExceeded past ROUSE_MAX_TOOL_CALLS."""
+        self.check_cancelled()
         n = self.budget.tool_call()
         self.metrics.tool_calls.inc()
         self.log.debug("tool call", tool=name, call=n, **fields)
@@ -186,11 +224,15 @@ class Context:
                 model=cfg.llm_model,
                 prices=cfg.llm_prices,
                 http=self._http,
-                before=self.budget.before_llm_call,
+                before=self._before_llm_call,
                 charge=self._charge,
                 record=self._record_spend,
             )
         return self._llm
+
+    def _before_llm_call(self) -> None:
+        self.check_cancelled()
+        self.budget.before_llm_call()
 
     def _charge(self, model: str, input_tokens: int, output_tokens: int, cost: float) -> None:
         self.metrics.tokens(model, input_tokens, output_tokens, cost)
@@ -213,6 +255,7 @@ class Context:
         **extensions: Any,
     ) -> CloudEvent:
         """Send an extra event to ROUSE_BROKER_URL (fan-out); returns the event sent."""
+        self.check_cancelled()
         self.budget.check()
         url = self.config.broker_url
         if not url:
@@ -229,6 +272,7 @@ class Context:
                 "emit",
                 str(self._emitted),
             ),
+            RUN_ATTRIBUTE: self.run_id,
             **extensions,
         }
         if subject is not None:
@@ -244,7 +288,37 @@ class Context:
                 f"emit {type} to {url} answered {response.status_code}: {response.text[:200]}"
             )
         self.log.info("emitted", emitted_type=type, emitted_id=attrs["id"])
+        if self.run_handle is not None:
+            self.run_handle.record("emitted", {"emitted": {"type": type, "id": attrs["id"]}})
         return event
+
+    async def fan_out(self, type: str, items: Sequence[Any], **extensions: Any) -> str:
+        """Emit one `type` event per item, as the parts of one join; returns the join's id.
+
+        Each event carries `rousejoin`, `rousepart` (its index) and `rouseparts`
+        (len(items)); a worker's reply carries them on, and a skill declared
+        `join` in the Agent runs once with all the results (`ctx.joined`). Ids are
+        derived from this event, so a rerun sends the same events (duplicates
+        downstream, never new parts).
+        """
+        from rouse_runtime.runs.join import MAX_PARTS
+
+        if not 1 <= len(items) <= MAX_PARTS:
+            raise ValueError(f"ctx.fan_out: 1 to {MAX_PARTS} items, got {len(items)}")
+        self._fanned_out += 1
+        cfg, event = self.config, self.event
+        join = uuid.uuid5(
+            uuid.NAMESPACE_URL,
+            "\x1f".join((cfg.namespace, cfg.agent, cfg.skill, event["source"], event["id"],
+                          "fan", str(self._fanned_out))),
+        ).hex  # fmt: skip
+        for index, item in enumerate(items):
+            await self.emit(
+                type, item, rousejoin=join, rousepart=index, rouseparts=len(items), **extensions
+            )
+        if self.run_handle is not None:
+            self.run_handle.record("fanned_out", {"join": join, "parts": len(items), "type": type})
+        return join
 
     async def wait_for(
         self, type: str, *, key: str, data: Any = None, ttl: float | None = None
@@ -256,9 +330,12 @@ class Context:
         event arrives, the handler runs for it with `ctx.resumed.checkpoint` = data.
         ttl (seconds) forgets the wait; None keeps it until resumed. Never returns.
         """
+        self.check_cancelled()
         self.budget.check()
         checkpoint = self.partial if data is None else data
-        await suspend(self._store, self.config, self.event, type, key, checkpoint, ttl)
+        await suspend(
+            self._store, self.config, self.event, type, key, checkpoint, ttl, run=self.run_id
+        )
 
     def run(self, awaitable: Awaitable[T]) -> T:
         """Wait for a ctx coroutine from a plain `def` skill (runs it on the server's loop).
@@ -269,9 +346,11 @@ class Context:
         """
         if threading.get_ident() == self._loop_thread:
             raise RuntimeError("ctx.run() is for plain def skills; in async def skills use await")
-        if self.budget.breach is not None:
+        if self.budget.breach is not None or self.cancelled:
             if inspect.iscoroutine(awaitable):
                 awaitable.close()  # never run: no "coroutine was never awaited" warning
+            self.check_cancelled()
+            assert self.budget.breach is not None
             raise self.budget.breach
 
         async def wrapper() -> T:

@@ -20,6 +20,9 @@ ENV_MAX_STEPS = "ROUSE_MAX_STEPS"
 ENV_MAX_TOOL_CALLS = "ROUSE_MAX_TOOL_CALLS"
 ENV_MAX_TOKENS = "ROUSE_MAX_TOKENS"
 ENV_TIMEOUT_SECONDS = "ROUSE_TIMEOUT_SECONDS"
+ENV_JOIN = "ROUSE_JOIN"  # "true": the skill is a fan-in join (spec.skills[].join)
+ENV_JOIN_DEADLINE = "ROUSE_JOIN_DEADLINE"  # seconds after the first part
+ENV_COMPENSATE_TYPE = "ROUSE_COMPENSATE_TYPE"  # the event that undoes a step (compensate.type)
 
 # The runtime's own settings (the platform or the user sets them).
 ENV_PORT = "PORT"
@@ -29,6 +32,7 @@ ENV_LLM_API_KEY = "ROUSE_LLM_API_KEY"
 ENV_LLM_MODEL = "ROUSE_LLM_MODEL"
 ENV_LLM_PRICES = "ROUSE_LLM_PRICES"
 ENV_LOG_LEVEL = "ROUSE_LOG_LEVEL"
+ENV_RUNS_RETENTION = "ROUSE_RUNS_RETENTION"
 
 # Set by Kubernetes in every pod: tells "in a cluster" from a developer's machine.
 ENV_KUBERNETES_SERVICE_HOST = "KUBERNETES_SERVICE_HOST"

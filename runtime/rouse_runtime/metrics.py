@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
     from prometheus_client.registry import CollectorRegistry
 
-OUTCOMES = ("ok", "error", "budget_exceeded", "duplicate", "suspended")
+OUTCOMES = ("ok", "error", "budget_exceeded", "duplicate", "suspended", "cancelled")
 LIMITS = ("steps", "tool_calls", "tokens", "timeout")
 DURATION_BUCKETS = (0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 BASE_LABELS = ("agent", "skill")

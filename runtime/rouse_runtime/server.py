@@ -16,6 +16,7 @@ budget stop is a 200 `dev.rouse.budget.exceeded` reply, never a retryable error.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -55,6 +56,10 @@ from rouse_runtime.handler import LoadedHandler, load_handler
 from rouse_runtime.ledger import Entry, Ledger, ledger_on
 from rouse_runtime.metrics import Metrics
 from rouse_runtime.protocol import MAX_HEADER_BYTES
+from rouse_runtime.runs import RUN_ATTRIBUTE, RunLog, run_of, runlog_on
+from rouse_runtime.runs.join import JOIN_ATTRIBUTE, JOIN_ATTRIBUTES, Joined, Joins, part_of
+from rouse_runtime.runs.recorder import Cancelled, Recorder, RunHandle, finished_fields
+from rouse_runtime.runs.saga import COMPENSATES_ATTRIBUTE, undo_fields
 from rouse_runtime.scope import Scope as KeyScope
 from rouse_runtime.spend import record_spend
 from rouse_runtime.store import Store, StoreError, open_store
@@ -250,7 +255,10 @@ class Runtime:
         self._store = store
         self._ledger: Ledger | None = None
         self._resumer: Resumer | None = None
+        self._runlog: RunLog | None = None
+        self._joins: Joins | None = None
         self.namespace = config.namespace
+        self.runs = Recorder(lambda: self.runlog, config.namespace, config.agent, config.skill)
         self._http: httpx.AsyncClient | None = None
         self._inflight: dict[str, asyncio.Future[Outcome]] = {}
         self._served = 0
@@ -271,6 +279,22 @@ class Runtime:
         if self._ledger is None:
             self._ledger = ledger_on(self.store, self.config.state_url)
         return self._ledger
+
+    @property
+    def runlog(self) -> RunLog:
+        """Run records (runs/), beside the store and in its commits."""
+        if self._runlog is None:
+            self._runlog = runlog_on(
+                self.store, self.config.state_url, retention=self.config.runs_retention
+            )
+        return self._runlog
+
+    @property
+    def joins(self) -> Joins:
+        """Fan-in join state (runs/join.py), used only by a skill declared `join`."""
+        if self._joins is None:
+            self._joins = Joins(self.store, self.config.join_deadline)
+        return self._joins
 
     @property
     def resumer(self) -> Resumer:
@@ -298,8 +322,11 @@ class Runtime:
     async def close(self) -> None:
         if self._connections is not None:
             await self._connections.close()
+        await self.runs.watch.close()
         if self._http is not None:
             await self._http.aclose()
+        if self._runlog is not None:
+            await self._runlog.close()
         if self._store is not None:
             await self._store.close()
 
@@ -310,8 +337,12 @@ class Runtime:
                 return refusal
         return None
 
-    async def invoke_once(self, event: CloudEvent) -> Outcome:
-        """Run the skill for event unless this (source, id) already ran or is running."""
+    async def invoke_once(self, event: CloudEvent, run: str | None = None) -> Outcome:
+        """Run the skill for event unless this (source, id) already ran or is running.
+
+        `run`: the event's run (runs/ids.py), when the caller has read it already.
+        """
+        run = run_of(event) if run is None else run
         key = idempotency_key(self.config.scope, self.config.skill, event["source"], event["id"])
         running = self._inflight.get(key)
         while running is not None:
@@ -325,11 +356,14 @@ class Runtime:
                 running = self._inflight.get(key)
                 continue
             self.metrics.invocations["duplicate"].inc()
+            self.runs.stage(
+                event, run, "duplicate", {"answer": "in flight here", "status": outcome.status}
+            )
             return Outcome(outcome.status, outcome.event, outcome.error, kind="duplicate")
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         try:
-            outcome = await self._claim_and_run(key, event)
+            outcome = await self._claim_and_run(key, event, run)
         except Exception as exc:
             # Waiting duplicates get the same error (answered as JSON), never a hang.
             future.set_exception(exc)
@@ -344,13 +378,16 @@ class Runtime:
         finally:
             del self._inflight[key]
 
-    async def _claim_and_run(self, key: str, event: CloudEvent) -> Outcome:
+    async def _claim_and_run(self, key: str, event: CloudEvent, run: str) -> Outcome:
         lease = self.config.lease_seconds
         wait_until = time.monotonic() + (self.config.limits.timeout_seconds or 30.0)
         pause = 0.02
         claim = await self.store.claim(key, self.owner, lease)
         while claim.state == "busy":
             if time.monotonic() > wait_until:
+                self.runs.stage(
+                    event, run, "duplicate", {"answer": "busy elsewhere", "status": 409}
+                )
                 return Outcome(
                     409,
                     error={
@@ -364,7 +401,15 @@ class Runtime:
             claim = await self.store.claim(key, self.owner, lease)
         if claim.state == "done":
             self.metrics.invocations["duplicate"].inc()
-            return Outcome.from_record(claim.record)
+            stored = Outcome.from_record(claim.record)
+            self.runs.stage(event, run, "duplicate", {"answer": "stored", "status": stored.status})
+            return stored
+        joined: Joined | None = None
+        if self.config.join:
+            arrival = await self._join(key, event, run)
+            if isinstance(arrival, Outcome):
+                return arrival
+            joined = arrival
         resumed: Resumed | None = None
         try:
             wait_key = event.get(KEY_ATTRIBUTE)
@@ -376,7 +421,13 @@ class Runtime:
                         key, self.owner, {"status": 202, "event": None}, IDEMPOTENCY_TTL_SECONDS
                     )
                     return Outcome(202, kind="duplicate")
-            outcome, entry = await self.run(event, resumed)
+                if resumed is not None:
+                    run = resumed.origin.get("run") or run  # the suspended run goes on
+                    if (
+                        dropped := await self._resume_stopped(key, event, run, resumed)
+                    ) is not None:
+                        return dropped
+            outcome, entry, recorded = await self.run(event, resumed, run, joined)
         except ResumeBusyError as exc:
             await self.store.release(key, self.owner)
             error = {"error": "resume in progress", "detail": str(exc)}
@@ -409,7 +460,48 @@ class Runtime:
                     await counted
                 except StoreError as exc:
                     self._not_counted(exc)
+            if recorded is not None:
+                with contextlib.suppress(StoreError):  # logged by the recorder
+                    await recorded
         return outcome
+
+    async def _resume_stopped(
+        self, key: str, event: CloudEvent, run: str, resumed: Resumed
+    ) -> Outcome | None:
+        """A resume of a cancelled run: the wait is consumed, the event dropped (202, recorded)
+        and stored as answered; None when the run goes on. Read fresh: it cannot be undone."""
+        reason = await self.runs.stop_reason(run, fresh=True)
+        if reason is None:
+            return None
+        await self.resumer.finish(resumed, ok=True)
+        fields = {"reason": reason, "resume": f"{resumed.event_type}/{resumed.key}"}
+        self.runs.stage(event, run, "dropped", fields)
+        dropped = Outcome(202, kind="cancelled")
+        self.metrics.invocations["cancelled"].inc()
+        await self.store.complete(key, self.owner, dropped.record(), IDEMPOTENCY_TTL_SECONDS)
+        return dropped
+
+    async def _join(self, key: str, event: CloudEvent, run: str) -> Joined | Outcome | None:
+        """A join skill's part: collected (202, the skill not run), or the whole join to run
+        now, or None for an event that carries no join (run as usual)."""
+        part = part_of(event)
+        if part is None:
+            return None
+        cfg = self.config
+        try:
+            arrival = await self.joins.arrive(
+                cfg.scope.digest(cfg.skill, "join", part.join), part, event, key
+            )
+        except BaseException:
+            await self.store.release(key, self.owner)
+            raise
+        if arrival.joined is not None:
+            return arrival.joined
+        fields = {"join": part.join, "part": part.index, "parts": part.parts, "have": arrival.have}
+        self.runs.stage(event, run, f"join_{arrival.kind}", fields)
+        collected = Outcome(202)
+        await self.store.complete(key, self.owner, collected.record(), IDEMPOTENCY_TTL_SECONDS)
+        return collected
 
     def _count(self, entry: Entry) -> Awaitable[None] | None:
         """Start adding an invocation to the ledger; a failure is logged, never raised.
@@ -433,8 +525,19 @@ class Runtime:
         cfg = self.config
         log.warning("ledger: invocation of %s/%s not recorded: %s", cfg.agent, cfg.skill, exc)
 
-    async def run(self, event: CloudEvent, resumed: Resumed | None = None) -> tuple[Outcome, Entry]:
-        """One invocation of the skill under its budget, whatever it does, and its ledger line."""
+    async def run(
+        self,
+        event: CloudEvent,
+        resumed: Resumed | None = None,
+        run: str | None = None,
+        joined: Joined | None = None,
+    ) -> tuple[Outcome, Entry, Awaitable[None] | None]:
+        """One invocation of the skill under its budget, whatever it does, its ledger line,
+        and the durability of its `finished` run record.
+
+        Its `started` and `finished` run records are staged into the store's next
+        write (the idempotency result's), never a write of their own.
+        """
         assert self.handler.function is not None
         metrics = self.metrics
         self._served += 1
@@ -449,6 +552,7 @@ class Runtime:
             reopened = reopen(resumed, event)
             if reopened is not None:  # a tool call answered: the handler reruns its own event
                 handled, decision = reopened
+        handle = RunHandle(self.runs, run_of(event) if run is None else run, event)
         ctx = Context(
             event=handled,
             config=self.config,
@@ -460,23 +564,49 @@ class Runtime:
             record_spend=self.record_spend,
             connections=self.connections,
             tool_observers=tuple(self.tool_observers),
+            run=handle,
         )
+        started_fields: dict[str, Any] = {"cold": True} if cold_start else {}
+        if event.get(RUN_ATTRIBUTE) is None:
+            started_fields["root"] = True
         if decision is not None:
             ctx.tool_decision = decision
             ctx.log.info("resumed", tool=decision.tool, approved=decision.approved)
         elif resumed is not None:
             ctx.resumed = resumed
             ctx.log.info("resumed", wait_type=resumed.event_type, wait_key=resumed.key)
+            started_fields["resumes"] = f"{resumed.event_type}/{resumed.key}"
+        if joined is not None:
+            ctx.joined = joined
+            started_fields["joins"] = {
+                "join": joined.id,
+                "parts": joined.parts,
+                "missing": joined.missing,
+            }
+        self.runs.stage(handle.ref, handle.id, "started", started_fields)
         metrics.inflight.inc()
         started = time.perf_counter()
+        handle.task = asyncio.current_task()
+        self.runs.watch.track(handle, cancel_task=self.handler.is_async)
         try:
             outcome = await self._call(event, ctx, budget)
+        except asyncio.CancelledError:
+            if handle.stop_reason is None or handle.task is None:
+                raise  # not ours: the client left, or the server stops
+            handle.task.uncancel()
+            outcome = self._cancelled(ctx, handle)
         finally:
+            self.runs.watch.untrack(handle)
             metrics.inflight.dec()
-            metrics.duration.observe(time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            metrics.duration.observe(seconds)
         metrics.invocations[outcome.kind].inc()
+        fields = finished_fields(outcome, seconds, budget, handle)
+        if self.config.compensate_type is not None and outcome.kind == "ok":
+            fields["compensate"] = undo_fields(self.config.compensate_type, event, outcome.event)
+        recorded = self.runs.stage(handle.ref, handle.id, "finished", fields)
         # The invocation and its cold start; its spend went in per model call (record_spend).
-        return outcome, Entry.invocation(cold_start=cold_start)
+        return outcome, Entry.invocation(cold_start=cold_start), recorded
 
     async def _call(self, event: CloudEvent, ctx: Context, budget: Budget) -> Outcome:
         function = self.handler.function
@@ -499,10 +629,15 @@ class Runtime:
             return await self._budget_stop(event, ctx, budget, None)
         except Suspended as suspended:
             ctx.log.info("suspended", wait_type=suspended.event_type, wait_key=suspended.key)
+            if ctx.run_handle is not None:
+                ctx.run_handle.wait = f"{suspended.event_type}/{suspended.key}"
             if suspended.reply is not None:  # e.g. a tool's approval request
                 reply = suspended.reply
                 return Outcome(200, reply, dumped=dump_event(reply), kind="suspended")
             return Outcome(202, kind="suspended")
+        except Cancelled:
+            assert ctx.run_handle is not None
+            return self._cancelled(ctx, ctx.run_handle)
         except Exception as exc:
             if budget.breach is not None:
                 return await self._budget_stop(event, ctx, budget, None)
@@ -517,9 +652,11 @@ class Runtime:
                     result[name] = value
             if isinstance(result.data, bytes | bytearray) and not result.get("datacontenttype"):
                 result["datacontenttype"] = "application/octet-stream"
+            if result.get(RUN_ATTRIBUTE) is None:
+                result[RUN_ATTRIBUTE] = ctx.run_id
             reply = result
         else:
-            reply = self.reply(event, result)
+            reply = self.reply(event, result, ctx.run_id)
         try:
             # Serialized now, once: what cannot be sent is the skill's error (500), not
             # a crash after its claim was taken.
@@ -540,14 +677,24 @@ class Runtime:
             return await function(event, ctx)
         return await asyncio.to_thread(function, event, ctx)
 
-    def reply(self, event: CloudEvent, data: Any) -> CloudEvent:
+    def reply(self, event: CloudEvent, data: Any, run: str | None = None) -> CloudEvent:
         cfg = self.config
         attrs = {
             "type": cfg.reply_type,
             "source": cfg.reply_source,
             "id": derived_id(cfg.agent, cfg.skill, event["source"], event["id"], "reply"),
+            RUN_ATTRIBUTE: run if run is not None else run_of(event),
         }
+        if event.get(JOIN_ATTRIBUTE) is not None:  # a worker's result: its join part goes on
+            attrs.update(
+                {name: event[name] for name in JOIN_ATTRIBUTES if event.get(name) is not None}
+            )
         return new_event(attrs, data, cause=event)
+
+    def _cancelled(self, ctx: Context, handle: RunHandle) -> Outcome:
+        """A skill stopped because its run was cancelled: acknowledged (202), never retried."""
+        ctx.log.warning("run cancelled", run=handle.id, reason=handle.stop_reason)
+        return Outcome(202, kind="cancelled")
 
     def _failure(self, ctx: Context, budget: Budget, exc: Exception) -> Outcome:
         ctx.log.error("skill failed", exc_info=exc, usage=budget.usage.as_dict())
@@ -589,6 +736,7 @@ class Runtime:
             "type": BUDGET_EXCEEDED_TYPE,
             "source": cfg.reply_source,
             "id": derived_id(cfg.agent, cfg.skill, event["source"], event["id"], "budget"),
+            RUN_ATTRIBUTE: ctx.run_id,
         }
         return Outcome(200, new_event(attrs, data, cause=event), kind="budget_exceeded")
 
@@ -669,6 +817,9 @@ def create_app(
             if body is None:
                 return  # the client is gone
             event, mode = parse_event(headers, body)
+            run = runtime.runs.run_for(event)
+            if config.join:
+                part_of(event)  # a malformed join part is the sender's error: 400 naming it
         except EventError as exc:
             await send_error(send, exc.status, exc.error, exc.detail)
             return
@@ -677,7 +828,18 @@ def create_app(
             await refusal(scope, receive, send)
             return
         try:
-            outcome = await runtime.invoke_once(event)
+            stop = await runtime.runs.stop_reason(run)
+            if stop is not None and event.get(COMPENSATES_ATTRIBUTE) is None:
+                # Acknowledged and dropped, with a record: never retried. (A compensation
+                # goes through: undoing is what a cancel asks for.)
+                runtime.metrics.invocations["cancelled"].inc()
+                recorded = runtime.runs.stage(event, run, "dropped", {"reason": stop})
+                if recorded is not None:
+                    with contextlib.suppress(StoreError):  # logged by the recorder
+                        await recorded
+                await send_response(send, 202, {}, b"")
+                return
+            outcome = await runtime.invoke_once(event, run)
         except StoreError as exc:
             log.error("state store unavailable: %s", exc)
             await send_error(send, 503, "state store unavailable", str(exc))

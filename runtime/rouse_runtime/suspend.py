@@ -26,6 +26,7 @@ from typing import Any, NoReturn
 from cloudevents.http import CloudEvent
 
 from rouse_runtime.config import IDEMPOTENCY_TTL_SECONDS, Config
+from rouse_runtime.runs.ids import run_of
 from rouse_runtime.scope import Scope
 from rouse_runtime.store import Store
 
@@ -85,6 +86,8 @@ async def suspend(
     checkpoint: Any,
     ttl: float | None,
     reply: CloudEvent | None = None,
+    *,
+    run: str | None = None,
 ) -> NoReturn:
     """Store the waiting record, then raise Suspended (see `Context.wait_for`)."""
     if not isinstance(event_type, str) or not event_type:
@@ -100,7 +103,12 @@ async def suspend(
     record = {
         "id": uuid.uuid4().hex,
         "checkpoint": checkpoint,
-        "origin": {"source": event["source"], "id": event["id"], "type": event["type"]},
+        "origin": {
+            "source": event["source"],
+            "id": event["id"],
+            "type": event["type"],
+            "run": run or run_of(event),  # the resumed invocation goes on in this run
+        },
         "since": time.time(),
     }
     # A later wait on the same (type, key) replaces this one: one waiter per key.

@@ -235,4 +235,19 @@ INVALID: list[Invalid] = [
         _set(["spec", "skills", 0, "scaling"], {"max": "ten"}),
         "spec.skills[0].scaling.max",
     ),
+    Invalid(
+        "join-without-events",
+        _set(["spec", "skills", 1, "join"], {}),
+        "spec.skills[1].join",
+    ),
+    Invalid(
+        "join-deadline-not-a-duration",
+        _set(["spec", "skills", 0, "join"], {"deadline": "soon"}),
+        "spec.skills[0].join.deadline",
+    ),
+    Invalid(
+        "compensate-without-type",
+        _set(["spec", "skills", 0, "compensate"], {}),
+        "spec.skills[0].compensate.type",
+    ),
 ]

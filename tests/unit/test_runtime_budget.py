@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from rouse_runtime.events import derived_id
+from rouse_runtime.runs.ids import root_run_id
 from rouse_runtime.store.sqlite import SqliteStore
 from rouse_testing.openai_server import FakeLLM, start_openai_server
 from rouse_testing.runtime import RunningRuntime, start_runtime
@@ -93,6 +94,7 @@ def expect_budget_reply(response: httpx.Response, id_: str, type_: str) -> dict[
         "ce-specversion": "1.0",
         "ce-id": derived_id("acme", "work", SOURCE, id_, "budget"),
         "ce-source": "/agents/acme/work",
+        "ce-rouserun": root_run_id(SOURCE, id_),
         "ce-type": "dev.rouse.budget.exceeded",
     }
     data: dict[str, Any] = response.json()

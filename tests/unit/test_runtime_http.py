@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 from rouse_runtime.events import derived_id
+from rouse_runtime.runs.ids import root_run_id
 from rouse_testing.runtime import RunningRuntime, start_runtime
 from rouse_testing.wait import require_tool
 
@@ -72,6 +73,8 @@ def test_binary_round_trip_reply_attributes(runtime: RunningRuntime) -> None:
         "ce-source": "/agents/shop/triage",
         "ce-type": "com.example.triaged",
         "ce-traceparent": TRACEPARENT,
+        # The run the event started (runs/ids.py), carried on to what it causes.
+        "ce-rouserun": root_run_id("/tests/http", "b-1"),
     }
     assert response.json() == {"echo": {"ticket": 7}}
 
@@ -102,6 +105,7 @@ def test_structured_round_trip_reply_is_structured(runtime: RunningRuntime) -> N
         "type": "com.example.triaged",
         "datacontenttype": "application/json",
         "traceparent": TRACEPARENT,
+        "rouserun": root_run_id("/tests/http", "s-1"),
         "data": {"echo": {"ticket": 8}},
     }
 
@@ -194,6 +198,7 @@ def test_returned_cloudevent_passes_through_with_trace(runtime: RunningRuntime) 
         "ce-type": "custom.made",
         "ce-subject": "s1",
         "ce-traceparent": TRACEPARENT,
+        "ce-rouserun": root_run_id("/tests/http", "ce-1"),
     }
     assert response.json() == {"custom": True}
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 from rouse_runtime.events import derived_id
+from rouse_runtime.runs.ids import root_run_id
 from rouse_testing.openai_server import FakeLLM, start_openai_server
 from rouse_testing.runtime import HttpSink, RunningRuntime, start_runtime, start_sink
 
@@ -86,6 +87,7 @@ def test_fan_out_reaches_the_broker_sink(runtime: RunningRuntime, sink: HttpSink
                 "ce-type": "test.fanned",
                 "ce-subject": f"item-{i}",
                 "ce-traceparent": TRACEPARENT,
+                "ce-rouserun": root_run_id("/tests/sdk", "fan-1"),  # the fan-out's run
             },
             {"i": i},
         )

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from rouse_runtime.runs.ids import root_run_id
 from rouse_runtime.scope import Scope
 from rouse_runtime.store import open_store
 from rouse_runtime.suspend import resume_claim_key, waiting_key
@@ -118,7 +119,12 @@ def test_suspend_resume_once(runtime: RunningRuntime, state_url: str, runs: Path
     record = waiting(state_url, "T-42")
     assert {k: record[k] for k in ("checkpoint", "origin")} == {
         "checkpoint": {"ticket": "T-42", "stage": "awaiting approval"},
-        "origin": {"source": "/tickets", "id": "t-1", "type": "test.ticket"},
+        "origin": {
+            "source": "/tickets",
+            "id": "t-1",
+            "type": "test.ticket",
+            "run": root_run_id("/tickets", "t-1"),  # the run the resume goes on in
+        },
     }
     assert log_lines(runtime, "suspended") == [("t-1", "test.approved", "T-42")]
     # a redelivery of the suspending event is answered from the store, not run again
@@ -130,7 +136,12 @@ def test_suspend_resume_once(runtime: RunningRuntime, state_url: str, runs: Path
     assert resumed.headers["ce-type"] == "dev.rouse.escalate.completed"
     assert resumed.json() == {
         "checkpoint": {"ticket": "T-42", "stage": "awaiting approval"},
-        "origin": {"source": "/tickets", "id": "t-1", "type": "test.ticket"},
+        "origin": {
+            "source": "/tickets",
+            "id": "t-1",
+            "type": "test.ticket",
+            "run": root_run_id("/tickets", "t-1"),  # the run the resume goes on in
+        },
         "approval": {"by": "alice"},
     }
     assert waiting(state_url, "T-42") is None
@@ -151,6 +162,7 @@ def test_suspend_resume_once(runtime: RunningRuntime, state_url: str, runs: Path
         'rouse_invocations_total{agent="support",outcome="budget_exceeded",skill="escalate"} 0.0',
         'rouse_invocations_total{agent="support",outcome="duplicate",skill="escalate"} 2.0',
         'rouse_invocations_total{agent="support",outcome="suspended",skill="escalate"} 1.0',
+        'rouse_invocations_total{agent="support",outcome="cancelled",skill="escalate"} 0.0',
     ]
     assert log_lines(runtime, "resumed") == [("a-1", "test.approved", "T-42")]
 

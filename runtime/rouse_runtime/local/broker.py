@@ -68,6 +68,11 @@ from rouse_runtime.local.metrics import LocalMetrics
 from rouse_runtime.local.parking import LocalParking
 from rouse_runtime.local.supervisor import SkillPool, StartFailedError
 from rouse_runtime.parking.queue import Filter, ParkingQueue
+from rouse_runtime.runs.ids import run_of
+from rouse_runtime.runs.log import RunLog
+from rouse_runtime.runs.platform import append_quietly, record_about
+from rouse_runtime.runs.saga import compensate_quietly
+from rouse_runtime.store import Store
 
 MAX_BODY_BYTES = 1024 * 1024
 DEFAULT_TIMEOUT_SECONDS = 300.0
@@ -125,6 +130,9 @@ class Broker:
         self._client = httpx.AsyncClient(timeout=None)
         self._tasks: set[asyncio.Task[Any]] = set()
         self.parking: LocalParking | None = None
+        self.runs: RunLog | None = None  # where retries, dead letters and parking are recorded
+        self.claims: Store | None = None  # compensations sent once (runs/saga.py)
+        self.namespace = "default"  # local mode's (parking.LOCAL_NAMESPACE)
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -211,6 +219,8 @@ class Broker:
         if record.routed_to:
             record.parked = True
             await parking.park(event, record.routed_to)
+            for skill in record.routed_to:
+                await self._note(event, skill, "parked")
             why = "daily budget spent (replayed at reset)" if parking.parking else "behind a replay"
             self.log(f"parked {record.type} {record.id} for {', '.join(record.routed_to)}: {why}")
         return record, bool(record.routed_to)
@@ -234,7 +244,11 @@ class Broker:
                 self.log(
                     f"retry {number}/{spec.retries} of {event['type']} {event['id']} to {skill} in {wait:g}s"
                 )
-                await self.sleep(wait)
+                # Recorded during the backoff, never adding to it.
+                noted = self._note(
+                    event, skill, "retry", attempt=number + 1, status=attempt.status, wait=wait
+                )
+                await asyncio.gather(noted, self.sleep(wait))
             attempt = await self.attempt(event, skill)
             delivery.attempts = number + 1
             delivery.cold = delivery.cold or attempt.cold
@@ -270,12 +284,21 @@ class Broker:
             self.stats[skill].dead_letters += 1
             self.metrics.dead_letters.labels(**labels).inc()
             delivery.outcome = "dead_lettered"
+            await self._note(
+                event, skill, "dead_lettered", attempts=delivery.attempts,
+                reason=(attempt.error or "failed")[:300],
+            )  # fmt: skip
+            await self._compensate(event, f"{skill} dead-lettered")
             self.log(
                 f"dead letter: {event['type']} {event['id']} to {skill} after {delivery.attempts} "
                 f"attempt(s): {attempt.error} (rouse deadletters list / replay ID)"
             )
         else:
             delivery.outcome = "failed"
+            await self._note(
+                event, skill, "delivery_failed", attempts=delivery.attempts,
+                reason=(attempt.error or "failed")[:300],
+            )  # fmt: skip
             self.log(
                 f"dropped {event['type']} {event['id']} to {skill}: no dead-letter sink (delivery.deadLetter)"
             )
@@ -301,6 +324,28 @@ class Broker:
         """Where the skill is delivered to (its first process's address, else its pool's name)."""
         live = self.pools[skill].live() if skill in self.pools else []
         return f"{live[0].url}/" if live else f"skill {skill}"
+
+    async def _note(self, event: CloudEvent, skill: str, kind: str, **fields: Any) -> None:
+        """Append what this broker saw to the event's run (runs/platform.py)."""
+        if self.runs is not None:
+            record = record_about(self.namespace, self.agent_name, skill, event, kind, **fields)
+            await append_quietly(self.runs, record)
+
+    async def _compensate(self, event: CloudEvent, why: str) -> None:
+        """Undo the run's completed steps (runs/saga.py): their events re-enter this broker."""
+        if self.runs is None or self.claims is None:
+            return
+
+        async def send(compensation: CloudEvent) -> None:
+            compensation[TRACEPARENT] = event[TRACEPARENT]  # the same chain as the failure
+            await self.accept(compensation, via="compensation", parent=str(event["id"]))
+
+        run = run_of(event)
+        sent = await compensate_quietly(
+            self.runs, self.claims, self.namespace, self.agent_name, run, send, why=why
+        )
+        for undo in sent:
+            self.log(f"compensating {undo['skill']} ({undo['type']}): {why}")
 
     async def attempt(self, event: CloudEvent, skill: str) -> Attempt:
         """One POST to a process of the skill, started first if needed."""

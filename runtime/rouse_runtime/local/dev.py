@@ -39,6 +39,8 @@ from rouse_runtime.local.view import View
 from rouse_runtime.parking.app import ParkingSettings, create_app
 from rouse_runtime.policies.warm_pool import Tuning
 from rouse_runtime.policy_loop import LocalPolicyLoop
+from rouse_runtime.runs import open_runlog
+from rouse_runtime.runs.log import PRUNE_EVERY_SECONDS
 from rouse_runtime.store import StoreError
 
 REAP_INTERVAL = 0.2
@@ -124,6 +126,8 @@ class LocalMode:
             log=view.log,
         )
         self.broker.parking = self.parking
+        self.runs = self.broker.runs = open_runlog(state_url)
+        self.broker.claims = self.parking.store
         self.ledger = open_ledger(state_url)
         self.policies = LocalPolicyLoop(
             dict(agent),
@@ -169,8 +173,13 @@ class LocalMode:
     async def _housekeeping(self) -> None:
         """Scale idle pools down and keep the usage figures fresh."""
         last_scrape = 0.0
+        next_prune = 0.0
         while True:
             await asyncio.gather(*(pool.reap() for pool in self.pools.values()))
+            if time.monotonic() >= next_prune:  # the run log's retention (never the hot path)
+                next_prune = time.monotonic() + PRUNE_EVERY_SECONDS
+                with contextlib.suppress(StoreError):
+                    await self.runs.prune()
             if time.monotonic() - last_scrape >= SCRAPE_INTERVAL:
                 last_scrape = time.monotonic()
                 with contextlib.suppress(StoreError):
@@ -264,6 +273,7 @@ class LocalMode:
             await self.broker.close()
             await self.parking.close()
             await self.ledger.close()
+            await self.runs.close()
             await self._exit_stack.aclose()
             await asyncio.gather(*(pool.shutdown() for pool in self.pools.values()))
             with contextlib.suppress(Exception):

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import httpx
+from cloudevents.http import CloudEvent
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -18,11 +19,15 @@ from pydantic import BaseModel, Field
 
 from rouse_runtime.agentspec import service_name
 from rouse_runtime.delivery import delivery_spec
-from rouse_runtime.events import EventError, dump_event, parse_event
+from rouse_runtime.events import EventError, dump_event, parse_event, to_http
 from rouse_runtime.ledger import Ledger, ledger_registry, open_ledger, utc_day
 from rouse_runtime.parking.credential import authorized
 from rouse_runtime.parking.queue import Filter, Kind, ParkingQueue, open_queue
 from rouse_runtime.parking.replay import DEFAULT_LEASE_SECONDS, Replayer, Target
+from rouse_runtime.runs import open_runlog
+from rouse_runtime.runs.api import runs_router
+from rouse_runtime.runs.platform import append_quietly, record_about
+from rouse_runtime.runs.saga import compensate_quietly
 from rouse_runtime.server import read_body
 from rouse_runtime.store import Store, StoreError, open_store
 
@@ -99,7 +104,9 @@ def create_app(settings: ParkingSettings) -> FastAPI:
     ledger: Ledger = open_ledger(settings.state_url)
     leases: Store = open_store(settings.state_url)
     client = httpx.AsyncClient(timeout=settings.replay_timeout)
+    runlog = open_runlog(settings.state_url)
     replayer = Replayer(queue, leases, client, lease_seconds=settings.replay_lease_seconds)
+    replayer.runs = runlog
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -110,8 +117,27 @@ def create_app(settings: ParkingSettings) -> FastAPI:
             await queue.close()
             await ledger.close()
             await leases.close()
+            await runlog.close()
 
     app = FastAPI(title="rouse parking", lifespan=lifespan)
+
+    async def undo(ns: str, agent: str, run: str, why: str) -> list[dict[str, str]]:
+        """Compensate a run's completed steps through the agent's broker (runs/saga.py)."""
+
+        async def send(event: CloudEvent) -> None:
+            headers, body = to_http(event, "binary")
+            response = await client.post(
+                settings.broker_for(ns, "default"), headers=headers, content=body
+            )
+            if response.status_code >= 300:
+                raise RuntimeError(f"broker answered {response.status_code}")
+
+        return await compensate_quietly(runlog, leases, ns, agent, run, send, why=why)
+
+    async def after_cancel(ns: str, agent: str, run: str) -> dict[str, Any]:
+        return {"compensations": await undo(ns, agent, run, "cancelled")}
+
+    app.include_router(runs_router(runlog, settings.token, after_cancel=after_cancel))
 
     def refused(request: Request) -> JSONResponse | None:
         if authorized(request.headers, settings.token):
@@ -146,6 +172,11 @@ def create_app(settings: ParkingSettings) -> FastAPI:
         await queue.append(
             kind, ns, agent, skill, str(event["source"]), str(event["id"]), dump_event(event)
         )
+        recorded = "parked" if kind == "park" else "dead_lettered"
+        about = record_about(ns, agent, skill, event, recorded)
+        await append_quietly(runlog, about)
+        if kind == "dead-letter":  # a step failed for good: undo the ones before it
+            await undo(ns, agent, about.run, f"{skill} dead-lettered")
         # Knative's delivery contract: a 2xx answer is empty or a CloudEvent (a JSON body
         # would be taken as a failed delivery, retried, then dead-lettered).
         return Response(status_code=202)

@@ -57,25 +57,31 @@ def add_parked(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def _call(args: argparse.Namespace, method: str, path: str, **kwargs: Any) -> Any:
+    return call(args.url, method, path, prog="rouse parked", **kwargs)
+
+
+def call(base: str, method: str, path: str, *, prog: str, **kwargs: Any) -> Any:
+    """One request to the parking service with ROUSE_PARKING_TOKEN; exits naming what failed.
+
+    Shared by `rouse parked` and `rouse runs` (the same service, the same credential).
+    """
     import httpx  # only when a parked subcommand runs: keeps `rouse` start-up quick
 
     from rouse_runtime.parking.credential import ENV_PARKING_TOKEN, bearer
 
-    url = f"{args.url.rstrip('/')}{path}"
+    url = f"{base.rstrip('/')}{path}"
     headers = bearer(os.environ.get(ENV_PARKING_TOKEN, "").strip() or None)
     try:
         response = httpx.request(method, url, timeout=60, headers=headers, **kwargs)
     except httpx.HTTPError as exc:
-        raise SystemExit(
-            f"rouse parked: cannot reach the parking service at {args.url}: {exc}"
-        ) from None
+        raise SystemExit(f"{prog}: cannot reach the parking service at {base}: {exc}") from None
     try:
         body = response.json()
     except ValueError:
         body = {"error": response.text[:300]}
     if response.status_code >= 400 and "replayed" not in body:
         detail = body.get("detail") or body.get("error") or body
-        raise SystemExit(f"rouse parked: HTTP {response.status_code}: {detail}")
+        raise SystemExit(f"{prog}: HTTP {response.status_code}: {detail}")
     return body
 
 

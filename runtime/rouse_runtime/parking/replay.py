@@ -43,6 +43,8 @@ import httpx
 from rouse_runtime.delivery import DeliverySpec, backoff_seconds, retryable
 from rouse_runtime.events import EventError, load_event, parse_event, to_http
 from rouse_runtime.parking.queue import Filter, Kind, Parked, ParkingQueue
+from rouse_runtime.runs.log import RunLog
+from rouse_runtime.runs.platform import append_quietly, record_about
 from rouse_runtime.scope import Scope
 from rouse_runtime.store import Store, StoreError
 
@@ -105,7 +107,12 @@ class _Delivery:
 
 
 class Replayer:
-    """Replays one agent's parked events (see the module docstring)."""
+    """Replays one agent's parked events (see the module docstring).
+
+    `runs`: where each replayed or dead-lettered event is recorded in its run's history.
+    """
+
+    runs: RunLog | None = None
 
     def __init__(
         self,
@@ -197,6 +204,7 @@ class Replayer:
                         break
                     replayed += 1
                     removed += await self.queue.remove([item.id])
+                    await self._record(item, "replayed", status=outcome.status)
                 elif item.kind == "park" and not retryable(outcome.status):  # Knative dead-letters
                     removed += await self._to_dead_letters(item)
                     dead += 1
@@ -210,8 +218,13 @@ class Replayer:
             replayed, removed, remaining, error, more=more, coalesced=coalesced, dead_lettered=dead
         )
 
+    async def _record(self, item: Parked, kind: str, **fields: Any) -> None:
+        record = record_about(item.namespace, item.agent, item.skill, item.event, kind, **fields)
+        await append_quietly(self.runs, record)
+
     async def _to_dead_letters(self, item: Parked) -> int:
         """Move a parked event to its skill's dead letters (listed, droppable, replayable)."""
+        await self._record(item, "dead_lettered", reason="replay refused or skill gone")
         await self.queue.append(
             "dead-letter", item.namespace, item.agent, item.skill,
             item.source, item.event_id, item.event,

@@ -68,6 +68,14 @@ class RedisStore(Store):
         self._complete = self._redis.register_script(_COMPLETE)
         self._release = self._redis.register_script(_RELEASE)
         self._extend = self._redis.register_script(_EXTEND)
+        self._scripts: dict[str, Any] = {}
+
+    def script(self, source: str) -> Any:
+        """A Lua script registered on this store's connection (e.g. the joins' own)."""
+        found = self._scripts.get(source)
+        if found is None:
+            found = self._scripts[source] = self._redis.register_script(source)
+        return found
 
     async def _call(self, what: str, coro: Any) -> Any:
         return await redis_call("state store", self.url, what, coro)

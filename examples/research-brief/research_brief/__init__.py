@@ -1,0 +1,1 @@
+"""Research-brief example agent (see ../agent.yaml): fan-out, workers, a join."""

@@ -1,0 +1,1 @@
+"""Trip-booking example agent (see ../agent.yaml): a step undone by compensation."""
