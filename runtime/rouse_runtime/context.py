@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     import httpx
 
     from rouse_runtime.llm import LLMClient, SpendRecorder
+    from rouse_runtime.telemetry import Invocation
 
 T = TypeVar("T")
 
@@ -78,8 +79,10 @@ class Context:
     resumes a skill that suspended with `wait_for` (see suspend.py).
     """
 
-    # A class attribute: invocations that resume nothing pay nothing for it.
+    # Class attributes: invocations that resume nothing pay nothing for it, nor
+    # for tracing while it is off. `span`: this invocation's (telemetry.py).
     resumed: Resumed | None = None
+    span: Invocation | None = None
 
     def __init__(
         self,
@@ -114,7 +117,12 @@ class Context:
 
     @functools.cached_property
     def trace(self) -> dict[str, str]:
-        """The event's W3C `traceparent`/`tracestate`, copied onto replies and emitted events."""
+        """The W3C `traceparent`/`tracestate` that replies and emitted events carry.
+
+        The event's own, or with tracing on this invocation's span (same trace).
+        """
+        if self.span is not None:
+            return self.span.trace_attributes()
         return trace_attributes(self.event)
 
     @functools.cached_property
@@ -153,6 +161,9 @@ class Context:
         """Count one tool call; raises BudgetExceeded past ROUSE_MAX_TOOL_CALLS."""
         n = self.budget.tool_call()
         self.metrics.tool_calls.inc()
+        if self.span is not None:
+            with self.span.tool_call(name):  # a counted call: the span marks when it was made
+                pass
         self.log.debug("tool call", tool=name, call=n, **fields)
         return n
 
@@ -172,6 +183,7 @@ class Context:
                 before=self.budget.before_llm_call,
                 charge=self._charge,
                 record=self._record_spend,
+                span=self.span,
             )
         return self._llm
 
@@ -216,7 +228,7 @@ class Context:
         }
         if subject is not None:
             attrs["subject"] = subject
-        event = new_event(attrs, data, cause=self.event)
+        event = new_event(attrs, data, trace=self.trace)
         headers, body = to_http(event, "binary")
         try:
             response = await self._http().post(url, headers=headers, content=body)

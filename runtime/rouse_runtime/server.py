@@ -49,7 +49,6 @@ from rouse_runtime.events import (
     new_event,
     parse_event,
     to_http,
-    trace_attributes,
 )
 from rouse_runtime.handler import LoadedHandler, load_handler
 from rouse_runtime.ledger import Entry, Ledger, ledger_on
@@ -62,6 +61,8 @@ from rouse_runtime.suspend import KEY_ATTRIBUTE, ResumeBusyError, Resumed, Resum
 
 if TYPE_CHECKING:
     import httpx
+
+    from rouse_runtime.telemetry import Telemetry
 
 log = logging.getLogger("rouse.runtime")
 
@@ -228,8 +229,10 @@ class Runtime:
         handler: LoadedHandler,
         metrics: Metrics | None = None,
         store: Store | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.config = config
+        self.telemetry = telemetry  # None: tracing off (telemetry.from_environ)
         self.handler = handler
         self.metrics = metrics or Metrics(config.agent, config.skill)
         self.admission_checks: list[AdmissionCheck] = []
@@ -279,6 +282,8 @@ class Runtime:
             await self._http.aclose()
         if self._store is not None:
             await self._store.close()
+        if self.telemetry is not None:
+            await asyncio.to_thread(self.telemetry.shutdown)  # exports what is buffered
 
     async def admit(self, event: CloudEvent) -> Response | None:
         for check in self.admission_checks:
@@ -423,16 +428,22 @@ class Runtime:
             loop=asyncio.get_running_loop(),
             record_spend=self.record_spend,
         )
+        if self.telemetry is not None:
+            ctx.span = self.telemetry.invocation(event, cold_start=cold_start)
         if resumed is not None:
             ctx.resumed = resumed
             ctx.log.info("resumed", wait_type=resumed.event_type, wait_key=resumed.key)
         metrics.inflight.inc()
         started = time.perf_counter()
+        kind = "cancelled"
         try:
             outcome = await self._call(event, ctx, budget)
+            kind = outcome.kind
         finally:
             metrics.inflight.dec()
             metrics.duration.observe(time.perf_counter() - started)
+            if ctx.span is not None:
+                ctx.span.end(kind, None if budget.breach is None else budget.breach.limit)
         metrics.invocations[outcome.kind].inc()
         # The invocation and its cold start; its spend went in per model call (record_spend).
         return outcome, Entry.invocation(cold_start=cold_start)
@@ -467,14 +478,14 @@ class Runtime:
         if result is None:
             return Outcome(202)
         if isinstance(result, CloudEvent):
-            for name, value in trace_attributes(event).items():
+            for name, value in ctx.trace.items():
                 if result.get(name) is None:
                     result[name] = value
             if isinstance(result.data, bytes | bytearray) and not result.get("datacontenttype"):
                 result["datacontenttype"] = "application/octet-stream"
             reply = result
         else:
-            reply = self.reply(event, result)
+            reply = self.reply(event, result, ctx.trace)
         try:
             # Serialized now, once: what cannot be sent is the skill's error (500), not
             # a crash after its claim was taken.
@@ -495,17 +506,22 @@ class Runtime:
             return await function(event, ctx)
         return await asyncio.to_thread(function, event, ctx)
 
-    def reply(self, event: CloudEvent, data: Any) -> CloudEvent:
+    def reply(
+        self, event: CloudEvent, data: Any, trace: Mapping[str, str] | None = None
+    ) -> CloudEvent:
+        """The reply event for data, carrying trace (default: the event's trace context)."""
         cfg = self.config
         attrs = {
             "type": cfg.reply_type,
             "source": cfg.reply_source,
             "id": derived_id(cfg.agent, cfg.skill, event["source"], event["id"], "reply"),
         }
-        return new_event(attrs, data, cause=event)
+        return new_event(attrs, data, cause=event, trace=trace)
 
     def _failure(self, ctx: Context, budget: Budget, exc: Exception) -> Outcome:
         ctx.log.error("skill failed", exc_info=exc, usage=budget.usage.as_dict())
+        if ctx.span is not None:
+            ctx.span.fail(exc)
         return Outcome(
             500,
             error={"error": "skill failed", "detail": f"{type(exc).__name__}: {exc}"[:500]},
@@ -545,7 +561,8 @@ class Runtime:
             "source": cfg.reply_source,
             "id": derived_id(cfg.agent, cfg.skill, event["source"], event["id"], "budget"),
         }
-        return Outcome(200, new_event(attrs, data, cause=event), kind="budget_exceeded")
+        reply = new_event(attrs, data, cause=event, trace=ctx.trace)
+        return Outcome(200, reply, kind="budget_exceeded")
 
 
 async def respond(send: Send, outcome: Outcome, mode: Mode) -> None:
@@ -563,13 +580,15 @@ def create_app(
     handler: LoadedHandler | None = None,
     metrics: Metrics | None = None,
     store: Store | None = None,
+    telemetry: Telemetry | None = None,
 ) -> SkillApp:
     """The skill's ASGI app; imports the handler now unless one is given.
 
     `store`: the state store already opened for config.state_url (else opened on first use).
+    `telemetry`: spans and GenAI metrics (telemetry.from_environ); None: off.
     """
     loaded = handler if handler is not None else load_handler(config.handler)
-    runtime = Runtime(config, loaded, metrics, store)
+    runtime = Runtime(config, loaded, metrics, store, telemetry)
     runtime.admission_checks.append(BudgetGate.for_runtime(runtime))  # onExhausted: reject
     if loaded.error:
         log.error("handler not loaded: %s", loaded.error)
