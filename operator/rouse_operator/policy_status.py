@@ -99,7 +99,8 @@ def warm_state(status: Obj, skill: str, floor: int) -> warm_pool.WarmPoolState:
     return warm_pool.WarmPoolState(floor, None)
 
 
-def used_share(spec: BudgetSpec, decision: BudgetDecision) -> str:
+def used_ratio(spec: BudgetSpec, decision: BudgetDecision) -> float:
+    """The larger share of the daily limits that are set (0 when none is; 1 = spent)."""
     shares = [
         used / limit
         for used, limit in (
@@ -108,7 +109,11 @@ def used_share(spec: BudgetSpec, decision: BudgetDecision) -> str:
         )
         if limit
     ]
-    return f"{round(max(shares, default=0.0) * 100)}%"
+    return max(shares, default=0.0)
+
+
+def used_share(spec: BudgetSpec, decision: BudgetDecision) -> str:
+    return f"{round(used_ratio(spec, decision) * 100)}%"
 
 
 def budget_status(spec: BudgetSpec, decision: BudgetDecision, replay_pending: bool) -> Obj:

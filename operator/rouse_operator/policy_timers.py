@@ -37,7 +37,7 @@ from rouse_runtime.policy_inputs import agent_usage, parked_events, skill_window
 from rouse_runtime.prometheus import PrometheusClient, PrometheusError
 from rouse_runtime.store import Store, StoreError, open_store
 
-from rouse_operator import handlers
+from rouse_operator import agent_metrics, handlers
 from rouse_operator.policy_status import (
     Evaluation,
     evaluate,
@@ -203,6 +203,7 @@ async def evaluate_policies(body: kopf.Body, namespace: str | None, name: str, *
     evaluation: Evaluation = evaluate(
         agent, windows=windows, usage=usage, gap=gap, now=now, tuning=TUNING, parked=parked
     )
+    agent_metrics.record_policy(ns, name, agent["spec"], evaluation.budget, gap is not None)
     loop = asyncio.get_running_loop()
     if policy_fields_changed(agent, evaluation.status):
         await loop.run_in_executor(None, apply_policy_status, ns, name, evaluation.status)

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
+from rouse_testing.helm import KUBE_VERSION, helm_bin
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "rouse"
@@ -23,12 +24,6 @@ KIND_SCRIPTS = sorted((REPO / "hack" / "kind").glob("*.sh"))
 RUNNABLE_SCRIPTS = [p for p in KIND_SCRIPTS if p.name != "lib.sh"]
 SKIP_DIRS = {".git", ".venv", ".cache", "node_modules", "__pycache__", ".mypy_cache", ".ruff_cache"}
 
-# helm built from source defaults to an old Kubernetes version; render for the pinned one.
-KUBE_VERSION = next(
-    line.split("=", 1)[1]
-    for line in (REPO / "hack" / "envtest" / "versions.env").read_text().splitlines()
-    if line.startswith("KUBERNETES_VERSION=")
-)
 RELEASE = "rouse"
 NAMESPACE = "rouse-system"
 # Every optional part switched on (and the choices that change rendered objects).
@@ -38,17 +33,6 @@ ALL_OPTIONAL = [
     "redis.persistence.enabled=true",
     "operator.verbose=true",
 ]
-
-
-def helm_bin() -> str:
-    """The pinned helm from `make envtest`, else one on PATH; missing fails the test."""
-    pinned = REPO / ".cache" / "envtest" / "bin" / "helm"
-    if os.access(pinned, os.X_OK):
-        return str(pinned)
-    found = shutil.which("helm")
-    if found is None:
-        pytest.fail(f"helm is not installed: run `make envtest` (builds {pinned})")
-    return found
 
 
 def run(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
