@@ -1,16 +1,24 @@
-"""A real OTLP/HTTP receiver on loopback: decodes the protobuf the SDK's exporters send.
+"""A real OTLP/HTTP receiver: decodes the protobuf the SDK's exporters send.
 
 POST /v1/traces and /v1/metrics carry `ExportTraceServiceRequest` and
 `ExportMetricsServiceRequest` (opentelemetry-proto, the protocol's own Python
 package), gzip-compressed or not. Spans and metric points are kept as plain
 dicts with their attributes decoded, so tests read them like a collector would.
+
+Also runs as a pod of a test cluster from the runtime image (which carries
+opentelemetry-proto): `python otlp.py --host 0.0.0.0 --port 4318` prints every span
+as one JSON line on stdout.
 """
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import http.server
+import json
+import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +62,7 @@ class Receiver:
     points: list[dict[str, Any]] = field(default_factory=list)
     requests: dict[str, int] = field(default_factory=lambda: {"traces": 0, "metrics": 0})
     lock: threading.Lock = field(default_factory=threading.Lock)
+    print_spans: bool = False  # also each span as a JSON line on stdout
     _server: http.server.ThreadingHTTPServer | None = None
 
     def stop(self) -> None:
@@ -80,6 +89,8 @@ class Receiver:
                     }
                     with self.lock:
                         self.spans.append(decoded)
+                    if self.print_spans:
+                        print(json.dumps(decoded), flush=True)
 
     def take_metrics(self, body: bytes) -> None:
         request = ExportMetricsServiceRequest.FromString(body)
@@ -103,8 +114,10 @@ class Receiver:
                             self.points.append(decoded)
 
 
-def start_otlp_receiver(host: str = "127.0.0.1", port: int = 0) -> Receiver:
-    receiver = Receiver()
+def start_otlp_receiver(
+    host: str = "127.0.0.1", port: int = 0, print_spans: bool = False
+) -> Receiver:
+    receiver = Receiver(print_spans=print_spans)
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_POST(self) -> None:
@@ -142,3 +155,18 @@ def start_otlp_receiver(host: str = "127.0.0.1", port: int = 0) -> Receiver:
     receiver.url = f"http://{host}:{server.server_address[1]}"
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return receiver
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="OTLP/HTTP receiver printing spans as JSON lines")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=4318)
+    args = parser.parse_args()
+    start_otlp_receiver(args.host, args.port, print_spans=True)
+    print(f"listening on {args.host}:{args.port}", file=sys.stderr, flush=True)
+    while True:
+        time.sleep(3600)
+
+
+if __name__ == "__main__":
+    main()
