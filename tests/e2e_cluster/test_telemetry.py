@@ -80,7 +80,9 @@ def traced(real_node: Node, rouse: str) -> Iterator[str]:
         {"name": "OTEL_BSP_SCHEDULE_DELAY", "value": "200"},
     ]
     # Without the warm pool: its weekday schedule would roll Revisions mid-test.
-    patch = {"spec": {"env": env, "warmPool": None}}
+    # One pod per skill kept up: nothing scales to zero mid-test, so its log stays readable.
+    skills = [{**s, "scaling": {**s.get("scaling", {}), "min": 1}} for s in agent["spec"]["skills"]]
+    patch = {"spec": {"env": env, "warmPool": None, "skills": skills}}
     real_node.kubectl(
         "-n", namespace, "patch", "agent", AGENT, "--type=merge", "-p", json.dumps(patch)
     )
@@ -92,6 +94,24 @@ def traced(real_node: Node, rouse: str) -> Iterator[str]:
     )
     yield namespace
     real_node.delete_namespace(namespace)
+
+
+def diagnose(running: Node, namespace: str) -> str:
+    """What the receiver got, what the broker carried and what the skills said."""
+    got = [
+        (s["trace_id"], s["name"], s["parent_span_id"]) for s in received_spans(running, namespace)
+    ]
+    parts = [f"our trace {TRACE_ID}; spans received: {got}"]
+    parts.append("event display:\n" + event_display_log(running, namespace)[-4000:])
+    for skill in ("triage", "draft", "escalate"):
+        logs = running.kubectl(
+            "-n", namespace, "logs", "--tail=30", "-c", "skill",
+            "-l", f"serving.knative.dev/service={AGENT}-{skill}", check=False,
+        )  # fmt: skip
+        parts.append(f"{skill} log:\n{logs.stdout[-3000:]}{logs.stderr[-500:]}")
+    receiver = running.kubectl("-n", namespace, "logs", "deployment/otlp", "--tail=20", check=False)
+    parts.append(f"receiver log tail:\n{receiver.stdout[-2000:]}{receiver.stderr[-500:]}")
+    return "\n".join(parts)
 
 
 def received_spans(running: Node, namespace: str) -> list[dict[str, Any]]:
@@ -119,9 +139,12 @@ def test_the_chain_is_one_trace_through_the_knative_broker(
             return {**found, "tool": tools[0]}
         return None
 
-    spans = wait_until(
-        chain, timeout=240, interval=2, what="the chain's spans at the OTLP receiver"
-    )
+    try:
+        spans = wait_until(chain, timeout=240, interval=2, what="the chain's spans")
+    except pytest.fail.Exception:
+        pytest.fail(
+            f"the chain's spans did not reach the OTLP receiver\n{diagnose(real_node, traced)}"
+        )
     triage, draft, escalate = (spans[CHAIN[k]] for k in ("created", "triaged", "urgent"))
     # Our traceparent reached triage through the broker: its span is our span's child.
     assert triage["parent_span_id"] == TRACEPARENT.split("-")[2]

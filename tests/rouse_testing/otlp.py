@@ -148,7 +148,8 @@ def start_otlp_receiver(
             self.wfile.write(answer)
 
         def log_message(self, format: str, *args: Any) -> None:
-            pass
+            if receiver.print_spans:  # as a pod: every request on stderr, for diagnosis
+                print(format % args, file=sys.stderr, flush=True)
 
     server = http.server.ThreadingHTTPServer((host, port), Handler)
     receiver._server = server
