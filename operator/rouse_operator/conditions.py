@@ -10,6 +10,9 @@ Obj = dict[str, Any]
 
 
 MAX_MESSAGE = 32768  # the CRD's (and metav1.Condition's) bound; a longer one fails the write
+# What a condition says of a child's failure: one line that `kubectl describe` and the
+# Agent's `-o wide` Message column show whole. The rest is in status.skills[].message.
+SHORT_MESSAGE = 256
 
 
 def condition(kind: str, status: str, reason: str, message: str) -> Obj:
@@ -17,6 +20,20 @@ def condition(kind: str, status: str, reason: str, message: str) -> Obj:
     if len(message) > MAX_MESSAGE:
         message = message[: MAX_MESSAGE - 3] + "..."
     return {"type": kind, "status": status, "reason": reason, "message": message}
+
+
+def summarize(messages: Sequence[str]) -> str:
+    """The first message on one line, cut to SHORT_MESSAGE, and how many others there are.
+
+    A message of several lines (a traceback) keeps its first and last: the error is last.
+    """
+    lines = [line.strip() for line in (messages[0] if messages else "").splitlines()]
+    lines = [line for line in lines if line]
+    first = f"{lines[0]} ... {lines[-1]}" if len(lines) > 1 else "".join(lines)
+    if len(first) > SHORT_MESSAGE:
+        first = first[: SHORT_MESSAGE - 3].rstrip() + "..."
+    more = len(messages) - 1
+    return f"{first} (and {more} more)" if more > 0 else first
 
 
 def stamp(conditions: Sequence[Obj], previous: Sequence[Obj], generation: int, now: str) -> None:

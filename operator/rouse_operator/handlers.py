@@ -24,7 +24,7 @@ from typing import Any
 
 import kopf
 
-from rouse_operator import health, metrics
+from rouse_operator import agent_metrics, health, metrics
 from rouse_operator import settings as operator_settings
 from rouse_operator.kube import AGENTS, Kube
 from rouse_operator.reconcile import Change, Outcome, Reconciler
@@ -110,6 +110,8 @@ def run(namespace: str, name: str, body: Any = None, fresh: bool = False) -> Non
     outcome = reconciler().reconcile(namespace, name, given)
     if outcome is not None:
         report(body if body is not None else outcome.agent, outcome)
+        if outcome.status:
+            agent_metrics.record_status(namespace, name, outcome.status)
 
 
 @kopf.on.startup()
@@ -163,6 +165,7 @@ async def agent_event(
         STATE.bodies.pop(key, None)
         STATE.contexts.pop(key, None)
         reconciler().forget_agent(*key)  # its lock and cached children
+        agent_metrics.forget(*key)
         return
     STATE.bodies[key] = body
     if key not in STATE.contexts:

@@ -99,7 +99,8 @@ def warm_state(status: Obj, skill: str, floor: int) -> warm_pool.WarmPoolState:
     return warm_pool.WarmPoolState(floor, None)
 
 
-def used_share(spec: BudgetSpec, decision: BudgetDecision) -> str:
+def used_ratio(spec: BudgetSpec, decision: BudgetDecision) -> float:
+    """The larger share of the daily limits that are set (0 when none is; 1 = spent)."""
     shares = [
         used / limit
         for used, limit in (
@@ -108,7 +109,11 @@ def used_share(spec: BudgetSpec, decision: BudgetDecision) -> str:
         )
         if limit
     ]
-    return f"{round(max(shares, default=0.0) * 100)}%"
+    return max(shares, default=0.0)
+
+
+def used_share(spec: BudgetSpec, decision: BudgetDecision) -> str:
+    return f"{round(used_ratio(spec, decision) * 100)}%"
 
 
 def budget_status(spec: BudgetSpec, decision: BudgetDecision, replay_pending: bool) -> Obj:
@@ -136,8 +141,12 @@ def evaluate(
     now: datetime,
     tuning: Tuning = DEFAULT_TUNING,
     parked: float | None = None,
+    gap_detail: str | None = None,
 ) -> Evaluation:
     """Run both policies for one Agent and say what its status should hold.
+
+    `gap`: why figures are missing, short (it goes into conditions); `gap_detail`: the
+    whole story (query, server), for the Event.
 
     `parked`: events the parking service holds for the agent (None: unknown). While
     the agent may spend, any parked event makes a replay due, whatever parked it
@@ -227,7 +236,7 @@ def evaluate(
                     WARM_POOL_APPLIED,
                     "Unknown",
                     "MetricsUnavailable",
-                    f"holding the last min-scale: {gap or 'no metrics'}; {summary}",
+                    f"{gap or 'no metrics'}: holding the last min-scale ({summary})",
                 )
             )
         else:
@@ -235,7 +244,8 @@ def evaluate(
 
     before = [c for c in status.get("conditions") or [] if c.get("type") in POLICY_CONDITIONS]
     if gap and not any(c.get("reason") == "MetricsUnavailable" for c in before):
-        events.append(Event("Warning", "MetricsUnavailable", f"holding policy decisions: {gap}"))
+        detail = gap_detail or gap
+        events.append(Event("Warning", "MetricsUnavailable", f"holding policy decisions: {detail}"))
     stamp(conditions, before, int(meta.get("generation") or 0), rfc3339(now))
     result["conditions"] = conditions
     return Evaluation(status=result, events=events, replay_due=replay_due, budget=decision)

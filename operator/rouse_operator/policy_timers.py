@@ -37,7 +37,7 @@ from rouse_runtime.policy_inputs import agent_usage, parked_events, skill_window
 from rouse_runtime.prometheus import PrometheusClient, PrometheusError
 from rouse_runtime.store import Store, StoreError, open_store
 
-from rouse_operator import handlers
+from rouse_operator import agent_metrics, handlers
 from rouse_operator.policy_status import (
     Evaluation,
     evaluate,
@@ -84,11 +84,11 @@ def http() -> httpx.AsyncClient:
 
 async def read_figures(
     agent: dict[str, Any], now: datetime
-) -> tuple[dict[str, SkillWindow | None], Usage | None, str | None]:
+) -> tuple[dict[str, SkillWindow | None], Usage | None, PrometheusError | None]:
     """Windows per skill and today's usage; a Prometheus failure leaves None and says why."""
     spec, meta = agent["spec"], agent["metadata"]
     namespace, name = meta["namespace"], meta["name"]
-    gaps: list[str] = []
+    gaps: list[PrometheusError] = []
     client = prometheus()
 
     async def window(skill: dict[str, Any]) -> SkillWindow | None:
@@ -96,14 +96,14 @@ async def read_figures(
         try:
             return await skill_window(client, namespace, name, skill["name"], seconds)
         except PrometheusError as exc:
-            gaps.append(str(exc))
+            gaps.append(exc)
             return None
 
     async def usage() -> Usage | None:
         try:
             return await agent_usage(client, namespace, name, now)
         except PrometheusError as exc:
-            gaps.append(str(exc))
+            gaps.append(exc)
             return None
 
     skills = spec["skills"] if spec.get("warmPool") is not None else []
@@ -207,9 +207,19 @@ async def evaluate_policies(body: kopf.Body, namespace: str | None, name: str, *
         read_figures(agent, now),
         parked_count(ns, name) if may_have_parked else _none(),
     )
+    if gap is not None:  # the query and the server: here and in the Event, not in conditions
+        log.warning("agent %s/%s: policy inputs unavailable: %s", ns, name, gap)
     evaluation: Evaluation = evaluate(
-        agent, windows=windows, usage=usage, gap=gap, now=now, tuning=TUNING, parked=parked
+        agent,
+        windows=windows,
+        usage=usage,
+        gap=None if gap is None else gap.summary,
+        gap_detail=None if gap is None else str(gap),
+        now=now,
+        tuning=TUNING,
+        parked=parked,
     )
+    agent_metrics.record_policy(ns, name, agent["spec"], evaluation.budget, gap is not None)
     loop = asyncio.get_running_loop()
     if policy_fields_changed(agent, evaluation.status):
         await loop.run_in_executor(None, apply_policy_status, ns, name, evaluation.status)

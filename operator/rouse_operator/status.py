@@ -13,7 +13,7 @@ from typing import Any
 
 from rouse_runtime import agentspec
 
-from rouse_operator.conditions import condition, stamp
+from rouse_operator.conditions import condition, stamp, summarize
 from rouse_operator.resources.meta import PINGSOURCE, SERVICE, TRIGGER, ChildKind
 from rouse_operator.resources.service import MIN_SCALE
 
@@ -114,12 +114,14 @@ def _combine(name: str, parts: Sequence[Readiness], problems: Sequence[Problem])
     own = [p for p in problems if p.condition == name]
     if own:
         return condition(name, "False", own[0].reason, "; ".join(p.message for p in own))
+    # Knative's own messages can be long (a container's last words): the first, in short.
     failed = [p for p in parts if p.status == "False"]
     if failed:
-        return condition(name, "False", failed[0].reason, "; ".join(p.message for p in failed))
+        return condition(name, "False", failed[0].reason, summarize([p.message for p in failed]))
     waiting = [p for p in parts if p.status != "True"]
     if waiting:
-        return condition(name, "Unknown", waiting[0].reason, "; ".join(p.message for p in waiting))
+        message = summarize([p.message for p in waiting])
+        return condition(name, "Unknown", waiting[0].reason, message)
     return condition(name, "True", "Ready", f"{len(parts)} ready")
 
 

@@ -29,9 +29,11 @@ def report_termination(message: str) -> None:
 def main() -> int:
     """Start uvicorn from env; a bad env is one clear line and exit code 2."""
     from rouse_runtime.config import ConfigError, load_config
+    from rouse_runtime.telemetry import from_environ
 
     try:
         config = load_config(os.environ)
+        telemetry = from_environ(os.environ, config)  # None unless OTEL_* name an endpoint
     except ConfigError as exc:
         print(json.dumps({"level": "error", "msg": f"rouse-runtime: {exc}"}), file=sys.stderr)
         return 2
@@ -56,7 +58,7 @@ def main() -> int:
         # achieved"); one that exits puts this line in its Revision's status, and so in the Agent's.
         report_termination(loaded.error)
         return 1
-    app = create_app(config, handler=loaded, store=store)
+    app = create_app(config, handler=loaded, store=store, telemetry=telemetry)
     uvicorn.run(
         app,
         host=os.environ.get(ENV_HOST, "0.0.0.0"),  # a pod must listen on its IP

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from rouse_runtime.llm import LLMClient, SpendRecorder
     from rouse_runtime.runs.join import Joined
     from rouse_runtime.runs.recorder import RunHandle
+    from rouse_runtime.telemetry import Invocation
     from rouse_runtime.tools.approval import Decision
     from rouse_runtime.tools.calls import ToolCallObserver, Tools
     from rouse_runtime.tools.client import Connections
@@ -85,10 +86,12 @@ class Context:
     resumes a skill that suspended with `wait_for` (see suspend.py).
     """
 
-    # Class attributes: invocations that resume or join nothing pay nothing for them.
+    # Class attributes: invocations that resume or join nothing pay nothing for them, nor
+    # for tracing while it is off. `span`: this invocation's (telemetry.py).
     resumed: Resumed | None = None
     tool_decision: Decision | None = None  # the answer to a tool approval (tools/approval.py)
     joined: Joined | None = None  # set when this invocation runs a fan-in join (runs/join.py)
+    span: Invocation | None = None
 
     def __init__(
         self,
@@ -139,7 +142,12 @@ class Context:
 
     @functools.cached_property
     def trace(self) -> dict[str, str]:
-        """The event's W3C `traceparent`/`tracestate`, copied onto replies and emitted events."""
+        """The W3C `traceparent`/`tracestate` that replies and emitted events carry.
+
+        The event's own, or with tracing on this invocation's span (same trace).
+        """
+        if self.span is not None:
+            return self.span.trace_attributes()
         return trace_attributes(self.event)
 
     @functools.cached_property
@@ -208,6 +216,9 @@ class Context:
         self.check_cancelled()
         n = self.budget.tool_call()
         self.metrics.tool_calls.inc()
+        if self.span is not None:
+            with self.span.tool_call(name):  # a counted call: the span marks when it was made
+                pass
         self.log.debug("tool call", tool=name, call=n, **fields)
         return n
 
@@ -227,6 +238,7 @@ class Context:
                 before=self._before_llm_call,
                 charge=self._charge,
                 record=self._record_spend,
+                span=self.span,
             )
         return self._llm
 
@@ -277,7 +289,7 @@ class Context:
         }
         if subject is not None:
             attrs["subject"] = subject
-        event = new_event(attrs, data, cause=self.event)
+        event = new_event(attrs, data, trace=self.trace)
         headers, body = to_http(event, "binary")
         try:
             response = await self._http().post(url, headers=headers, content=body)

@@ -227,9 +227,17 @@ def trace_attributes(event: CloudEvent) -> dict[str, str]:
 
 
 def new_event(
-    attributes: dict[str, Any], data: Any, *, cause: CloudEvent | None = None
+    attributes: dict[str, Any],
+    data: Any,
+    *,
+    cause: CloudEvent | None = None,
+    trace: Mapping[str, str] | None = None,
 ) -> CloudEvent:
-    """A CloudEvent with data typed by content: bytes are octet-stream, the rest JSON."""
+    """A CloudEvent with data typed by content: bytes are octet-stream, the rest JSON.
+
+    It carries `trace` (traceparent/tracestate), by default the cause's: with
+    tracing on, the invocation's span (telemetry.py), so the next skill is its child.
+    """
     attrs = dict(attributes)
     if data is not None and "datacontenttype" not in attrs:
         attrs["datacontenttype"] = (
@@ -238,9 +246,10 @@ def new_event(
             else "application/json"
         )
     attrs.setdefault("time", datetime.now(UTC).isoformat())
-    if cause is not None:
-        for name, value in trace_attributes(cause).items():
-            attrs.setdefault(name, value)
+    if trace is None and cause is not None:
+        trace = trace_attributes(cause)
+    for name, value in (trace or {}).items():
+        attrs.setdefault(name, value)
     return CloudEvent(attrs, data)
 
 

@@ -21,6 +21,8 @@ from rouse_runtime.prices import call_cost
 if TYPE_CHECKING:
     import httpx
 
+    from rouse_runtime.telemetry import Invocation, ModelCall
+
 log = logging.getLogger("rouse.llm")
 _unpriced_logged: set[str] = set()
 
@@ -64,6 +66,7 @@ class LLMClient:
         before: Callable[[], None],
         charge: UsageSink,
         record: SpendRecorder | None = None,
+        span: Invocation | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.model = model
@@ -73,6 +76,7 @@ class LLMClient:
         self._before = before
         self._charge = charge
         self._record = record
+        self._span = span
 
     async def chat(
         self, messages: list[dict[str, Any]], *, model: str | None = None, **params: Any
@@ -81,6 +85,22 @@ class LLMClient:
         chosen = model or self.model
         if not chosen:
             raise LLMError("no model: pass model=... or set ROUSE_LLM_MODEL")
+        if self._span is None:
+            return await self._chat(messages, chosen, params, None)
+        call = self._span.model_call(chosen, self.base_url, params)
+        try:
+            return await self._chat(messages, chosen, params, call)
+        except BaseException as exc:
+            call.end(error=exc)  # a no-op when the call itself ended well (a budget stop after)
+            raise
+
+    async def _chat(
+        self,
+        messages: list[dict[str, Any]],
+        chosen: str,
+        params: dict[str, Any],
+        call: ModelCall | None,
+    ) -> ChatResult:
         self._before()
         headers = {"authorization": f"Bearer {self._api_key}"} if self._api_key else {}
         url = f"{self.base_url}/chat/completions"
@@ -114,6 +134,19 @@ class LLMClient:
                 priced,
             )
         cost = price.usd
+        if call is not None:
+            call.end(
+                response_model=answered,
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                response_id=str(body.get("id") or "") or None,
+                finish_reasons=tuple(
+                    str(c["finish_reason"])
+                    for c in choices
+                    if isinstance(c, dict) and c.get("finish_reason")
+                ),
+                cost_usd=cost,
+            )
         if self._record is not None:
             await self._record(input_tokens, output_tokens, cost, price.known)
         self._charge(chosen, input_tokens, output_tokens, cost)

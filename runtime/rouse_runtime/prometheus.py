@@ -18,27 +18,34 @@ DEFAULT_TIMEOUT_SECONDS = 5.0
 
 
 class PrometheusError(RuntimeError):
-    """A query gave no usable answer; `reason` is a short CamelCase word for conditions."""
+    """A query gave no usable answer; `reason` is a short CamelCase word for conditions.
+
+    `summary` is what a condition may say (no URL, no query); the message has the detail.
+    """
 
     reason = "PrometheusError"
+    summary = "Prometheus gave no usable answer"
 
 
 class PrometheusUnavailableError(PrometheusError):
     """The server did not answer (refused, DNS, timeout)."""
 
     reason = "PrometheusUnavailable"
+    summary = "Prometheus is unreachable"
 
 
 class PrometheusBadResponseError(PrometheusError):
     """The server answered, but not with a successful query result."""
 
     reason = "PrometheusBadResponse"
+    summary = "Prometheus answered with an error"
 
 
 class PrometheusNoDataError(PrometheusError):
     """The query succeeded and matched no series."""
 
     reason = "PrometheusNoData"
+    summary = "Prometheus has no ledger series for this agent yet"
 
 
 @dataclass(frozen=True)

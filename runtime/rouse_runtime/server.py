@@ -50,7 +50,6 @@ from rouse_runtime.events import (
     new_event,
     parse_event,
     to_http,
-    trace_attributes,
 )
 from rouse_runtime.handler import LoadedHandler, load_handler
 from rouse_runtime.ledger import Entry, Ledger, ledger_on
@@ -68,6 +67,7 @@ from rouse_runtime.suspend import KEY_ATTRIBUTE, ResumeBusyError, Resumed, Resum
 if TYPE_CHECKING:
     import httpx
 
+    from rouse_runtime.telemetry import Telemetry
     from rouse_runtime.tools.calls import ToolCallObserver
     from rouse_runtime.tools.client import Connections
 
@@ -243,8 +243,10 @@ class Runtime:
         handler: LoadedHandler,
         metrics: Metrics | None = None,
         store: Store | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.config = config
+        self.telemetry = telemetry  # None: tracing off (telemetry.from_environ)
         self.handler = handler
         self.metrics = metrics or Metrics(config.agent, config.skill)
         self.admission_checks: list[AdmissionCheck] = []
@@ -329,6 +331,8 @@ class Runtime:
             await self._runlog.close()
         if self._store is not None:
             await self._store.close()
+        if self.telemetry is not None:
+            await asyncio.to_thread(self.telemetry.shutdown)  # exports what is buffered
 
     async def admit(self, event: CloudEvent) -> Response | None:
         for check in self.admission_checks:
@@ -566,6 +570,8 @@ class Runtime:
             tool_observers=tuple(self.tool_observers),
             run=handle,
         )
+        if self.telemetry is not None:
+            ctx.span = self.telemetry.invocation(event, cold_start=cold_start, run_id=handle.id)
         started_fields: dict[str, Any] = {"cold": True} if cold_start else {}
         if event.get(RUN_ATTRIBUTE) is None:
             started_fields["root"] = True
@@ -588,18 +594,23 @@ class Runtime:
         started = time.perf_counter()
         handle.task = asyncio.current_task()
         self.runs.watch.track(handle, cancel_task=self.handler.is_async)
+        kind = "cancelled"
         try:
             outcome = await self._call(event, ctx, budget)
+            kind = outcome.kind
         except asyncio.CancelledError:
             if handle.stop_reason is None or handle.task is None:
                 raise  # not ours: the client left, or the server stops
             handle.task.uncancel()
             outcome = self._cancelled(ctx, handle)
+            kind = outcome.kind
         finally:
             self.runs.watch.untrack(handle)
             metrics.inflight.dec()
             seconds = time.perf_counter() - started
             metrics.duration.observe(seconds)
+            if ctx.span is not None:
+                ctx.span.end(kind, None if budget.breach is None else budget.breach.limit)
         metrics.invocations[outcome.kind].inc()
         fields = finished_fields(outcome, seconds, budget, handle)
         if self.config.compensate_type is not None and outcome.kind == "ok":
@@ -647,7 +658,7 @@ class Runtime:
         if result is None:
             return Outcome(202)
         if isinstance(result, CloudEvent):
-            for name, value in trace_attributes(event).items():
+            for name, value in ctx.trace.items():
                 if result.get(name) is None:
                     result[name] = value
             if isinstance(result.data, bytes | bytearray) and not result.get("datacontenttype"):
@@ -656,7 +667,7 @@ class Runtime:
                 result[RUN_ATTRIBUTE] = ctx.run_id
             reply = result
         else:
-            reply = self.reply(event, result, ctx.run_id)
+            reply = self.reply(event, result, ctx.run_id, trace=ctx.trace)
         try:
             # Serialized now, once: what cannot be sent is the skill's error (500), not
             # a crash after its claim was taken.
@@ -677,7 +688,15 @@ class Runtime:
             return await function(event, ctx)
         return await asyncio.to_thread(function, event, ctx)
 
-    def reply(self, event: CloudEvent, data: Any, run: str | None = None) -> CloudEvent:
+    def reply(
+        self,
+        event: CloudEvent,
+        data: Any,
+        run: str | None = None,
+        *,
+        trace: Mapping[str, str] | None = None,
+    ) -> CloudEvent:
+        """The reply event for data, in `run`, carrying trace (default: the event's trace context)."""
         cfg = self.config
         attrs = {
             "type": cfg.reply_type,
@@ -689,7 +708,7 @@ class Runtime:
             attrs.update(
                 {name: event[name] for name in JOIN_ATTRIBUTES if event.get(name) is not None}
             )
-        return new_event(attrs, data, cause=event)
+        return new_event(attrs, data, cause=event, trace=trace)
 
     def _cancelled(self, ctx: Context, handle: RunHandle) -> Outcome:
         """A skill stopped because its run was cancelled: acknowledged (202), never retried."""
@@ -698,6 +717,8 @@ class Runtime:
 
     def _failure(self, ctx: Context, budget: Budget, exc: Exception) -> Outcome:
         ctx.log.error("skill failed", exc_info=exc, usage=budget.usage.as_dict())
+        if ctx.span is not None:
+            ctx.span.fail(exc)
         return Outcome(
             500,
             error={"error": "skill failed", "detail": f"{type(exc).__name__}: {exc}"[:500]},
@@ -738,7 +759,8 @@ class Runtime:
             "id": derived_id(cfg.agent, cfg.skill, event["source"], event["id"], "budget"),
             RUN_ATTRIBUTE: ctx.run_id,
         }
-        return Outcome(200, new_event(attrs, data, cause=event), kind="budget_exceeded")
+        reply = new_event(attrs, data, cause=event, trace=ctx.trace)
+        return Outcome(200, reply, kind="budget_exceeded")
 
 
 async def respond(send: Send, outcome: Outcome, mode: Mode) -> None:
@@ -756,13 +778,15 @@ def create_app(
     handler: LoadedHandler | None = None,
     metrics: Metrics | None = None,
     store: Store | None = None,
+    telemetry: Telemetry | None = None,
 ) -> SkillApp:
     """The skill's ASGI app; imports the handler now unless one is given.
 
     `store`: the state store already opened for config.state_url (else opened on first use).
+    `telemetry`: spans and GenAI metrics (telemetry.from_environ); None: off.
     """
     loaded = handler if handler is not None else load_handler(config.handler)
-    runtime = Runtime(config, loaded, metrics, store)
+    runtime = Runtime(config, loaded, metrics, store, telemetry)
     runtime.admission_checks.append(BudgetGate.for_runtime(runtime))  # onExhausted: reject
     if loaded.error:
         log.error("handler not loaded: %s", loaded.error)

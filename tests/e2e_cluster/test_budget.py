@@ -45,7 +45,9 @@ from rouse_testing.node import (
     display_events,
     scale_operator,
     script,
+    script_pod,
     send,
+    skills_serve_with,
 )
 from rouse_testing.wait import wait_until
 
@@ -89,61 +91,14 @@ def parking(real_node: Node, rouse: str) -> Iterator[PortForward]:
 
 def model_manifests() -> list[dict[str, Any]]:
     """The OpenAI-protocol server as a restricted pod of the runtime image, and its Service."""
-    labels = {"app": "model"}
-    restricted = {
-        "allowPrivilegeEscalation": False,
-        "runAsNonRoot": True,
-        "capabilities": {"drop": ["ALL"]},
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-    source = (REPO_ROOT / "tests" / "rouse_testing" / "openai_server.py").read_text()
     args = [
-        "python", "/srv/openai_server.py", "--host", "0.0.0.0", "--port", "8080",
+        "--host", "0.0.0.0", "--port", "8080",
         "--prompt-tokens", str(PROMPT_TOKENS), "--completion-tokens", str(COMPLETION_TOKENS),
         "--content", MODEL_ANSWER,
     ]  # fmt: skip
-    return [
-        {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {"name": "model"},
-            "data": {"openai_server.py": source},
-        },
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": "model", "labels": labels},
-            "spec": {
-                "replicas": 1,
-                "selector": {"matchLabels": labels},
-                "template": {
-                    "metadata": {"labels": labels},
-                    "spec": {
-                        "securityContext": {"runAsNonRoot": True, "runAsUser": 65532},
-                        "containers": [
-                            {
-                                "name": "model",
-                                "image": "ghcr.io/rouse-dev/rouse-runtime:0.1.0",
-                                "imagePullPolicy": "IfNotPresent",
-                                "command": args,
-                                "ports": [{"containerPort": 8080}],
-                                "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},
-                                "securityContext": restricted,
-                                "volumeMounts": [{"name": "src", "mountPath": "/srv"}],
-                            }
-                        ],
-                        "volumes": [{"name": "src", "configMap": {"name": "model"}}],
-                    },
-                },
-            },
-        },
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": "model"},
-            "spec": {"selector": labels, "ports": [{"port": 80, "targetPort": 8080}]},
-        },
-    ]
+    return script_pod(
+        "model", REPO_ROOT / "tests" / "rouse_testing" / "openai_server.py", args, 8080
+    )
 
 
 @pytest.fixture(scope="module")
@@ -169,27 +124,13 @@ def triage(real_node: Node, rouse: str) -> Iterator[str]:
         "-n", namespace, "patch", "agent", AGENT, "--type=merge", "-p", json.dumps(patch)
     )
     wait_until(
-        lambda: all_skills_serve(real_node, namespace, "ROUSE_LLM_MODEL"),
+        lambda: skills_serve_with(real_node, namespace, AGENT, "ROUSE_LLM_MODEL"),
         timeout=300,
         interval=2,
         what="every skill's latest Revision (with the model settings) Ready",
     )
     yield namespace
     real_node.delete_namespace(namespace)
-
-
-def all_skills_serve(running: Node, namespace: str, env_name: str) -> bool:
-    services = running.items("ksvc", namespace, f"rouse.dev/agent={AGENT}")
-    for ksvc in services:
-        containers = ksvc["spec"]["template"]["spec"]["containers"]
-        if env_name not in {e["name"] for e in containers[0].get("env", [])}:
-            return False
-        status = ksvc.get("status", {})
-        if status.get("latestReadyRevisionName") != status.get("latestCreatedRevisionName"):
-            return False
-        if condition(ksvc, "Ready")["status"] != "True":
-            return False
-    return bool(services)
 
 
 def ticket_id(event: dict[str, Any]) -> str | None:

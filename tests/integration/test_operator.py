@@ -284,6 +284,13 @@ def test_status_and_printer_columns_follow_children(
         "Degraded",
         "1/2",
     ]
+    # -o wide adds the Ready condition's reason and its one-line message.
+    wide = cluster.kubectl("get", "ag", "status", "-n", ns, "-o", "wide").stdout.splitlines()
+    assert wide[0].split()[5:7] == ["REASON", "MESSAGE"]
+    reason_at = wide[0].index("REASON")  # columns line up with the header
+    assert wide[1][reason_at:].split()[0] == "RevisionMissing"
+    message = condition(status, "Ready")["message"]
+    assert message in wide[1] and "\n" not in message and len(message) <= 256
 
 
 def test_semantic_problems_become_conditions(

@@ -293,6 +293,21 @@ def run_budget_story(
         what="WarmPoolApplied reason MetricsUnavailable",
     )
     held = agent_obj(cluster, namespace)
+    # The condition says what and what to do, in one line; the query and the URL are in
+    # the Event (and the operator's log).
+    warm = condition(held, "WarmPoolApplied")["message"]
+    assert warm.startswith("Prometheus is unreachable: holding the last min-scale"), warm
+    assert prometheus.url not in warm and "rouse_ledger" not in warm and len(warm) <= 256
+    unavailable = wait_until(
+        lambda: [
+            e["message"]
+            for e in get_json(cluster, "events", "-n", namespace)["items"]
+            if e["reason"] == "MetricsUnavailable"
+        ],
+        timeout=30,
+        what="the MetricsUnavailable Event",
+    )
+    assert prometheus.url in unavailable[0] and "rouse_ledger" in unavailable[0], unavailable
     assert held["status"]["phase"] == "Suspended"
     assert condition(held, "WithinBudget")["status"] == "False"
     assert subscriber(cluster, namespace, "work") == parking_sink

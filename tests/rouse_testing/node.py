@@ -168,6 +168,21 @@ def send(
     return event_id
 
 
+def skills_serve_with(running: Node, namespace: str, agent: str, env_name: str) -> bool:
+    """Every skill's latest Revision Ready, with env_name in its container's env."""
+    services = running.items("ksvc", namespace, f"rouse.dev/agent={agent}")
+    for ksvc in services:
+        containers = ksvc["spec"]["template"]["spec"]["containers"]
+        if env_name not in {e["name"] for e in containers[0].get("env", [])}:
+            return False
+        status = ksvc.get("status", {})
+        if status.get("latestReadyRevisionName") != status.get("latestCreatedRevisionName"):
+            return False
+        if condition(ksvc, "Ready")["status"] != "True":
+            return False
+    return bool(services)
+
+
 def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
     """The status condition `kind` of a Kubernetes object (fails when it has none)."""
     found = [c for c in obj.get("status", {}).get("conditions", []) if c["type"] == kind]
@@ -233,3 +248,60 @@ class PortForward:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+RUNTIME_IMAGE = "ghcr.io/rouse-dev/rouse-runtime:0.1.0"
+
+
+def script_pod(name: str, script: Path, args: Sequence[str], port: int) -> list[dict[str, Any]]:
+    """A test server (a file of rouse_testing) as a restricted pod of the runtime image.
+
+    The file comes from a ConfigMap and runs as `python /srv/<file> ARGS`; a Service `name`
+    on port 80 reaches its `port`.
+    """
+    labels = {"app": name}
+    restricted = {
+        "allowPrivilegeEscalation": False,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    container = {
+        "name": name,
+        "image": RUNTIME_IMAGE,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["python", f"/srv/{script.name}", *args],
+        "ports": [{"containerPort": port}],
+        "readinessProbe": {"tcpSocket": {"port": port}, "periodSeconds": 1},
+        "securityContext": restricted,
+        "volumeMounts": [{"name": "src", "mountPath": "/srv"}],
+    }
+    pod_spec = {
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 65532},
+        "containers": [container],
+        "volumes": [{"name": "src", "configMap": {"name": name}}],
+    }
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": name},
+            "data": {script.name: script.read_text()},
+        },
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name, "labels": labels},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": labels},
+                "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": name},
+            "spec": {"selector": labels, "ports": [{"port": 80, "targetPort": port}]},
+        },
+    ]

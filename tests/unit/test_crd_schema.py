@@ -56,8 +56,13 @@ def test_printer_columns() -> None:
         ("Skills", "string", ".status.skillsReady"),
         ("Warm", "integer", ".status.warm"),
         ("Budget", "string", ".status.budget.used"),
+        ("Reason", "string", '.status.conditions[?(@.type=="Ready")].reason'),
+        ("Message", "string", '.status.conditions[?(@.type=="Ready")].message'),
         ("Age", "date", ".metadata.creationTimestamp"),
     ]
+    # The condition's reason and message only in `kubectl get -o wide`.
+    wide = [c["name"] for c in VERSION["additionalPrinterColumns"] if c.get("priority") == 1]
+    assert wide == ["Reason", "Message"]
 
 
 def test_every_field_has_a_description_and_a_type() -> None:

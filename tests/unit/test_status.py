@@ -82,8 +82,7 @@ def test_nothing_reported_yet_is_pending() -> None:
     assert status["skillsReady"] == "0/2"
     assert status["conditions"][1] == {
         "type": "SkillsReady", "status": "Unknown", "reason": "Deploying",
-        "message": "Service triage-bot-triage: generation 1 not observed yet; "
-                   "Service triage-bot-digest: generation 1 not observed yet",
+        "message": "Service triage-bot-triage: generation 1 not observed yet (and 1 more)",
         "lastTransitionTime": T0, "observedGeneration": 3,
     }  # fmt: skip
     assert status["skills"][0] == {
@@ -356,3 +355,17 @@ def test_failed_service_names_the_cause_its_ready_condition_omits() -> None:
         'Revision "a-greet-00001" failed with message: Container failed with: '
         "module 'hello.skills' has no attribute 'nope'."
     )
+
+
+def test_a_childs_long_message_is_one_short_line_in_the_condition() -> None:
+    """Knative's messages (a container's last words) stay whole in status.skills, not in conditions."""
+    from rouse_operator.conditions import SHORT_MESSAGE, summarize
+
+    words = "Traceback (most recent call last):\n  File app.py\nValueError: bad\n"
+    assert summarize([words]) == "Traceback (most recent call last): ... ValueError: bad"
+    long_line = "Service a: " + "y" * 400
+    assert (
+        summarize([long_line, "Service b: z"])
+        == long_line[: SHORT_MESSAGE - 3] + "... (and 1 more)"
+    )
+    assert summarize(["Service a: ok"]) == "Service a: ok"

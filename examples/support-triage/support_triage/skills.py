@@ -107,6 +107,7 @@ async def escalate(event: Any, ctx: Any) -> dict[str, Any]:
         "subject": ticket["subject"],
         "draft": event.data["draft"]["reply"],
     }
+    ctx.tool("oncall.page", ticket=ticket["id"])  # metered (ROUSE_MAX_TOOL_CALLS) and traced
     await ctx.state.set(f"support-triage/escalations/{ticket['id']}", page)
     ctx.log.info("escalated", ticket=ticket["id"], oncall=oncall)
     return {"ticketId": ticket["id"], "escalatedTo": oncall, "priority": "urgent"}
