@@ -20,6 +20,12 @@ ENV_MAX_STEPS = "ROUSE_MAX_STEPS"
 ENV_MAX_TOOL_CALLS = "ROUSE_MAX_TOOL_CALLS"
 ENV_MAX_TOKENS = "ROUSE_MAX_TOKENS"
 ENV_TIMEOUT_SECONDS = "ROUSE_TIMEOUT_SECONDS"
+# A front door (spec.skills[].http): "keys" or "public"; unset for an event skill.
+ENV_FRONT_DOOR = "ROUSE_FRONT_DOOR"
+# The accepted API keys of a front door, one per line (a secretKeyRef in a cluster).
+ENV_API_KEYS = "ROUSE_API_KEYS"
+# Where a front door reads a run's progress (local mode: the broker's /chains/{run}).
+ENV_PROGRESS_URL = "ROUSE_PROGRESS_URL"
 
 # The runtime's own settings (the platform or the user sets them).
 ENV_PORT = "PORT"
