@@ -32,6 +32,7 @@ from rouse_runtime.envnames import (
     ENV_STATE_URL,
     ENV_TIMEOUT_SECONDS,
 )
+from rouse_runtime.frontdoor.settings import FrontDoor, load_front_door
 from rouse_runtime.redact import redact
 from rouse_runtime.scope import DEFAULT_NAMESPACE, DNS_LABEL, Scope
 
@@ -88,6 +89,7 @@ class Config:
     llm_prices: Mapping[str, Price] = field(default_factory=dict)
     log_level: str = "INFO"
     namespace: str = DEFAULT_NAMESPACE
+    front_door: FrontDoor | None = None  # spec.skills[].http: see frontdoor/
 
     @property
     def scope(self) -> Scope:
@@ -224,4 +226,12 @@ def load_config(env: Mapping[str, str]) -> Config:
         llm_prices=parse_prices(env.get(ENV_LLM_PRICES, "")),
         log_level=level,
         namespace=_namespace(env),
+        front_door=_front_door(env),
     )
+
+
+def _front_door(env: Mapping[str, str]) -> FrontDoor | None:
+    try:
+        return load_front_door(env)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None

@@ -172,6 +172,7 @@ class Context:
                 before=self.budget.before_llm_call,
                 charge=self._charge,
                 record=self._record_spend,
+                streaming=self.budget.streaming,
             )
         return self._llm
 

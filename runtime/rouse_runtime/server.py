@@ -404,25 +404,43 @@ class Runtime:
         cfg = self.config
         log.warning("ledger: invocation of %s/%s not recorded: %s", cfg.agent, cfg.skill, exc)
 
-    async def run(self, event: CloudEvent, resumed: Resumed | None = None) -> tuple[Outcome, Entry]:
-        """One invocation of the skill under its budget, whatever it does, and its ledger line."""
-        assert self.handler.function is not None
-        metrics = self.metrics
-        self._served += 1
-        cold_start = self._served == 1
-        if cold_start:
-            metrics.cold_starts.inc()
-        budget = Budget(self.config.limits)
-        ctx = Context(
+    def context(self, event: CloudEvent, budget: Budget) -> Context:
+        """The `ctx` of one invocation of event under budget."""
+        return Context(
             event=event,
             config=self.config,
             budget=budget,
             store=self.store,
-            metrics=metrics,
+            metrics=self.metrics,
             http=self.http,
             loop=asyncio.get_running_loop(),
             record_spend=self.record_spend,
         )
+
+    async def count(self, entry: Entry) -> None:
+        """Add an invocation to the ledger now; a failure is logged, never raised."""
+        counted = self._count(entry)
+        if counted is not None:
+            try:
+                await counted
+            except StoreError as exc:
+                self._not_counted(exc)
+
+    def served(self) -> bool:
+        """Count one invocation of this process; True for its first (a cold start)."""
+        self._served += 1
+        cold_start = self._served == 1
+        if cold_start:
+            self.metrics.cold_starts.inc()
+        return cold_start
+
+    async def run(self, event: CloudEvent, resumed: Resumed | None = None) -> tuple[Outcome, Entry]:
+        """One invocation of the skill under its budget, whatever it does, and its ledger line."""
+        assert self.handler.function is not None
+        metrics = self.metrics
+        cold_start = self.served()
+        budget = Budget(self.config.limits)
+        ctx = self.context(event, budget)
         if resumed is not None:
             ctx.resumed = resumed
             ctx.log.info("resumed", wait_type=resumed.event_type, wait_key=resumed.key)
@@ -667,4 +685,8 @@ def create_app(
     app.add_route("/readyz", readyz, methods=["GET"])
     app.add_route("/metrics", metrics_endpoint, methods=["GET"])
     app.add_exception_handler(HTTPException, http_error)
+    if config.front_door is not None:  # POST / answers people over HTTP instead of events
+        from rouse_runtime.frontdoor.app import install
+
+        install(app, runtime, config.front_door)
     return app
