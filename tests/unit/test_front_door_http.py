@@ -8,6 +8,8 @@ the streams with httpx-sse.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -211,3 +213,18 @@ def test_a_keyed_front_door_without_keys_refuses_to_start() -> None:
     door = load_config({**env, "ROUSE_API_KEYS": "k-a, k-b\nk-c"}).front_door
     assert door is not None and door.keys == {"k-a", "k-b", "k-c"} and "k-a" not in repr(door)
     assert load_config({"ROUSE_HANDLER": "m:f"}).front_door is None
+
+
+def test_the_sse_libraries_are_imported_by_the_first_stream_not_at_start_up() -> None:
+    """A front door's cold start pays for Starlette and uvicorn, not for sse-starlette/httpx-sse."""
+    code = (
+        "import os, sys; from rouse_runtime.config import load_config;"
+        "from rouse_runtime.handler import LoadedHandler; from rouse_runtime.server import create_app;"
+        "create_app(load_config(os.environ), LoadedHandler(lambda e, c: None, is_async=False));"
+        "print(sorted(m for m in ('sse_starlette', 'httpx_sse', 'httpx') if m in sys.modules))"
+    )
+    env = {"ROUSE_HANDLER": "m:f", "ROUSE_FRONT_DOOR": "public", "PATH": "/usr/bin:/bin"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]", out.stderr
