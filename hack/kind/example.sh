@@ -140,6 +140,16 @@ YAML
 "${kc[@]}" "${ns[@]}" rollout status deployment/event-display --timeout="${timeout}s"
 "${kc[@]}" "${ns[@]}" wait --for=condition=Ready trigger/event-display --timeout="${timeout}s"
 
+if [ "$agent" = support-triage ]; then
+  # The front door `ask` reads its callers' keys from this Secret (one per line): make one key
+  # unless the Secret exists (never printed; read it with kubectl get secret ... | base64 -d).
+  if ! "${kc[@]}" "${ns[@]}" get secret support-triage-keys >/dev/null 2>&1; then
+    key="$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')"
+    "${kc[@]}" "${ns[@]}" create secret generic support-triage-keys --from-literal=keys="$key" >/dev/null
+    log "front door keys: Secret support-triage-keys (key keys) in $namespace"
+  fi
+fi
+
 log "agent $agent"
 sed "s#\(image: ghcr.io/rouse-dev/examples-$agent\):[^[:space:]]*#\1:$tag#" \
   "$ROUSE_ROOT/examples/$agent/agent.yaml" | "${kc[@]}" "${ns[@]}" apply -f -

@@ -94,8 +94,11 @@ class FrontDoorApp:
 
     def refused(self, scope: Scope) -> Response | None:
         """401 before anything else is read or run, when the caller shows no valid key."""
-        if admitted(self.door, scope["headers"]):
-            return None
+        return None if admitted(self.door, scope["headers"]) else self.unauthorized()
+
+    @staticmethod
+    def unauthorized() -> Response:
+        """The 401 answer (also local mode's, which refuses before starting a process)."""
         response = json_answer(401, {"error": "unauthorized", "detail": UNAUTHORIZED})
         response.headers["www-authenticate"] = 'Bearer realm="rouse"'
         return response

@@ -25,7 +25,7 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -367,12 +367,15 @@ class Broker:
 
     # -- HTTP --------------------------------------------------------------------------------
 
-    def app(self, parking_api: ASGIApp | None = None) -> Starlette:
+    def app(
+        self, parking_api: ASGIApp | None = None, front_doors: Sequence[Route] = ()
+    ) -> Starlette:
         """The broker's HTTP API (see the README's Local mode section).
 
         ``parking_api`` (the parking service's app over the same state store)
         answers every path the broker does not: ``/parked``, ``/replay/...``,
-        ``/drop/...``.
+        ``/drop/...``. ``front_doors`` are the routes of the agent's front doors
+        (``local/frontdoor.py``), as the ingress serves them in a cluster.
         """
         extra: list[Route | Mount] = []
         if parking_api is not None:
@@ -391,6 +394,7 @@ class Broker:
                 Route("/deadletters", self._dead_letters, methods=["GET"]),
                 Route("/deadletters/{letter:int}/replay", self._replay, methods=["POST"]),
                 Route("/skills/{skill}", self._deliver_to_skill, methods=["POST"]),
+                *front_doors,
                 *extra,
             ]
         )
