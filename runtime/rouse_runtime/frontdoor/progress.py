@@ -12,6 +12,7 @@ put behind the same interface where it exists.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -100,6 +101,9 @@ class BrokerChains:
     def __init__(self, url: str, http: Callable[[], httpx.AsyncClient]) -> None:
         self.url = url
         self._http = http
+        # A follower polls five times a second: httpx's line per request would drown the
+        # front door's log (its own lines say what it emitted and spent).
+        logging.getLogger("httpx").setLevel(logging.WARNING)
 
     async def read(self, run: str) -> RunState | None:
         response = await self._http().get(self.url.format(run=run))
