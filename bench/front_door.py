@@ -30,11 +30,11 @@ from pathlib import Path
 import httpx
 from runtime_throughput import compile_bytecode, free_port, wait_ready
 
-SKILL = '''
+SKILL = """
 async def ask(event, ctx):
     for i in range(3):
         yield f"chunk {i}"
-'''
+"""
 AGENT = """
 apiVersion: rouse.dev/v1alpha1
 kind: Agent
