@@ -22,16 +22,17 @@ def test_table_of_an_agent_with_no_processes(tmp_path: Path) -> None:
     LocalMode.create(options, view)  # builds the pools and the broker, starts nothing
     view.log("hello")
     lines = [ANSI.sub("", line).rstrip() for line in view.render().splitlines()]
-    assert lines[:6] == [
+    assert lines[:7] == [
         "SKILL     READY  START  INFLIGHT  COLD  DONE  RETRY  DEAD  TOKENS  COST $  WARM  PARKED",
         "triage    0      0      0         0     0     0      0     0       0.0000  0     0",
         "draft     0      0      0         0     0     0      0     0       0.0000  0     0",
         "escalate  0      0      0         0     0     0      0     0       0.0000  0     0",
         "digest    0      0      0         0     0     0      0     0       0.0000  0     0",
+        "ask       0      0      0         0     0     0      0     0       0.0000  0     0",
         "budget (since start): 0/500000 tokens, $0.0000/$5.00",
     ]
-    assert lines[6] == "--- log ---"
-    assert lines[7].endswith(" hello")
+    assert lines[7] == "--- log ---"
+    assert lines[8].endswith(" hello")
     assert view.stream.getvalue() == ""  # on a TTY lines wait for the redraw
 
 
