@@ -131,6 +131,7 @@ def test_example_agent_makes_its_children(cluster: Any, ns: str, operator: Opera
     live = wait_children_match(cluster, ns, "support-triage")
     assert sorted(live) == [
         ("PingSource", "support-triage-digest-cron"),
+        ("Service", "support-triage-ask"),  # the front door: no Trigger, no PingSource
         ("Service", "support-triage-digest"),
         ("Service", "support-triage-draft"),
         ("Service", "support-triage-escalate"),
@@ -140,6 +141,18 @@ def test_example_agent_makes_its_children(cluster: Any, ns: str, operator: Opera
         ("Trigger", "support-triage-escalate-0"),
         ("Trigger", "support-triage-triage-0"),
     ]
+    visibility = {
+        name: obj["metadata"]["labels"].get("networking.knative.dev/visibility")
+        for (kind, name), obj in live.items()
+        if kind == "Service"
+    }
+    assert visibility == {
+        "support-triage-ask": None,  # routed through the ingress
+        "support-triage-digest": "cluster-local",
+        "support-triage-draft": "cluster-local",
+        "support-triage-escalate": "cluster-local",
+        "support-triage-triage": "cluster-local",
+    }
     agent = get_json(cluster, "agents.rouse.dev", "-n", ns, "support-triage")
     for obj in live.values():
         assert obj["metadata"]["ownerReferences"] == [
@@ -160,7 +173,7 @@ def test_example_agent_makes_its_children(cluster: Any, ns: str, operator: Opera
         timeout=30, what="status of support-triage",
     )  # fmt: skip
     assert status["phase"] == "Pending"
-    assert status["skillsReady"] == "0/4"
+    assert status["skillsReady"] == "0/5"
     events = cluster.kubectl(
         "get", "events", "-n", ns, "--field-selector", "involvedObject.name=support-triage",
         "-o", "jsonpath={range .items[*]}{.reason} {.message}{'\\n'}{end}",
