@@ -10,7 +10,8 @@ cold start (spawn, imports, ready) and the proxy; warm: the process is up.
 Baseline, started the same way: a bare Starlette app streaming the same three chunks
 with sse-starlette (`EventSourceResponse`), run on uvicorn by `python -c`; cold is
 spawn + poll /readyz every 10 ms (local mode's poll) + the request to its first chunk;
-warm is a request to the running app. Printed: medians and the ratios rouse/bare.
+warm is a request to the running app. Printed: medians and the ratios rouse/bare; the last
+row is the front door's own process asked directly (the runtime without local mode's proxy).
 Bytecode is compiled first, as an image has it.
 
 Usage: python bench/front_door.py [--rounds 7] [--warm 20]
@@ -79,7 +80,9 @@ def first_chunk(client: httpx.Client, url: str, started: float | None = None) ->
     raise SystemExit(f"{url}: the stream ended without a chunk")
 
 
-def local_mode(workdir: Path, rounds: int, warm: int) -> tuple[list[float], list[float]]:
+def local_mode(
+    workdir: Path, rounds: int, warm: int
+) -> tuple[list[float], list[float], list[float]]:
     port = free_port()
     dev = subprocess.Popen(
         [sys.executable, "-m", "rouse_runtime.cli", "dev", str(workdir / "agent.yaml"),
@@ -89,6 +92,7 @@ def local_mode(workdir: Path, rounds: int, warm: int) -> tuple[list[float], list
     base = f"http://127.0.0.1:{port}"
     cold: list[float] = []
     warms: list[float] = []
+    direct: list[float] = []  # the front door's own process, past local mode's proxy
     try:
         wait_ready(f"{base}/healthz", dev)
         with httpx.Client(timeout=60) as client:
@@ -97,10 +101,12 @@ def local_mode(workdir: Path, rounds: int, warm: int) -> tuple[list[float], list
                     time.sleep(0.1)  # idled out: back to zero
                 cold.append(first_chunk(client, f"{base}/agents/bench/ask"))
                 warms += [first_chunk(client, f"{base}/agents/bench/ask") for _ in range(warm)]
+                process = client.get(f"{base}/skills").json()["skills"][0]["processes"][0]
+                direct += [first_chunk(client, f"{process['url']}/") for _ in range(warm)]
     finally:
         dev.terminate()
         dev.wait(timeout=30)
-    return cold, warms
+    return cold, warms, direct
 
 
 def bare(workdir: Path, rounds: int, warm: int) -> tuple[list[float], list[float]]:
@@ -141,11 +147,12 @@ def main() -> None:
         (workdir / "bench_skill.py").write_text(SKILL)
         (workdir / "agent.yaml").write_text(AGENT)
         compile_bytecode(workdir)
-        rouse_cold, rouse_warm = local_mode(workdir, args.rounds, args.warm)
+        rouse_cold, rouse_warm, rouse_direct = local_mode(workdir, args.rounds, args.warm)
         bare_cold, bare_warm = bare(workdir, args.rounds, args.warm)
     rows = [
         ("cold (from zero), first chunk", rouse_cold, bare_cold),
         ("warm, first chunk", rouse_warm, bare_warm),
+        ("warm, the process itself", rouse_direct, bare_warm),
     ]
     print(f"{'median':32} {'rouse (local)':>14} {'bare Starlette':>15} {'ratio':>7}")
     for name, ours, theirs in rows:
