@@ -33,6 +33,7 @@ from rouse_runtime.events import EventError
 from rouse_runtime.frontdoor.keys import admitted
 from rouse_runtime.frontdoor.progress import BrokerChains, ProgressSource, follow
 from rouse_runtime.frontdoor.settings import FrontDoor
+from rouse_runtime.server import read_body
 from rouse_runtime.store import StoreError
 
 if TYPE_CHECKING:
@@ -120,8 +121,6 @@ class FrontDoorApp:
         loaded = runtime.handler
         if loaded.function is None:
             return json_answer(503, {"error": "handler not loaded", "detail": str(loaded.error)})
-        from rouse_runtime.server import read_body
-
         try:
             body = await read_body(
                 receive, header(scope, b"content-length"), runtime.config.max_body_bytes
@@ -179,7 +178,8 @@ class FrontDoorApp:
                 400,
                 {"error": "invalid run", "detail": f"{run[:64]!r} is not a run id (32 hex digits)"},
             )
-        if self.progress is None:
+        source = self.progress
+        if source is None:
             return json_answer(
                 501,
                 {
@@ -188,7 +188,7 @@ class FrontDoorApp:
                     " has the broker's chains; a cluster needs the run history)",
                 },
             )
-        first = await self.progress.read(run)
+        first = await source.read(run)
         if first is None:
             return json_answer(
                 404,
@@ -202,7 +202,7 @@ class FrontDoorApp:
         from rouse_runtime.frontdoor.stream import sse
 
         async def steps() -> Any:
-            async for name, data in follow(self.progress, run, first):  # type: ignore[arg-type]
+            async for name, data in follow(source, run, first):
                 yield sse(name, data)
 
         return EventSourceResponse(steps(), headers={RUN_HEADER: run})
