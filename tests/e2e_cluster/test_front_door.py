@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import base64
 import json
+import statistics
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -132,4 +134,99 @@ def test_the_front_door_streams_from_zero_and_hands_off_to_the_broker(
         timeout=120,
         interval=2,
         what=f"ticket {ticket} created, triaged and drafted at the event display",
+    )
+
+
+BARE = """
+import os, uvicorn
+from sse_starlette import EventSourceResponse
+from starlette.applications import Starlette
+from starlette.routing import Route
+
+async def chunks():
+    for i in range(3):
+        yield {"event": "chunk", "data": f'"chunk {i}"'}
+
+async def ask(request):
+    await request.body()
+    return EventSourceResponse(chunks())
+
+uvicorn.run(Starlette(routes=[Route("/", ask, methods=["POST"])]), host="0.0.0.0",
+            port=int(os.environ["PORT"]), log_config=None, access_log=False)
+"""
+
+
+def first_chunk(url: str, headers: dict[str, str], body: Any) -> float:
+    """Seconds from the request to the stream's first `chunk` event."""
+    began = time.perf_counter()
+    with (
+        httpx.Client(timeout=180) as client,
+        client.stream("POST", url, json=body, headers=headers) as response,
+    ):
+        assert response.status_code == 200, response.read()
+        for line in response.iter_lines():
+            if line.startswith("event: chunk"):
+                return time.perf_counter() - began
+    raise AssertionError(f"{headers['host']}: the stream ended without a chunk")
+
+
+def test_first_chunk_cold_and_warm_against_a_bare_knative_service(
+    real_node: Node, triage: str, ingress: PortForward
+) -> None:
+    """bench/front_door.py's comparison on real Knative (printed, not asserted): the front door
+    against a bare Starlette + sse-starlette Knative Service from the same image, each from
+    zero pods through the activator, then warm."""
+    ask = real_node.get("ksvc", f"{AGENT}-ask", triage)
+    assert ask is not None
+    container = ask["spec"]["template"]["spec"]["containers"][0]
+    bare = {
+        "apiVersion": "serving.knative.dev/v1",
+        "kind": "Service",
+        "metadata": {"name": "bare"},
+        "spec": {
+            "template": {
+                "spec": {
+                    "containers": [
+                        {
+                            "image": container["image"],
+                            "command": ["python", "-c", BARE],
+                            "securityContext": container["securityContext"],
+                        }
+                    ]
+                }
+            }
+        },
+    }
+    real_node.apply([bare], triage)
+    real_node.kubectl("-n", triage, "wait", "--for=condition=Ready", "ksvc/bare", "--timeout=180s")
+    key = api_key(real_node, triage)
+    targets = {
+        "front door": ({"host": host("ask", triage), "authorization": f"Bearer {key}"},
+                       {"question": "Where can I download my invoice?"}),
+        "bare": ({"host": f"bare.{triage}.svc.cluster.local"}, {}),
+    }  # fmt: skip
+    for service in (f"{AGENT}-ask", "bare"):
+        wait_until(
+            lambda service=service: (
+                not [
+                    p
+                    for p in real_node.items(
+                        "pods", triage, f"serving.knative.dev/service={service}"
+                    )
+                    if not p["metadata"].get("deletionTimestamp")
+                ]
+            ),
+            timeout=180,
+            interval=2,
+            what=f"{service} scaled to zero",
+        )
+    figures = {}
+    for name, (headers, body) in targets.items():
+        cold = first_chunk(ingress.url, headers, body)
+        warm = statistics.median(first_chunk(ingress.url, headers, body) for _ in range(10))
+        figures[name] = (cold, warm)
+    (fc, fw), (bc, bw) = figures["front door"], figures["bare"]
+    print(
+        f"\nfirst chunk on the real node: cold {fc * 1000:.0f} vs {bc * 1000:.0f} ms"
+        f" (ratio {fc / bc:.2f}), warm {fw * 1000:.1f} vs {bw * 1000:.1f} ms (ratio {fw / bw:.2f})"
     )
