@@ -14,6 +14,11 @@ warm is a request to the running app. Printed: medians and the ratios rouse/bare
 row is the front door's own process asked directly (the runtime without local mode's proxy).
 Bytecode is compiled first, as an image has it.
 
+On the real node the same comparison (through the ingress, the activator and queue-proxy,
+against a bare Knative Service running this baseline from the same image) is printed by
+`tests/e2e_cluster/test_front_door.py` (run it with -s), since it needs the node, the chart
+and the example in place.
+
 Usage: python bench/front_door.py [--rounds 7] [--warm 20]
 """
 
