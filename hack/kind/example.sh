@@ -193,6 +193,15 @@ YAML
   "${kc[@]}" "${ns[@]}" rollout status deployment/notes --timeout="${timeout}s"
   tools_url="http://notes.$namespace.svc.cluster.local/mcp"
 fi
+if [ "$agent" = support-triage ]; then
+  # The front door `ask` reads its callers' keys from this Secret (one per line): make one key
+  # unless the Secret exists (never printed; read it with kubectl get secret ... | base64 -d).
+  if ! "${kc[@]}" "${ns[@]}" get secret support-triage-keys >/dev/null 2>&1; then
+    key="$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')"
+    "${kc[@]}" "${ns[@]}" create secret generic support-triage-keys --from-literal=keys="$key" >/dev/null
+    log "front door keys: Secret support-triage-keys (key keys) in $namespace"
+  fi
+fi
 
 log "agent $agent"
 sed -e "s#\(image: ghcr.io/rouse-dev/examples-$agent\):[^[:space:]]*#\1:$tag#" \

@@ -24,8 +24,10 @@ from rouse_runtime import structural
 # Env contract between the launcher (Knative Service or local mode) and the runtime
 # (re-exported: agentspec.ENV_* is what launchers use).
 from rouse_runtime.envnames import ENV_AGENT as ENV_AGENT
+from rouse_runtime.envnames import ENV_API_KEYS as ENV_API_KEYS
 from rouse_runtime.envnames import ENV_BROKER_URL as ENV_BROKER_URL
 from rouse_runtime.envnames import ENV_COMPENSATE_TYPE as ENV_COMPENSATE_TYPE
+from rouse_runtime.envnames import ENV_FRONT_DOOR as ENV_FRONT_DOOR
 from rouse_runtime.envnames import ENV_HANDLER as ENV_HANDLER
 from rouse_runtime.envnames import ENV_JOIN as ENV_JOIN
 from rouse_runtime.envnames import ENV_JOIN_DEADLINE as ENV_JOIN_DEADLINE
@@ -87,6 +89,19 @@ def reply_source(agent_name: str, skill_name: str) -> str:
     return f"/agents/{agent_name}/{skill_name}"
 
 
+def is_front_door(skill: Skill) -> bool:
+    """Whether the skill answers people over HTTP (spec.skills[].http) instead of events."""
+    return skill.get("http") is not None
+
+
+def front_door_mode(skill: Skill) -> str | None:
+    """ROUSE_FRONT_DOOR of a skill: "public", "keys" (callers need an API key), or None."""
+    http = skill.get("http")
+    if http is None:
+        return None
+    return "public" if http.get("public") else "keys"
+
+
 def skill_env(agent: Agent, skill: Skill, broker_url: str) -> dict[str, str]:
     """The ROUSE_* env a skill's runtime process needs (budget limits included)."""
     spec = agent["spec"]
@@ -118,6 +133,9 @@ def skill_env(agent: Agent, skill: Skill, broker_url: str) -> dict[str, str]:
     compensate = skill.get("compensate")
     if compensate is not None:  # the event that undoes a step (runs/saga.py)
         env[ENV_COMPENSATE_TYPE] = str(compensate["type"])
+    mode = front_door_mode(skill)
+    if mode is not None:  # the keys themselves come by reference (a Secret), never here
+        env[ENV_FRONT_DOOR] = mode
     return env
 
 

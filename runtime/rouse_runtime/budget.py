@@ -101,6 +101,18 @@ class Budget:
             if maximum is not None and self.usage.tokens > maximum:
                 raise self._breach("tokens", self.usage.tokens, maximum)
 
+    def streaming(self, output_tokens: int) -> None:
+        """Raise when a model's stream, `output_tokens` into its answer, crosses the token limit.
+
+        The exact usage comes only at the end of a stream; counting its chunks as they
+        arrive lets a budget stop it mid-answer instead of after the whole answer is paid.
+        """
+        with self._lock:
+            self.check()
+            used, maximum = self.usage.tokens + output_tokens, self.limits.max_tokens
+            if maximum is not None and used > maximum:
+                raise self._breach("tokens", used, maximum)
+
     def timed_out(self, seconds: float) -> BudgetExceeded:
         """Record the wall-clock breach (the server enforces the deadline)."""
         with self._lock:

@@ -36,6 +36,7 @@ from rouse_runtime.envnames import (
     ENV_STATE_URL,
     ENV_TIMEOUT_SECONDS,
 )
+from rouse_runtime.frontdoor.settings import FrontDoor, load_front_door
 from rouse_runtime.redact import redact
 from rouse_runtime.scope import DEFAULT_NAMESPACE, DNS_LABEL, Scope
 from rouse_runtime.tools.spec import ToolsConfigError, ToolServer, parse_tools
@@ -102,6 +103,7 @@ class Config:
     join_deadline: float | None = None
     # The event type that undoes a completed step of this skill (runs/saga.py).
     compensate_type: str | None = None
+    front_door: FrontDoor | None = None  # spec.skills[].http: see frontdoor/
 
     @property
     def scope(self) -> Scope:
@@ -259,4 +261,12 @@ def load_config(env: Mapping[str, str]) -> Config:
         join=_bool(env, ENV_JOIN),
         join_deadline=_float(env, ENV_JOIN_DEADLINE),
         compensate_type=env.get(ENV_COMPENSATE_TYPE, "").strip() or None,
+        front_door=_front_door(env),
     )
+
+
+def _front_door(env: Mapping[str, str]) -> FrontDoor | None:
+    try:
+        return load_front_door(env)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None

@@ -239,6 +239,7 @@ class Context:
                 charge=self._charge,
                 record=self._record_spend,
                 span=self.span,
+                streaming=self.budget.streaming,
             )
         return self._llm
 

@@ -23,6 +23,12 @@ ENV_TIMEOUT_SECONDS = "ROUSE_TIMEOUT_SECONDS"
 ENV_JOIN = "ROUSE_JOIN"  # "true": the skill is a fan-in join (spec.skills[].join)
 ENV_JOIN_DEADLINE = "ROUSE_JOIN_DEADLINE"  # seconds after the first part
 ENV_COMPENSATE_TYPE = "ROUSE_COMPENSATE_TYPE"  # the event that undoes a step (compensate.type)
+# A front door (spec.skills[].http): "keys" or "public"; unset for an event skill.
+ENV_FRONT_DOOR = "ROUSE_FRONT_DOOR"
+# The accepted API keys of a front door, one per line (a secretKeyRef in a cluster).
+ENV_API_KEYS = "ROUSE_API_KEYS"
+# Where a front door reads a run's progress (local mode: the broker's /chains/{run}).
+ENV_PROGRESS_URL = "ROUSE_PROGRESS_URL"
 
 # The runtime's own settings (the platform or the user sets them).
 ENV_PORT = "PORT"

@@ -18,6 +18,8 @@ class LoadedHandler:
     function: Callable[..., Any] | None
     is_async: bool = False
     error: str | None = None
+    # An `async def` with `yield`: a front door streams what it yields (Server-Sent Events).
+    is_stream: bool = False
 
 
 def load_handler(spec: str) -> LoadedHandler:
@@ -44,4 +46,4 @@ def load_handler(spec: str) -> LoadedHandler:
     is_async = inspect.iscoroutinefunction(obj) or inspect.iscoroutinefunction(
         getattr(obj, "__call__", None)  # noqa: B004 - async callable objects
     )
-    return LoadedHandler(obj, is_async=is_async)
+    return LoadedHandler(obj, is_async=is_async, is_stream=inspect.isasyncgenfunction(obj))

@@ -529,6 +529,39 @@ class Runtime:
         cfg = self.config
         log.warning("ledger: invocation of %s/%s not recorded: %s", cfg.agent, cfg.skill, exc)
 
+    def context(self, event: CloudEvent, budget: Budget, run: RunHandle | None = None) -> Context:
+        """The `ctx` of one invocation of event under budget, in run."""
+        return Context(
+            event=event,
+            config=self.config,
+            budget=budget,
+            store=self.store,
+            metrics=self.metrics,
+            http=self.http,
+            loop=asyncio.get_running_loop(),
+            record_spend=self.record_spend,
+            connections=self.connections,
+            tool_observers=tuple(self.tool_observers),
+            run=run,
+        )
+
+    async def count(self, entry: Entry) -> None:
+        """Add an invocation to the ledger now; a failure is logged, never raised."""
+        counted = self._count(entry)
+        if counted is not None:
+            try:
+                await counted
+            except StoreError as exc:
+                self._not_counted(exc)
+
+    def served(self) -> bool:
+        """Count one invocation of this process; True for its first (a cold start)."""
+        self._served += 1
+        cold_start = self._served == 1
+        if cold_start:
+            self.metrics.cold_starts.inc()
+        return cold_start
+
     async def run(
         self,
         event: CloudEvent,
@@ -544,10 +577,7 @@ class Runtime:
         """
         assert self.handler.function is not None
         metrics = self.metrics
-        self._served += 1
-        cold_start = self._served == 1
-        if cold_start:
-            metrics.cold_starts.inc()
+        cold_start = self.served()
         budget = Budget(self.config.limits)
         handled, decision = event, None
         if resumed is not None:
@@ -557,19 +587,7 @@ class Runtime:
             if reopened is not None:  # a tool call answered: the handler reruns its own event
                 handled, decision = reopened
         handle = RunHandle(self.runs, run_of(event) if run is None else run, event)
-        ctx = Context(
-            event=handled,
-            config=self.config,
-            budget=budget,
-            store=self.store,
-            metrics=metrics,
-            http=self.http,
-            loop=asyncio.get_running_loop(),
-            record_spend=self.record_spend,
-            connections=self.connections,
-            tool_observers=tuple(self.tool_observers),
-            run=handle,
-        )
+        ctx = self.context(handled, budget, handle)
         if self.telemetry is not None:
             ctx.span = self.telemetry.invocation(event, cold_start=cold_start, run_id=handle.id)
         started_fields: dict[str, Any] = {"cold": True} if cold_start else {}
@@ -898,4 +916,8 @@ def create_app(
     app.add_route("/readyz", readyz, methods=["GET"])
     app.add_route("/metrics", metrics_endpoint, methods=["GET"])
     app.add_exception_handler(HTTPException, http_error)
+    if config.front_door is not None:  # POST / answers people over HTTP instead of events
+        from rouse_runtime.frontdoor.app import install
+
+        install(app, runtime, config.front_door)
     return app

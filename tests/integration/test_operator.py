@@ -132,6 +132,7 @@ def test_example_agent_makes_its_children(cluster: Any, ns: str, operator: Opera
     live = wait_children_match(cluster, ns, "support-triage")
     assert sorted(live) == [
         ("PingSource", "support-triage-digest-cron"),
+        ("Service", "support-triage-ask"),  # the front door: no Trigger, no PingSource
         ("Service", "support-triage-digest"),
         ("Service", "support-triage-draft"),
         ("Service", "support-triage-escalate"),
@@ -144,6 +145,18 @@ def test_example_agent_makes_its_children(cluster: Any, ns: str, operator: Opera
         ("Trigger", "support-triage-refund-1"),
         ("Trigger", "support-triage-triage-0"),
     ]
+    visibility = {
+        name: obj["metadata"]["labels"].get("networking.knative.dev/visibility")
+        for (kind, name), obj in live.items()
+        if kind == "Service"
+    }
+    assert visibility == {
+        "support-triage-ask": None,  # routed through the ingress
+        "support-triage-digest": "cluster-local",
+        "support-triage-draft": "cluster-local",
+        "support-triage-escalate": "cluster-local",
+        "support-triage-triage": "cluster-local",
+    }
     agent = get_json(cluster, "agents.rouse.dev", "-n", ns, "support-triage")
     for obj in live.values():
         assert obj["metadata"]["ownerReferences"] == [

@@ -81,6 +81,20 @@ def _long_names(obj: Agent) -> None:
     _skill(obj)["name"] = "b" * 18  # 40 + 1 + 18 = 59 > 58
 
 
+def _front_door(http: dict[str, Any], **extra: Any) -> Callable[[Agent], None]:
+    """Add a third skill, a front door with this `http` block (and `extra` fields)."""
+
+    def mutate(obj: Agent) -> None:
+        obj["spec"]["skills"].append(
+            {"name": "ask", "handler": "support.skills:ask", "http": http, **extra}
+        )
+
+    return mutate
+
+
+KEYS = {"apiKeys": {"secretKeyRef": {"name": "ask-keys", "key": "keys"}}}
+
+
 def _drop_image(obj: Agent) -> None:
     del obj["spec"]["image"]
 
@@ -249,5 +263,26 @@ INVALID: list[Invalid] = [
         "compensate-without-type",
         _set(["spec", "skills", 0, "compensate"], {}),
         "spec.skills[0].compensate.type",
+    ),
+    # A front door must say how callers authenticate: keys by reference, or public: true.
+    Invalid("front-door-neither-keys-nor-public", _front_door({}), "spec.skills[2].http"),
+    Invalid("front-door-public-false", _front_door({"public": False}), "spec.skills[2].http"),
+    Invalid(
+        "front-door-keys-and-public", _front_door({**KEYS, "public": True}), "spec.skills[2].http"
+    ),
+    Invalid(  # the keys by reference only: no literal key in the Agent
+        "front-door-keys-inline",
+        _front_door({"apiKeys": {"value": "k-123"}}),
+        "spec.skills[2].http.apiKeys.value",
+    ),
+    Invalid(  # reachable from outside: an event endpoint there would bypass the broker
+        "front-door-with-events",
+        _front_door({"public": True}, events=[{"type": "com.example.question"}]),
+        "spec.skills[2].http",
+    ),
+    Invalid(
+        "env-api-keys-reserved",
+        _set(["spec", "env"], [{"name": "ROUSE_API_KEYS", "value": "k-123"}]),
+        "spec.env",
     ),
 ]

@@ -2,7 +2,10 @@
 
 Answers every chat completion with `content` and a `usage` of `prompt_tokens`
 and `completion_tokens` as configured, and records the requests, so tests can
-check what the client sent and what the runtime counted.
+check what the client sent and what the runtime counted. A request with
+`"stream": true` gets the same answer as Server-Sent Events, one word of
+`content` per chunk, then (with `stream_options.include_usage`) the usage
+chunk and `data: [DONE]`, as OpenAI streams.
 
 Standard library only, so it also runs as a pod of a test cluster from any image with
 Python (the file mounted from a ConfigMap): `python openai_server.py --host 0.0.0.0 --port 8080
@@ -53,6 +56,9 @@ def start_openai_server(
                 return
             llm.requests.append(body)
             llm.headers.append({k.lower(): v for k, v in self.headers.items()})
+            if body.get("stream"):
+                self.stream(body)
+                return
             answer = json.dumps(
                 {
                     "id": f"chatcmpl-{len(llm.requests)}",
@@ -77,6 +83,31 @@ def start_openai_server(
             self.send_header("content-length", str(len(answer)))
             self.end_headers()
             self.wfile.write(answer)
+
+        def stream(self, body: dict[str, Any]) -> None:
+            words = content.split(" ")
+            chunks: list[dict[str, Any]] = [
+                {"choices": [{"index": 0, "delta": {"content": w if i == 0 else " " + w}}]}
+                for i, w in enumerate(words)
+            ]
+            chunks[-1]["choices"][0]["finish_reason"] = "stop"
+            if (body.get("stream_options") or {}).get("include_usage"):
+                usage = {
+                    "prompt_tokens": llm.prompt_tokens,
+                    "completion_tokens": llm.completion_tokens,
+                    "total_tokens": llm.prompt_tokens + llm.completion_tokens,
+                }
+                chunks.append({"choices": [], "usage": usage})
+            self.send_response(200)
+            self.send_header("content-type", "text/event-stream")
+            self.end_headers()  # no length: the stream ends when the connection closes
+            for chunk in chunks:
+                chunk.update(id=f"chatcmpl-{len(llm.requests)}", object="chat.completion.chunk")
+                chunk["model"] = body["model"]
+                self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                self.wfile.flush()
+            self.wfile.write(b"data: [DONE]\n\n")
+            self.close_connection = True
 
         def log_message(self, format: str, *args: object) -> None:
             pass

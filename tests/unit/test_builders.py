@@ -100,6 +100,22 @@ def _own_state_url(a: Agent) -> None:  # the Agent's own ROUSE_STATE_URL wins
     ]
 
 
+def _front_door_keys(a: Agent) -> None:  # callers' keys from a Secret, by reference
+    a["spec"]["skills"].append(
+        {
+            "name": "ask",
+            "handler": "support.skills:ask",
+            "http": {"apiKeys": {"secretKeyRef": {"name": "ask-keys", "key": "keys"}}},
+        }
+    )
+
+
+def _front_door_public(a: Agent) -> None:
+    a["spec"]["skills"].append(
+        {"name": "ask", "handler": "support.skills:ask", "http": {"public": True}}
+    )
+
+
 CASES: dict[str, Callable[[], Agent]] = {
     "hello": example("hello"),
     "support-triage": example("support-triage"),
@@ -112,6 +128,8 @@ CASES: dict[str, Callable[[], Agent]] = {
     "parked": _variant(_parked),
     "state-secret": base_agent,
     "state-secret-own-env": _variant(_own_state_url),
+    "front-door-keys": _variant(_front_door_keys),
+    "front-door-public": _variant(_front_door_public),
 }
 STATE_SETTINGS = Settings(
     broker_ingress="http://ingress.example", parking_url="http://parking.example",
@@ -184,6 +202,8 @@ def test_base_service_whole_object() -> None:
                 "app.kubernetes.io/managed-by": "rouse",
                 "rouse.dev/agent": "triage-bot",
                 "rouse.dev/skill": "triage",
+                # reached only through the broker: no route through the ingress
+                "networking.knative.dev/visibility": "cluster-local",
             },
             "ownerReferences": [
                 {
@@ -352,3 +372,38 @@ def test_skipped_schedule_leaves_out_the_pingsource() -> None:
     ]
     skipped = children.desired(agent, SETTINGS, skip_schedules=frozenset({"digest"}))
     assert [m["metadata"]["name"] for m in skipped] == names[:3]
+
+
+def test_only_a_front_door_is_routed_through_the_ingress() -> None:
+    """Every event skill's Service is cluster-local; the front door is public, says how callers
+    authenticate, and gets its keys by reference to the Secret (never a value)."""
+    for case in ("front-door-keys", "front-door-public"):
+        services = {m["metadata"]["name"]: m for m in build(case) if m["kind"] == "Service"}
+        assert sorted(services) == ["triage-bot-ask", "triage-bot-digest", "triage-bot-triage"]
+        for name, ksvc in services.items():
+            visibility = ksvc["metadata"]["labels"].get("networking.knative.dev/visibility")
+            assert visibility == (None if name == "triage-bot-ask" else "cluster-local"), name
+            env = ksvc["spec"]["template"]["spec"]["containers"][0]["env"]
+            front = {
+                e["name"]: e for e in env if e["name"] in ("ROUSE_FRONT_DOOR", "ROUSE_API_KEYS")
+            }
+            if name != "triage-bot-ask":
+                assert front == {}, name
+            elif case == "front-door-keys":
+                assert front == {
+                    "ROUSE_FRONT_DOOR": {"name": "ROUSE_FRONT_DOOR", "value": "keys"},
+                    "ROUSE_API_KEYS": {
+                        "name": "ROUSE_API_KEYS",
+                        "valueFrom": {"secretKeyRef": {"name": "ask-keys", "key": "keys"}},
+                    },
+                }
+            else:
+                assert front == {
+                    "ROUSE_FRONT_DOOR": {"name": "ROUSE_FRONT_DOOR", "value": "public"}
+                }
+        # a front door has no Trigger and no PingSource: nothing routes events to it
+        assert not [
+            m
+            for m in build(case)
+            if m["metadata"]["labels"]["rouse.dev/skill"] == "ask" and m["kind"] != "Service"
+        ]

@@ -29,6 +29,7 @@ def test_table_of_an_agent_with_no_processes(tmp_path: Path) -> None:
         "escalate  0      0      0         0     0     0      0     0       0.0000  0     0",
         "refund    0      0      0         0     0     0      0     0       0.0000  0     0",
         "digest    0      0      0         0     0     0      0     0       0.0000  0     0",
+        "ask       0      0      0         0     0     0      0     0       0.0000  0     0",
         "budget (since start): 0/500000 tokens, $0.0000/$5.00",
     ]
     assert lines[7] == "--- log ---"

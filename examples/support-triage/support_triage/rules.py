@@ -14,6 +14,10 @@ These are deliberately plain, documented rules (not canned "model" text):
   id and the promised response time of the priority;
 * refund: a billing ticket with a refund keyword (refund, money back,
   reimburse) asks a person to approve a refund.
+* a question at the front door (``ask``): answered from ``ANSWERS`` by the
+  same categories, in chunks of a few words; it opens a ticket when the
+  request says ``"ticket": true`` or the question asks to open, create or
+  file one.
 """
 
 from __future__ import annotations
@@ -67,6 +71,18 @@ TEMPLATES = {
     "bug": "Thank you for reporting {subject!r}; we are reproducing it.",
     "general": "Thank you for writing to us about {subject!r}.",
 }
+
+
+ANSWERS = {
+    "security": "If you think your account is at risk, change your password now and turn on two-factor sign-in; then ask us to open a ticket so our security team can look at it.",
+    "outage": "Our status page shows every incident as it happens. If the service is down for you, ask us to open a ticket and our on-call engineers will be paged.",
+    "billing": "Invoices are under Settings, Billing, where you can download each one. Refunds go back to the card you paid with within 5 to 10 business days.",
+    "account": "You can reset your password from the sign-in page with Forgot password. We never ask for your password, by mail or by phone.",
+    "bug": "Thank you for telling us. Reloading the page often helps; if it does not, ask us to open a ticket with the steps that lead to the error.",
+    "general": "Thank you for your question. Our help centre has guides for most tasks; if you need a person, ask us to open a ticket.",
+}
+CHUNK_WORDS = 4
+TICKET_ASK = re.compile(r"\b(open|create|file|raise)\b.*\bticket\b", re.IGNORECASE)
 
 
 class BadTicketError(ValueError):
@@ -138,3 +154,36 @@ def digest(tickets: list[dict[str, Any]]) -> dict[str, Any]:
         "byPriority": by_priority,
         "urgent": urgent,
     }
+
+
+def validate_question(data: Any) -> dict[str, Any]:
+    """A front-door request: ``question`` (required), ``customer``, ``ticket`` (open one)."""
+    if not isinstance(data, dict) or not str(data.get("question") or "").strip():
+        raise BadTicketError('the request must be a JSON object with a "question"')
+    return data
+
+
+def wants_ticket(request: dict[str, Any]) -> bool:
+    """Whether the customer asks for a ticket (explicitly, or in the question's words)."""
+    return bool(request.get("ticket")) or bool(TICKET_ASK.search(str(request["question"])))
+
+
+def ticket_from(request: dict[str, Any], ticket_id: str) -> dict[str, Any]:
+    """The ticket a front-door question opens: its first line is the subject."""
+    question = str(request["question"]).strip()
+    return {
+        "id": ticket_id,
+        "customer": str(request.get("customer") or "there"),
+        "subject": question.splitlines()[0][:80],
+        "body": question,
+    }
+
+
+def answer_chunks(question: str) -> list[str]:
+    """The templated answer to a question, in chunks of a few words (as a model would stream)."""
+    category = triage({"subject": question, "body": ""})["category"]
+    words = ANSWERS[category].split(" ")
+    return [
+        " ".join(words[i : i + CHUNK_WORDS]) + (" " if i + CHUNK_WORDS < len(words) else "")
+        for i in range(0, len(words), CHUNK_WORDS)
+    ]

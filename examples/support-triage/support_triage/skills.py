@@ -6,6 +6,8 @@ escalate  com.example.ticket.urgent  -> com.example.ticket.escalated
 refund    com.example.refund.requested (+ emitted by draft for a refund request): waits for a
           person's com.example.refund.approved (rousekey = ticket id) -> com.example.refund.issued
 digest    schedule / com.example.digest.requested -> com.example.digest.ready
+ask       the front door (HTTP): a customer's question -> a streamed answer, or a ticket
+          handed to triage (ctx.emit com.example.ticket.created) and the run to follow
 
 With a model configured (ROUSE_LLM_BASE_URL and ROUSE_LLM_MODEL), triage and
 draft ask it through ``ctx.llm`` (tokens and cost are metered against the
@@ -18,6 +20,8 @@ from __future__ import annotations
 import json
 import os
 import time
+import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 from support_triage import rules
@@ -161,3 +165,35 @@ async def _remember(ctx: Any, ticket: dict[str, Any]) -> None:
     can lose one entry; a production agent would keep one key per ticket or use Redis lists)."""
     tickets = await ctx.state.get(TICKETS_KEY) or []
     await ctx.state.set(TICKETS_KEY, [*tickets, ticket])
+
+
+async def ask(event: Any, ctx: Any) -> AsyncIterator[dict[str, Any]]:
+    """The front door: answer a customer's question as it is written, or open a ticket.
+
+    Every chunk is ``{"text", "method"}`` (``model`` or ``template``); a templated chunk
+    counts one step of the budget, a model's answer its tokens. A ticket is handed to triage with ``ctx.emit``; the stream's first
+    event already named the run, which the customer can follow until the reply is drafted.
+    """
+    request = rules.validate_question(event.data)
+    if rules.wants_ticket(request):
+        ticket = rules.ticket_from(request, f"T-{uuid.uuid4().hex[:8]}")
+        ctx.step()
+        await ctx.emit("com.example.ticket.created", ticket)
+        yield {
+            "text": f"Ticket {ticket['id']} is open; follow this run to see it triaged and answered.",
+            "ticket": ticket["id"],
+            "handedOff": "triage",
+        }
+        return
+    if _model_configured():
+        system = "You answer customers' support questions in two or three short sentences."
+        messages = [
+            {"role": "system", "content": system},
+            {"role": "user", "content": str(request["question"])},
+        ]
+        async for text in ctx.llm.stream(messages):  # metered per chunk against maxTokens
+            yield {"text": text, "method": "model"}
+        return
+    for text in rules.answer_chunks(str(request["question"])):
+        ctx.step()
+        yield {"text": text, "method": "template"}

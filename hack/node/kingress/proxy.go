@@ -42,7 +42,7 @@ type dialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
 
 func newProxy(resolve func(v1alpha1.IngressBackend) (target, error), dial dialFunc, log *slog.Logger) *Proxy {
 	p := &Proxy{resolve: resolve, log: log}
-	p.table.Store(&Table{hosts: map[string]*vhost{}})
+	p.table.Store(&Table{hosts: map[string]*vhost{}, public: map[string]*vhost{}})
 	if dial == nil {
 		dial = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
 	}

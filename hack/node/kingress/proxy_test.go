@@ -324,6 +324,39 @@ func TestRouting(t *testing.T) {
 	}
 }
 
+// TestPublicRouteUnderTheClusterDomain: with no domain configured Knative names a public Route's
+// ExternalIP rule and its ClusterLocal rule with the same host (name.ns.svc.cluster.local), the
+// ClusterLocal rule first. The public listener serves the ExternalIP rule; a Route that is
+// cluster-local (networking.knative.dev/visibility) has no ExternalIP rule and stays private.
+func TestPublicRouteUnderTheClusterDomain(t *testing.T) {
+	c := newCluster(t)
+	c.backend("ns", "door", false)
+	c.backend("ns", "skill", false)
+	paths := func(n string) v1alpha1.HTTPIngressPath {
+		return v1alpha1.HTTPIngressPath{Splits: []v1alpha1.IngressBackendSplit{to("ns", n, c.portOf("ns", n), 100, nil)}}
+	}
+	door := ingressOf("door", time.Now(),
+		rule(v1alpha1.IngressVisibilityClusterLocal, []string{"door.ns.svc.cluster.local"}, paths("door")),
+		rule(v1alpha1.IngressVisibilityExternalIP, []string{"door.ns.svc.cluster.local"}, paths("door")))
+	skill := ingressOf("skill", time.Now(),
+		rule(v1alpha1.IngressVisibilityClusterLocal, []string{"skill.ns.svc.cluster.local"}, paths("skill")))
+	g := newGateway(t, c, door, skill)
+	for _, tt := range []struct {
+		srv  *httptest.Server
+		host string
+		code int
+	}{ // (both rules' hosts are expanded to their short names, as every rule's are)
+		{g.public, "door.ns.svc.cluster.local", 200},
+		{g.private, "door.ns.svc.cluster.local", 200},
+		{g.public, "skill.ns.svc.cluster.local", 404},
+		{g.private, "skill.ns.svc.cluster.local", 200},
+	} {
+		if code, _, body := get(t, tt.srv, tt.host, "/", nil); code != tt.code {
+			t.Errorf("%s (public listener: %v): status = %d, want %d (%q)", tt.host, tt.srv == g.public, code, tt.code, body)
+		}
+	}
+}
+
 // TestSplitWeights checks the traffic share of weighted splits stays near the percentages
 // (bounds of several standard deviations, so the test does not flake) and 0% gets nothing.
 func TestSplitWeights(t *testing.T) {

@@ -54,16 +54,21 @@ type route struct {
 // vhost is one compiled rule for one host name.
 type vhost struct {
 	ingress types.NamespacedName
-	public  bool
 	routes  []*route
 }
 
 // compiled is an Ingress turned into host -> rule, ready to merge into a Table.
+//
+// Each listener has its own hosts, as Kourier's two gateways do: a public Route's Ingress has a
+// ClusterLocal rule and an ExternalIP rule, and under the default domain (svc.cluster.local)
+// both name the same host; the private listener takes the first rule naming a host, the public
+// one the first ExternalIP rule naming it, so the ClusterLocal rule does not hide the public one.
 type compiled struct {
 	name    types.NamespacedName
 	created time.Time // older Ingresses keep a host that newer ones also claim
 	hash    string
-	hosts   map[string]*vhost // host -> the first rule naming it
+	hosts   map[string]*vhost // host -> the first rule naming it (the private listener)
+	public  map[string]*vhost // host -> the first ExternalIP rule naming it (the public listener)
 }
 
 // compile turns one Ingress into routes. It adds Knative's probe routes (ingress.InsertProbe):
@@ -76,12 +81,16 @@ func compile(ing *v1alpha1.Ingress) (*compiled, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := &compiled{name: name, created: ing.CreationTimestamp.Time, hash: hash, hosts: map[string]*vhost{}}
+	out := &compiled{
+		name: name, created: ing.CreationTimestamp.Time, hash: hash,
+		hosts: map[string]*vhost{}, public: map[string]*vhost{},
+	}
 	for i, rule := range probed.Spec.Rules {
 		if len(rule.HTTP.Paths) == 0 {
 			return nil, fmt.Errorf("spec.rules[%d].http.paths is empty", i)
 		}
-		vh := &vhost{ingress: name, public: rule.Visibility != v1alpha1.IngressVisibilityClusterLocal}
+		vh := &vhost{ingress: name}
+		public := rule.Visibility != v1alpha1.IngressVisibilityClusterLocal
 		for j, p := range rule.HTTP.Paths {
 			r, err := compilePath(name, p)
 			if err != nil {
@@ -96,6 +105,9 @@ func compile(ing *v1alpha1.Ingress) (*compiled, error) {
 			h = strings.ToLower(h)
 			if _, taken := out.hosts[h]; !taken { // the first rule naming a host wins
 				out.hosts[h] = vh
+			}
+			if _, taken := out.public[h]; public && !taken {
+				out.public[h] = vh
 			}
 		}
 	}
@@ -168,7 +180,8 @@ func (r *route) pick(n float64) *split {
 
 // Table is an immutable routing table for both listeners, swapped atomically as a whole.
 type Table struct {
-	hosts map[string]*vhost
+	hosts  map[string]*vhost // the private listener's
+	public map[string]*vhost // the public listener's
 }
 
 // conflict is a host claimed by two Ingresses; the older one keeps it.
@@ -180,7 +193,7 @@ type conflict struct {
 // buildTable merges compiled Ingresses, oldest first so that a newer Ingress cannot take
 // over a host that an older one already serves.
 func buildTable(all []*compiled) (*Table, []conflict) {
-	t := &Table{hosts: map[string]*vhost{}}
+	t := &Table{hosts: map[string]*vhost{}, public: map[string]*vhost{}}
 	var conflicts []conflict
 	for _, c := range all {
 		hosts := make([]string, 0, len(c.hosts))
@@ -194,6 +207,9 @@ func buildTable(all []*compiled) (*Table, []conflict) {
 				continue
 			}
 			t.hosts[h] = c.hosts[h]
+			if vh, ok := c.public[h]; ok { // a public host is a host of the same Ingress
+				t.public[h] = vh
+			}
 		}
 	}
 	return t, conflicts
@@ -201,8 +217,12 @@ func buildTable(all []*compiled) (*Table, []conflict) {
 
 // lookup finds the route for a request on a listener, or nil.
 func (t *Table) lookup(l Listener, req *http.Request) *route {
-	vh := t.hosts[hostOnly(req.Host)]
-	if vh == nil || (l == Public && !vh.public) {
+	hosts := t.hosts
+	if l == Public {
+		hosts = t.public
+	}
+	vh := hosts[hostOnly(req.Host)]
+	if vh == nil {
 		return nil
 	}
 	for _, r := range vh.routes {

@@ -20,6 +20,9 @@ MIN_SCALE = "autoscaling.knative.dev/min-scale"
 MAX_SCALE = "autoscaling.knative.dev/max-scale"
 TARGET = "autoscaling.knative.dev/target"
 RETENTION = "autoscaling.knative.dev/scale-to-zero-pod-retention-period"
+# A Service with this label gets no route through the ingress, only its cluster-local host.
+VISIBILITY = "networking.knative.dev/visibility"
+CLUSTER_LOCAL = "cluster-local"
 
 SECURITY_CONTEXT: dict[str, Any] = {
     "runAsNonRoot": True,
@@ -45,6 +48,16 @@ def state_url_env(settings: Settings) -> dict[str, Any] | None:
     return None
 
 
+def api_keys_env(skill: dict[str, Any]) -> dict[str, Any] | None:
+    """ROUSE_API_KEYS of a front door with keys: by reference to its Secret, never a value
+    (the operator never reads Secrets)."""
+    keys = ((skill.get("http") or {}).get("apiKeys") or {}).get("secretKeyRef")
+    if keys is None:
+        return None
+    ref = {"name": keys["name"], "key": keys["key"]}
+    return {"name": agentspec.ENV_API_KEYS, "valueFrom": {"secretKeyRef": ref}}
+
+
 def env(agent: Manifest, skill: dict[str, Any], settings: Settings) -> list[dict[str, Any]]:
     """The runtime's ROUSE_* env (agentspec.skill_env), the state store, then the agent's env
     (an Agent's own entry, ROUSE_STATE_URL included, wins over the operator's)."""
@@ -59,6 +72,9 @@ def env(agent: Manifest, skill: dict[str, Any], settings: Settings) -> list[dict
     # spec.tools[].headers: each value from its Secret, by reference, never inline.
     for name, ref in header_refs(agent["spec"].get("tools") or []):
         rouse.append({"name": name, "valueFrom": {"secretKeyRef": ref}})
+    keys = api_keys_env(skill)
+    if keys is not None:
+        rouse.append(keys)
     user: list[dict[str, Any]] = list(agent["spec"].get("env") or [])
     overridden = {e["name"] for e in user}
     return [e for e in rouse if e["name"] not in overridden] + user
@@ -121,4 +137,9 @@ def build(agent: Manifest, skill: dict[str, Any], settings: Settings) -> Manifes
         }
     }
     name = agentspec.service_name(agent_name, skill["name"])
-    return child(SERVICE, name, agent, skill["name"], spec)
+    service = child(SERVICE, name, agent, skill["name"], spec)
+    if not agentspec.is_front_door(skill):
+        # Only the broker (and the cluster) may reach an event skill: a public route would let
+        # anyone who reaches the ingress post events to it, past the Triggers and budgets.
+        service["metadata"]["labels"][VISIBILITY] = CLUSTER_LOCAL
+    return service

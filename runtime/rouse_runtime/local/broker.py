@@ -30,7 +30,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -416,12 +416,15 @@ class Broker:
 
     # -- HTTP --------------------------------------------------------------------------------
 
-    def app(self, parking_api: ASGIApp | None = None) -> Starlette:
+    def app(
+        self, parking_api: ASGIApp | None = None, front_doors: Sequence[Route] = ()
+    ) -> Starlette:
         """The broker's HTTP API (see the README's Local mode section).
 
         ``parking_api`` (the parking service's app over the same state store)
         answers every path the broker does not: ``/parked``, ``/replay/...``,
-        ``/drop/...``.
+        ``/drop/...``. ``front_doors`` are the routes of the agent's front doors
+        (``local/frontdoor.py``), as the ingress serves them in a cluster.
         """
         extra: list[Route | Mount] = []
         if parking_api is not None:
@@ -439,6 +442,7 @@ class Broker:
                 Route("/chains/{chain}", self._chain, methods=["GET"]),
                 Route("/deadletters", self._dead_letters, methods=["GET"]),
                 Route("/skills/{skill}", self._deliver_to_skill, methods=["POST"]),
+                *front_doors,
                 *extra,
             ]
         )

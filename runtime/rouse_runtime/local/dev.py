@@ -25,6 +25,9 @@ from rouse_runtime.agentspec import Agent, load_agent_file
 from rouse_runtime.ledger import open_ledger
 from rouse_runtime.local import STATE_FILE
 from rouse_runtime.local.broker import Broker
+from rouse_runtime.local.frontdoor import FrontDoorProxy, front_door_env
+from rouse_runtime.local.frontdoor import path as front_door_path
+from rouse_runtime.local.frontdoor import warnings as front_door_warnings
 from rouse_runtime.local.metrics import LocalMetrics
 from rouse_runtime.local.parking import LOCAL_NAMESPACE, LocalParking, skill_url
 from rouse_runtime.local.scheduler import run_schedule, schedules
@@ -90,7 +93,7 @@ class LocalMode:
         for skill in agent["spec"].get("skills") or []:
 
             def env_for_port(port: int, skill: dict[str, Any] = skill) -> dict[str, str]:
-                return process_env(
+                env = process_env(
                     agent,
                     skill,
                     broker_url=self.broker_url,
@@ -101,6 +104,7 @@ class LocalMode:
                     log=view.log,
                     namespace=LOCAL_NAMESPACE,
                 )
+                return env | front_door_env(skill, base_env, self.broker_url)
 
             self.pools[str(skill["name"])] = SkillPool(
                 agent,
@@ -111,6 +115,8 @@ class LocalMode:
                 log=view.log,
                 command=options.command,
             )
+        self.front_doors = FrontDoorProxy(agent, self.pools, base_env)
+        self.front_door_warnings = front_door_warnings(agent, base_env)
         self.parking = LocalParking(
             str(agent["metadata"]["name"]),
             state_url,
@@ -234,7 +240,7 @@ class LocalMode:
             )
         )
         config = uvicorn.Config(
-            self.broker.app(parking_api),
+            self.broker.app(parking_api, self.front_doors.routes()),
             host=self.options.host,
             port=self.options.port,
             log_level="warning",
@@ -263,6 +269,8 @@ class LocalMode:
             await pool.ensure_min()
         try:
             self.view.log(f"broker listening on {self.broker_url}")
+            for warning in self.front_door_warnings:
+                self.view.log(warning)
             if started is not None:
                 started()
             await server.serve(sockets=[sock])
@@ -271,6 +279,7 @@ class LocalMode:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await self.broker.close()
+            await self.front_doors.close()
             await self.parking.close()
             await self.ledger.close()
             await self.runs.close()
@@ -302,6 +311,12 @@ def banner(agent: Agent, options: DevOptions) -> str:
         first_type = first_type or next(
             (f.get("type") for f in skill.get("events") or [] if f.get("type")), None
         )
+        if skill.get("http") is not None:
+            where = front_door_path(agent["metadata"]["name"], skill["name"])
+            lines.append(
+                f"  front door {skill['name']}: POST {url}{where} (JSON; SSE when it streams)"
+            )
+            continue
         cron = (skill.get("schedule") or {}).get("cron")
         extra = f"; cron {cron!r}" if cron else ""
         lines.append(f"  skill {skill['name']}: on [{filters}]{extra}")
