@@ -132,7 +132,7 @@ class LLMClient:
             raise LLMError(
                 f"POST {url} answered a body that is not a chat completion: {exc}"
             ) from exc
-        cost = await self._settle(chosen, answered, input_tokens, output_tokens)
+        cost = await self._settle(chosen, answered, input_tokens, output_tokens, call, body)
         return ChatResult(content, answered, input_tokens, output_tokens, cost, body)
 
     async def stream(
@@ -214,9 +214,16 @@ class LLMClient:
             log.debug("settling an interrupted stream: %s", exc)
 
     async def _settle(
-        self, chosen: str, answered: str, input_tokens: int, output_tokens: int
+        self,
+        chosen: str,
+        answered: str,
+        input_tokens: int,
+        output_tokens: int,
+        call: ModelCall | None = None,
+        body: dict[str, Any] | None = None,
     ) -> float:
-        """Price one call, record it in the ledger, charge the budget (may raise BudgetExceeded)."""
+        """Price one call, end its span (`call`, with the response `body`), record it in the
+        ledger, charge the budget (may raise BudgetExceeded)."""
         models = (chosen,) if answered == chosen else (chosen, answered)
         priced, price = call_cost(self._prices, models, input_tokens, output_tokens, self.base_url)
         if not price.known and priced not in _unpriced_logged:
@@ -228,11 +235,12 @@ class LLMClient:
             )
         cost = price.usd
         if call is not None:
+            choices = (body or {}).get("choices") or []
             call.end(
                 response_model=answered,
                 input_tokens=input_tokens,
                 output_tokens=output_tokens,
-                response_id=str(body.get("id") or "") or None,
+                response_id=str((body or {}).get("id") or "") or None,
                 finish_reasons=tuple(
                     str(c["finish_reason"])
                     for c in choices
