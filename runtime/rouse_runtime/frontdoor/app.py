@@ -33,6 +33,7 @@ from rouse_runtime.events import EventError
 from rouse_runtime.frontdoor.keys import admitted
 from rouse_runtime.frontdoor.progress import BrokerChains, ProgressSource, follow
 from rouse_runtime.frontdoor.settings import FrontDoor
+from rouse_runtime.runs.ids import RUN_ATTRIBUTE
 from rouse_runtime.server import read_body
 from rouse_runtime.store import StoreError
 
@@ -58,13 +59,15 @@ def new_run() -> tuple[str, str]:
     return run, f"00-{run}-{secrets.token_hex(8)}-01"
 
 
-def request_event(source: str, data: Any, traceparent: str) -> CloudEvent:
-    """The request as the handler sees it: the JSON body is `event.data`."""
+def request_event(source: str, data: Any, run: str, traceparent: str) -> CloudEvent:
+    """The request as the handler sees it: the JSON body is `event.data`; it starts `run`
+    (its `rouserun`, so what the handler emits belongs to the run: `rouse runs show RUN`)."""
     attrs = {
         "type": REQUEST_TYPE,
         "source": source,
         "id": uuid.uuid4().hex,
         "traceparent": traceparent,
+        RUN_ATTRIBUTE: run,
     }
     if data is not None:
         attrs["datacontenttype"] = "application/json"
@@ -136,7 +139,7 @@ class FrontDoorApp:
                 400, {"error": "invalid JSON", "detail": f"the body is not JSON: {exc}"}
             )
         run, traceparent = new_run()
-        event = request_event(runtime.config.reply_source, data, traceparent)
+        event = request_event(runtime.config.reply_source, data, run, traceparent)
         refusal = await runtime.admit(event)
         if refusal is not None:
             return refusal
@@ -149,7 +152,9 @@ class FrontDoorApp:
 
             return EventSourceResponse(events(runtime, event, opening), headers={RUN_HEADER: run})
         try:
-            outcome, entry = await runtime.run(event)
+            outcome, entry, recorded = await runtime.run(event, run=run)
+            if recorded is not None:  # the run's `finished` record, before the answer
+                await recorded
         except StoreError as exc:
             return json_answer(503, {"error": "state store unavailable", "detail": str(exc)}, run)
         await runtime.count(entry)
