@@ -197,10 +197,16 @@ def test_json_budget_stop_and_bad_input(public: RunningRuntime) -> None:
     assert big.status_code == 413
 
 
-def test_following_needs_a_progress_source(public: RunningRuntime) -> None:
+def test_without_a_broker_a_run_is_followed_in_the_run_history(public: RunningRuntime) -> None:
+    """No ROUSE_PROGRESS_URL (a cluster): the run history the runtime writes is the source."""
     run = httpx.post(public.url, json={}).json()["run"]
-    response = httpx.get(f"{public.url}/runs/{run}")
-    assert response.status_code == 501 and response.json()["error"] == "no progress source"
+    with httpx.stream("GET", f"{public.url}/runs/{run}", timeout=30) as response:
+        assert response.status_code == 200
+        text = "".join(response.iter_text())
+    assert "event: delivery" in text and f'"run": "{run}"'.replace(" ", "") in text.replace(" ", "")
+    assert "event: end" in text and '"done"' in text
+    unknown = httpx.get(f"{public.url}/runs/{'0' * 32}")
+    assert unknown.status_code == 404 and unknown.json()["error"] == "unknown run"
     assert httpx.get(f"{public.url}/runs/not-a-run").status_code == 400
 
 

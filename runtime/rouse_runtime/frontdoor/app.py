@@ -31,7 +31,7 @@ from starlette.types import Receive, Scope, Send
 
 from rouse_runtime.events import EventError
 from rouse_runtime.frontdoor.keys import admitted
-from rouse_runtime.frontdoor.progress import BrokerChains, ProgressSource, follow
+from rouse_runtime.frontdoor.progress import BrokerChains, ProgressSource, RunHistory, follow
 from rouse_runtime.frontdoor.settings import FrontDoor
 from rouse_runtime.runs.ids import RUN_ATTRIBUTE
 from rouse_runtime.server import read_body
@@ -92,8 +92,12 @@ class FrontDoorApp:
     def __init__(self, runtime: Runtime, door: FrontDoor) -> None:
         self.runtime = runtime
         self.door = door
-        self.progress: ProgressSource | None = (
-            BrokerChains(door.progress_url, runtime.http) if door.progress_url else None
+        cfg = runtime.config
+        # Local mode's broker keeps chains; elsewhere the run history is the record.
+        self.progress: ProgressSource = (
+            BrokerChains(door.progress_url, runtime.http)
+            if door.progress_url
+            else RunHistory(lambda: runtime.runlog, cfg.namespace, cfg.agent)
         )
 
     def refused(self, scope: Scope) -> Response | None:
@@ -184,15 +188,6 @@ class FrontDoorApp:
                 {"error": "invalid run", "detail": f"{run[:64]!r} is not a run id (32 hex digits)"},
             )
         source = self.progress
-        if source is None:
-            return json_answer(
-                501,
-                {
-                    "error": "no progress source",
-                    "detail": "this front door has no record of runs to follow yet (local mode"
-                    " has the broker's chains; a cluster needs the run history)",
-                },
-            )
         first = await source.read(run)
         if first is None:
             return json_answer(

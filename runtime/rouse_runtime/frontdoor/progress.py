@@ -130,3 +130,36 @@ async def follow(
                 return
         await asyncio.sleep(poll)
         state = await source.read(run)
+
+
+# Run-history states (runs/history.py) a follower stops at, and the names it reports them by.
+_OVER_NAMES = {
+    "completed": "done",
+    "failed": "failed",
+    "cancelled": "cancelled",
+    "budget_stopped": "budget_stopped",
+}
+
+
+class RunHistory:
+    """A run from the event-sourced run history (runs/): the source in a cluster, where no
+    broker keeps chains. Each finished step is sent once (its place in the run is its key)."""
+
+    def __init__(self, runlog: Callable[[], Any], namespace: str, agent: str) -> None:
+        self._runlog = runlog  # the runtime's own RunLog, opened on first use
+        self._namespace = namespace
+        self._agent = agent
+
+    async def read(self, run: str) -> RunState | None:
+        from rouse_runtime.runs.history import fold
+
+        view = fold(await self._runlog().history(self._namespace, self._agent, run))
+        if view is None:
+            return None
+        steps = [
+            Step(f"s{i}", "delivery", step.as_json())
+            for i, step in enumerate(view.steps)
+            if step.outcome != "running"
+        ]
+        state = _OVER_NAMES.get(view.state, view.state)
+        return RunState(steps, view.state in _OVER_NAMES, state)
