@@ -12,6 +12,7 @@ works.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import re
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import httpx
 import pytest
 import redis
 from rouse_runtime.budget_gate import gate_key, sync_gate
@@ -33,7 +35,9 @@ from rouse_runtime.scope import Scope
 from rouse_runtime.server import idempotency_key
 from rouse_runtime.store import StoreError, open_store
 from rouse_testing.chart import NAMESPACE, helm_template
+from rouse_testing.openai_server import start_openai_server
 from rouse_testing.redis import start_redis
+from rouse_testing.runtime import start_runtime
 
 pytestmark = pytest.mark.integration
 
@@ -172,4 +176,65 @@ async def test_the_platform_user_keeps_every_right(users: Users) -> None:
     finally:
         await store.close()
         await queue.close()
+        await ledger.close()
+
+
+SKILL = """
+async def remember(event, ctx):
+    seen = await ctx.state.get("seen") or []
+    await ctx.state.set("seen", [*seen, event["id"]])
+    await ctx.llm.chat([{"role": "user", "content": "hi"}])
+    return {"seen": len(seen) + 1}
+"""
+
+
+def test_a_skill_process_serves_events_as_the_skill_user(users: Users, tmp_path: Path) -> None:
+    """The runtime process itself (the skill pod's code path: idempotency claim, the reject
+    gate's check, ctx.state, a model call with its ledger line, the stored reply) on the skill
+    user's URL: events are answered, a redelivery gets the stored reply, spend is counted."""
+    (tmp_path / "skill").mkdir()
+    (tmp_path / "skill" / "skill.py").write_text(SKILL)
+    llm = start_openai_server(prompt_tokens=10, completion_tokens=5)
+    runtime = start_runtime(
+        {
+            "ROUSE_HANDLER": "skill:remember",
+            "ROUSE_AGENT": SCOPE.agent,
+            "ROUSE_SKILL": "remember",
+            "ROUSE_NAMESPACE": SCOPE.namespace,
+            "ROUSE_STATE_URL": users.skill,
+            "ROUSE_REPLY_TYPE": "com.example.remembered",
+            "ROUSE_LLM_BASE_URL": llm.url,
+            "ROUSE_LLM_MODEL": "m",
+        },
+        tmp_path / "skill",
+    )
+    try:
+        answers = [post_event(runtime.url, event_id) for event_id in ("e1", "e2", "e1")]
+        assert [a.status_code for a in answers] == [200, 200, 200], [a.text for a in answers]
+        assert [a.json()["seen"] for a in answers] == [1, 2, 1]  # e1 again: its stored reply
+    finally:
+        runtime.stop()
+        llm.stop()
+    lines = asyncio.run(ledger_lines(users.platform))
+    assert [(line.agent, line.skill, line.invocations) for line in lines] == [
+        (SCOPE.agent, "remember", 2)
+    ]
+
+
+def post_event(url: str, event_id: str) -> httpx.Response:
+    headers = {
+        "ce-specversion": "1.0",
+        "ce-id": event_id,
+        "ce-source": "/tests/acl",
+        "ce-type": "com.example.remember",
+        "content-type": "application/json",
+    }
+    return httpx.post(url, headers=headers, content=b"{}", timeout=30)
+
+
+async def ledger_lines(url: str) -> list[Any]:
+    ledger = open_ledger(url)
+    try:
+        return list(await ledger.lines())
+    finally:
         await ledger.close()
