@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from rouse_runtime.runs.ids import root_run_id
 from rouse_testing.openai_server import FakeLLM, start_openai_server
 from rouse_testing.otlp import Receiver, start_otlp_receiver
 from rouse_testing.runtime import RunningRuntime, start_runtime
@@ -98,7 +99,7 @@ def test_a_budget_stop_is_on_the_span_and_the_reply_continues_it(
         "exceeded",
         "tokens",
     )
-    assert attrs["rouse.run.id"] == TRACE_ID
+    assert attrs["rouse.run.id"] == root_run_id("/tests/otel", "tok-1")  # the run it starts
     # The reply names this span as its parent, in the same trace.
     assert response.headers["ce-traceparent"] == f"00-{TRACE_ID}-{invocation['span_id']}-01"
     # Two calls of 150 tokens: the second crossed 250 after it had answered, so it is no error.
