@@ -430,12 +430,30 @@ def test_dead_letters_of_a_model_outage_are_replayed_when_it_is_back(
     assert at_display(real_node, story, ticket["id"]) == {CREATED: 1}
 
     real_node.kubectl("-n", story, "scale", MODEL_DEPLOYMENT, "--replicas=1")
-    real_node.kubectl("-n", story, "rollout", "status", MODEL_DEPLOYMENT, "--timeout=120s")
-    replay = rouse_cli(
-        "deadletters", "replay", str(letter["id"]), "--cluster",
-        parking=parking, token=parking_token(real_node),
-    )  # fmt: skip
-    assert replay.returncode == 0, replay.stdout + replay.stderr
+    # Not `rollout status`: after a scale from 0 it can answer before the new pod is Ready (seen
+    # on the node: the replay then met the model still down, failed, and kept the letter).
+    wait_until(
+        lambda: any(
+            condition(pod, "Ready")["status"] == "True"
+            for pod in real_node.items("pods", story, "app=model")
+            if not pod["metadata"].get("deletionTimestamp") and pod["status"].get("conditions")
+        ),
+        timeout=120,
+        interval=1,
+        what="the model provider back (a Ready pod)",
+    )
+    token = parking_token(real_node)
+
+    def replayed() -> subprocess.CompletedProcess[str] | None:
+        """A replay that still meets the model down (endpoints catching up) keeps the letter:
+        the user runs it again."""
+        done = rouse_cli(
+            "deadletters", "replay", str(letter["id"]), "--cluster", parking=parking, token=token
+        )
+        assert done.returncode == 0 or "not delivered, kept" in done.stderr, done.stderr
+        return done if done.returncode == 0 else None
+
+    replay = wait_until(replayed, timeout=60, interval=2, what="the dead letter replayed")
     assert replay.stdout.startswith(f"replayed dead letter {letter['id']} "), replay.stdout
     seen = wait_display(real_node, story, ticket["id"], TRIAGED, DRAFTED)
     assert seen == {CREATED: 1, TRIAGED: 1, DRAFTED: 1}, seen
