@@ -363,20 +363,9 @@ def _deadletters_list(args: argparse.Namespace) -> int:
         event = letter["event"]
         print(
             f"{letter['id']}  {when}  {letter['skill']}  {event.get('type')}  "
-            f"id={letter['eventId']}  {failure(event)[:200]}"
+            f"id={letter['eventId']}  {reason(event)[:200]}"
         )
     return 0
-
-
-def failure(event: dict[str, Any]) -> str:
-    """Why a dead letter failed, from Knative's dead-letter attributes."""
-    import base64
-
-    from rouse_runtime.delivery import ERROR_CODE, ERROR_DATA
-
-    code = event.get(ERROR_CODE, "no answer")
-    data = base64.b64decode(event.get(ERROR_DATA, "")).decode("utf-8", "replace")
-    return f"{code}: {data}" if data else str(code)
 
 
 def _deadletters_replay(args: argparse.Namespace) -> int:
@@ -425,6 +414,7 @@ from rouse_runtime.parking.deadletters import (  # noqa: E402 - a cluster's dead
     add_cluster_options,
     cluster_list,
     cluster_replay,
+    reason,
 )
 from rouse_runtime.runs.cli import add_runs  # noqa: E402 - rouse runs
 
