@@ -57,6 +57,19 @@ def broker(real_node: Node) -> Iterator[PortForward]:
         yield forward
 
 
+@pytest.fixture(scope="module")
+def parking(real_node: Node, rouse: str) -> Iterator[PortForward]:
+    """The parking service (Knative's dead-letter sink) as `rouse parked` reaches it; `rouse`
+    is the module's fixture that installed the chart (its release namespace)."""
+    with PortForward(real_node, rouse, "rouse-parking") as forward:
+        wait_until(
+            lambda: httpx.get(f"{forward.url}/healthz", timeout=2).status_code == 200,
+            timeout=30,
+            what="the port-forward to the parking service",
+        )
+        yield forward
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]

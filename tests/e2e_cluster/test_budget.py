@@ -22,7 +22,6 @@ order compares the display's order of replies with the order sent.
 
 from __future__ import annotations
 
-import base64
 import json
 import threading
 import time
@@ -37,15 +36,15 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from rouse_runtime.events import derived_id
 from rouse_runtime.parking.replay import PING_TYPE
-from rouse_testing.cluster import REPO_ROOT
+from rouse_testing.model_pod import model_manifests
 from rouse_testing.node import (
     Node,
     PortForward,
     condition,
     display_events,
+    parking_token,
     scale_operator,
     script,
-    script_pod,
     send,
     skills_serve_with,
 )
@@ -79,35 +78,12 @@ def rouse(real_node: Node) -> str:
 
 
 @pytest.fixture(scope="module")
-def parking(real_node: Node, rouse: str) -> Iterator[PortForward]:
-    with PortForward(real_node, rouse, "rouse-parking") as forward:
-        wait_until(
-            lambda: httpx.get(f"{forward.url}/healthz", timeout=2).status_code == 200,
-            timeout=30,
-            what="the port-forward to the parking service",
-        )
-        yield forward
-
-
-def model_manifests() -> list[dict[str, Any]]:
-    """The OpenAI-protocol server as a restricted pod of the runtime image, and its Service."""
-    args = [
-        "--host", "0.0.0.0", "--port", "8080",
-        "--prompt-tokens", str(PROMPT_TOKENS), "--completion-tokens", str(COMPLETION_TOKENS),
-        "--content", MODEL_ANSWER,
-    ]  # fmt: skip
-    return script_pod(
-        "model", REPO_ROOT / "tests" / "rouse_testing" / "openai_server.py", args, 8080
-    )
-
-
-@pytest.fixture(scope="module")
 def triage(real_node: Node, rouse: str) -> Iterator[str]:
     """examples/support-triage by example.sh (its rule-based chain asserted), then given a model
     and a daily token budget that a handful of tickets spend, `onExhausted: park`."""
     namespace = f"budget-{uuid.uuid4().hex[:6]}"
     script(real_node, "example.sh", "--namespace", namespace, "--agent", AGENT, "--assert")
-    real_node.apply(model_manifests(), namespace)
+    real_node.apply(model_manifests(PROMPT_TOKENS, COMPLETION_TOKENS, MODEL_ANSWER), namespace)
     real_node.kubectl("-n", namespace, "rollout", "status", "deployment/model", "--timeout=120s")
     agent = real_node.get("agent", AGENT, namespace)
     assert agent is not None
@@ -574,7 +550,7 @@ def test_parked_events_survive_switching_to_reject_and_removing_the_budget(
     answer = httpx.post(
         f"{parking.url}/replay/{namespace}/{AGENT}",
         json={"kind": "dead-letter"},
-        headers={"authorization": f"Bearer {parking_token(real_node)}"},
+        headers={"authorization": f"Bearer {parking_token(real_node, ROUSE_NAMESPACE)}"},
         timeout=120,
     )
     assert answer.status_code == 200 and answer.json()["replayed"] == 1, answer.text
@@ -590,15 +566,6 @@ def test_parked_events_survive_switching_to_reject_and_removing_the_budget(
     assert [t for t in seen(real_node, namespace, TRIAGED) if t in held] == held, "out of order"
 
 
-def parking_token(running: Node) -> str:
-    """The parking service's credential, read as the README tells a user to."""
-    encoded = running.kubectl(
-        "-n", ROUSE_NAMESPACE, "get", "secret", "rouse-parking-token",
-        "-o", "jsonpath={.data.token}",
-    ).stdout  # fmt: skip
-    return base64.b64decode(encoded).decode()
-
-
 def test_two_replays_at_once_send_each_event_once_in_order(
     real_node: Node, triage: str, rouse: str, broker: PortForward, parking: PortForward
 ) -> None:
@@ -611,7 +578,7 @@ def test_two_replays_at_once_send_each_event_once_in_order(
     try:
         held = send_tickets(broker, namespace, f"pair-{run}", 4)
         wait_parked(parking, namespace, "triage", held)
-        token = parking_token(real_node)
+        token = parking_token(real_node, ROUSE_NAMESPACE)
         answers: list[httpx.Response] = []
         start = threading.Barrier(2)
 

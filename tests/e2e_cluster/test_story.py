@@ -38,10 +38,17 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-import httpx
 import pytest
 from rouse_testing.model_pod import MODEL_DEPLOYMENT, model_manifests, model_url
-from rouse_testing.node import Node, PortForward, condition, display_events, script, send
+from rouse_testing.node import (
+    Node,
+    PortForward,
+    condition,
+    display_events,
+    parking_token,
+    script,
+    send,
+)
 from rouse_testing.wait import wait_until
 
 ROUSE_NAMESPACE = "rouse-system"
@@ -69,18 +76,6 @@ def rouse(real_node: Node) -> str:
     MARKS["chart"] = time.monotonic()
     script(real_node, "deploy.sh", "--namespace", ROUSE_NAMESPACE)
     return ROUSE_NAMESPACE
-
-
-@pytest.fixture(scope="module")
-def parking(real_node: Node, rouse: str) -> Iterator[PortForward]:
-    """The parking service (Knative's dead-letter sink) as `rouse parked` reaches it."""
-    with PortForward(real_node, rouse, "rouse-parking") as forward:
-        wait_until(
-            lambda: httpx.get(f"{forward.url}/healthz", timeout=2).status_code == 200,
-            timeout=30,
-            what="the port-forward to the parking service",
-        )
-        yield forward
 
 
 @pytest.fixture(scope="module")
@@ -208,20 +203,6 @@ def rouse_cli(
         [sys.executable, "-m", "rouse_runtime.cli", *args],
         capture_output=True, text=True, timeout=300, env=env, check=False,
     )  # fmt: skip
-
-
-def parking_token(running: Node) -> str:
-    """The chart's parking token, as the README tells a user to read it."""
-    encoded = running.kubectl(
-        "-n",
-        ROUSE_NAMESPACE,
-        "get",
-        "secret",
-        "rouse-parking-token",
-        "-o",
-        "jsonpath={.data.token}",
-    ).stdout
-    return base64.b64decode(encoded).decode()
 
 
 def dead_letters(parking: PortForward, namespace: str) -> list[dict[str, Any]]:
@@ -391,7 +372,7 @@ def test_a_bad_ticket_is_retried_with_backoff_then_dead_lettered(
     assert at_display(real_node, story, bad["id"]) == {CREATED: 1}
 
     # Replayed by hand it fails again: the command says so and the letter stays.
-    token = parking_token(real_node)
+    token = parking_token(real_node, ROUSE_NAMESPACE)
     replay = rouse_cli(
         "deadletters", "replay", str(letter["id"]), "--cluster", parking=parking, token=token
     )
@@ -442,7 +423,7 @@ def test_dead_letters_of_a_model_outage_are_replayed_when_it_is_back(
         interval=1,
         what="the model provider back (a Ready pod)",
     )
-    token = parking_token(real_node)
+    token = parking_token(real_node, ROUSE_NAMESPACE)
 
     def replayed() -> subprocess.CompletedProcess[str] | None:
         """A replay that still meets the model down (endpoints catching up) keeps the letter:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from rouse_testing.cluster import REPO_ROOT
+from rouse_testing.node import script_pod
 
 MODEL_DEPLOYMENT = "deployment/model"
 
@@ -23,58 +24,11 @@ def model_manifests(
     prompt_tokens: int, completion_tokens: int, content: str
 ) -> list[dict[str, Any]]:
     """ConfigMap (the server's source), Deployment (the runtime image) and Service `model`."""
-    labels = {"app": "model"}
-    restricted = {
-        "allowPrivilegeEscalation": False,
-        "runAsNonRoot": True,
-        "capabilities": {"drop": ["ALL"]},
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-    source = (REPO_ROOT / "tests" / "rouse_testing" / "openai_server.py").read_text()
     args = [
-        "python", "/srv/openai_server.py", "--host", "0.0.0.0", "--port", "8080",
+        "--host", "0.0.0.0", "--port", "8080",
         "--prompt-tokens", str(prompt_tokens), "--completion-tokens", str(completion_tokens),
         "--content", content,
     ]  # fmt: skip
-    return [
-        {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {"name": "model"},
-            "data": {"openai_server.py": source},
-        },
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": "model", "labels": labels},
-            "spec": {
-                "replicas": 1,
-                "selector": {"matchLabels": labels},
-                "template": {
-                    "metadata": {"labels": labels},
-                    "spec": {
-                        "securityContext": {"runAsNonRoot": True, "runAsUser": 65532},
-                        "containers": [
-                            {
-                                "name": "model",
-                                "image": "ghcr.io/rouse-dev/rouse-runtime:0.1.0",
-                                "imagePullPolicy": "IfNotPresent",
-                                "command": args,
-                                "ports": [{"containerPort": 8080}],
-                                "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},
-                                "securityContext": restricted,
-                                "volumeMounts": [{"name": "src", "mountPath": "/srv"}],
-                            }
-                        ],
-                        "volumes": [{"name": "src", "configMap": {"name": "model"}}],
-                    },
-                },
-            },
-        },
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": "model"},
-            "spec": {"selector": labels, "ports": [{"port": 80, "targetPort": 8080}]},
-        },
-    ]
+    return script_pod(
+        "model", REPO_ROOT / "tests" / "rouse_testing" / "openai_server.py", args, 8080
+    )

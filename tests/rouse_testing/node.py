@@ -6,6 +6,7 @@ already started by `make node-up` and leaves it running: for iterating on one te
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -305,3 +306,12 @@ def script_pod(name: str, script: Path, args: Sequence[str], port: int) -> list[
             "spec": {"selector": labels, "ports": [{"port": 80, "targetPort": port}]},
         },
     ]
+
+
+def parking_token(running: Node, release_namespace: str) -> str:
+    """The chart's parking-service credential, read as the README tells a user to."""
+    encoded = running.kubectl(
+        "-n", release_namespace, "get", "secret", "rouse-parking-token",
+        "-o", "jsonpath={.data.token}",
+    ).stdout  # fmt: skip
+    return base64.b64decode(encoded).decode()
