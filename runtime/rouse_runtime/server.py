@@ -685,7 +685,10 @@ class Runtime:
                 result[RUN_ATTRIBUTE] = ctx.run_id
             reply = result
         else:
-            reply = self.reply(event, result, ctx.run_id, trace=ctx.trace)
+            # The delivered event's trace (or its span's): a resumed tool call's handler sees
+            # the original event as ctx.event, but its reply follows the approval.
+            trace = ctx.trace if ctx.span is not None else None
+            reply = self.reply(event, result, ctx.run_id, trace=trace)
         try:
             # Serialized now, once: what cannot be sent is the skill's error (500), not
             # a crash after its claim was taken.
