@@ -22,7 +22,7 @@ def test_table_of_an_agent_with_no_processes(tmp_path: Path) -> None:
     LocalMode.create(options, view)  # builds the pools and the broker, starts nothing
     view.log("hello")
     lines = [ANSI.sub("", line).rstrip() for line in view.render().splitlines()]
-    assert lines[:7] == [
+    assert lines[:8] == [
         "SKILL     READY  START  INFLIGHT  COLD  DONE  RETRY  DEAD  TOKENS  COST $  WARM  PARKED",
         "triage    0      0      0         0     0     0      0     0       0.0000  0     0",
         "draft     0      0      0         0     0     0      0     0       0.0000  0     0",
@@ -32,8 +32,8 @@ def test_table_of_an_agent_with_no_processes(tmp_path: Path) -> None:
         "ask       0      0      0         0     0     0      0     0       0.0000  0     0",
         "budget (since start): 0/500000 tokens, $0.0000/$5.00",
     ]
-    assert lines[7] == "--- log ---"
-    assert lines[8].endswith(" hello")
+    assert lines[8] == "--- log ---"
+    assert lines[9].endswith(" hello")
     assert view.stream.getvalue() == ""  # on a TTY lines wait for the redraw
 
 
