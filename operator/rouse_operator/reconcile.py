@@ -137,6 +137,7 @@ class Reconciler:
     # echo can arrive before the apply returns); Agents to reconcile again for a foreign write.
     _applying: dict[tuple[str, str, str], str | None] = field(default_factory=dict)
     _dirty: set[tuple[str, str]] = field(default_factory=set)
+    _priming: dict[str, threading.Lock] = field(default_factory=dict)  # namespace -> lock
 
     def _lock(self, namespace: str, name: str) -> threading.Lock:
         with self._guard:
@@ -249,8 +250,7 @@ class Reconciler:
             for m in children.desired(agent, self.settings, policy_inputs(agent), unscheduled)
         ]
         if not self.cache.primed(namespace):
-            listed = {kind: self.kube.list(kind, namespace, SELECTOR) for kind in CHILD_KINDS}
-            self.cache.prime(namespace, listed)
+            self._prime(namespace)
         existing = self.cache.children(namespace, name)
         outcome = Outcome(agent=agent)
         for manifest in wanted:
@@ -309,6 +309,21 @@ class Reconciler:
             self.kube.apply_status(namespace, name, outcome.status)
         outcome.new_problems = agent_status.new_problems(problems, previous.get("conditions") or [])
         return outcome
+
+    def _prime(self, namespace: str) -> None:
+        """List the namespace's children into the cache, one thread at a time.
+
+        After each resync's `expire`, every reconcile thread found the namespace unprimed
+        and listed all its children at once: up to 16 copies of N children in memory
+        (peak RSS growing with N; 1.5 GB at 10,000 Agents) and 16 times the listing work.
+        """
+        with self._guard:
+            lock = self._priming.setdefault(namespace, threading.Lock())
+        with lock:
+            if self.cache.primed(namespace):  # listed by another thread while this one waited
+                return
+            listed = {kind: self.kube.list(kind, namespace, SELECTOR) for kind in CHILD_KINDS}
+            self.cache.prime(namespace, listed)
 
     def _broker_exists(self, namespace: str, broker: str) -> bool:
         """Whether the Broker exists; a yes is trusted for BROKER_TTL seconds (one GET, not N)."""

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import kopf
 import pytest
-from rouse_operator import handlers
+from kubernetes import client
+from rouse_operator import handlers, reconcile
+from rouse_operator.kube import Kube
+from rouse_operator.resources.meta import CHILD_KINDS
+from rouse_operator.settings import Settings
 
 
 def agent_body(name: str) -> dict[str, object]:
@@ -45,3 +52,30 @@ async def test_the_policy_loop_keeps_each_agent_without_its_managed_fields() -> 
         "name": "bot", "namespace": "ns", "uid": "u1", "resourceVersion": "7",
     }  # fmt: skip
     assert "managedFields" in raw["metadata"]  # kopf's own copy is not changed
+
+
+class SlowList(Kube):
+    """A listing that takes a while (as N children do), counting how often it runs."""
+
+    def __init__(self, api: client.CustomObjectsApi) -> None:
+        super().__init__(api)
+        self.listings = 0
+
+    def list(self, kind: Any, namespace: str, selector: str) -> list[dict[str, Any]]:
+        self.listings += 1
+        time.sleep(0.2)  # the listing's duration (the other threads arrive meanwhile)
+        return []
+
+
+def test_reconcile_threads_list_an_unprimed_namespace_once() -> None:
+    """After the resync's expire every reconcile thread found the namespace unprimed and
+    listed all its children at once: 16 copies of N children in memory."""
+    kube = SlowList(client.CustomObjectsApi(client.ApiClient()))
+    r = reconcile.Reconciler(kube, Settings())
+    threads = [threading.Thread(target=r._prime, args=("ns",)) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert kube.listings == len(CHILD_KINDS)  # one listing per kind, not one per thread
+    assert r.cache.primed("ns")
