@@ -36,14 +36,6 @@ SETTINGS = operator_settings.from_env()
 GROUP, VERSION, PLURAL = AGENTS.group, AGENTS.version, AGENTS.plural
 log = logging.getLogger("rouse.operator")
 EVENT_MESSAGE_LIMIT = 1000  # kopf truncates an Event's message at 1024 characters
-RECONCILE_THREADS = 16  # kopf's executor for the sync handlers: reconciles at once
-# kopf starts one worker per object with an event, unbounded: at startup every Agent's
-# worker waits for a reconcile thread holding its body, diff and cause (about 130 KiB
-# each, 1.3 GB at 10,000 Agents). A few workers per thread keep the threads busy; the
-# rest of the events wait in the watch stream. A worker holds its place while idle, so
-# it gives it up after a second instead of kopf's five.
-WORKERS_PER_KIND = 8 * RECONCILE_THREADS
-WORKER_IDLE_SECONDS = 1.0
 
 
 PeriodicFn = Callable[..., Awaitable[None]]
@@ -129,9 +121,7 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         prefix="rouse.dev", key="last-handled-configuration"
     )
     settings.posting.level = logging.INFO
-    settings.execution.max_workers = RECONCILE_THREADS
-    settings.queueing.worker_limit = WORKERS_PER_KIND
-    settings.queueing.idle_timeout = WORKER_IDLE_SECONDS
+    settings.execution.max_workers = 16
     settings.watching.server_timeout = 300
     await asyncio.get_running_loop().run_in_executor(None, reconciler)
     track_agents()
@@ -176,7 +166,7 @@ async def agent_event(
         reconciler().forget_agent(*key)  # its lock and cached children
         return
     # Without managedFields: kept for every Agent (the policy loop's input), it was the
-    # larger half of each one's body in memory.
+    # larger half of each one's body in memory (18 KiB -> 9 KiB for a one-skill Agent).
     STATE.bodies[key] = kopf.Body(slim(dict(body)))
     if key not in STATE.contexts:
         if STATE.operator_context is None:
