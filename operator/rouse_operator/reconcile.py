@@ -17,7 +17,7 @@ from typing import Any
 
 from rouse_operator import checks, metrics
 from rouse_operator import status as agent_status
-from rouse_operator.cache import ChildCache
+from rouse_operator.cache import ChildCache, slim
 from rouse_operator.kube import ConflictError, Kube, RejectedError
 from rouse_operator.resources import children
 from rouse_operator.resources.meta import CHILD_KINDS, SELECTOR, ChildKind, Manifest
@@ -322,7 +322,11 @@ class Reconciler:
         with lock:
             if self.cache.primed(namespace):  # listed by another thread while this one waited
                 return
-            listed = {kind: self.kube.list(kind, namespace, SELECTOR) for kind in CHILD_KINDS}
+            # Slimmed kind by kind: one kind's managedFields in memory at a time, not all three.
+            listed = {
+                kind: [slim(obj) for obj in self.kube.list(kind, namespace, SELECTOR)]
+                for kind in CHILD_KINDS
+            }
             self.cache.prime(namespace, listed)
 
     def _broker_exists(self, namespace: str, broker: str) -> bool:
