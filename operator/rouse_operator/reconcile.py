@@ -322,11 +322,12 @@ class Reconciler:
         with lock:
             if self.cache.primed(namespace):  # listed by another thread while this one waited
                 return
-            # Slimmed kind by kind: one kind's managedFields in memory at a time, not all three.
+            # Slimmed page by page: one page's managedFields in memory at a time, not N's.
             listed = {
-                kind: [slim(obj) for obj in self.kube.list(kind, namespace, SELECTOR)]
+                kind: [slim(obj) for page in self.kube.pages(kind, namespace, SELECTOR)
+                       for obj in page]
                 for kind in CHILD_KINDS
-            }
+            }  # fmt: skip
             self.cache.prime(namespace, listed)
 
     def _broker_exists(self, namespace: str, broker: str) -> bool:

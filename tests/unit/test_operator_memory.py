@@ -61,10 +61,10 @@ class SlowList(Kube):
         super().__init__(api)
         self.listings = 0
 
-    def list(self, kind: Any, namespace: str, selector: str) -> list[dict[str, Any]]:
+    def pages(self, kind: Any, namespace: str, selector: str) -> Iterator[list[dict[str, Any]]]:
         self.listings += 1
         time.sleep(0.2)  # the listing's duration (the other threads arrive meanwhile)
-        return []
+        yield []
 
 
 def test_reconcile_threads_list_an_unprimed_namespace_once() -> None:
