@@ -20,7 +20,7 @@ import contextvars
 import json
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -167,7 +167,7 @@ async def agent_event(
         return
     # Without managedFields: kept for every Agent (the policy loop's input), it was the
     # larger half of each one's body in memory (18 KiB -> 9 KiB for a one-skill Agent).
-    STATE.bodies[key] = kopf.Body(slim(dict(body)))
+    STATE.bodies[key] = kopf.Body(cast(kopf.RawBody, slim(dict(body))))
     if key not in STATE.contexts:
         if STATE.operator_context is None:
             STATE.operator_context = contextvars.copy_context()  # holds kopf's Event queue

@@ -47,6 +47,7 @@ APPLY = "application/apply-patch+yaml"
 POOL_SIZE = 32  # >= kopf's handler threads (settings.execution.max_workers = 16) plus timers
 LIST_PAGE = 500  # objects per LIST answer (the API server's continue token pages the rest)
 AGENTS = ChildKind("rouse.dev", "v1alpha1", "agents", "Agent")
+Page = list[dict[str, Any]]  # (a name: inside Kube, `list` is its method)
 
 
 class ConflictError(Exception):
@@ -113,9 +114,7 @@ class Kube:
         """Objects of `kind` in `namespace` matching the label selector."""
         return [obj for page in self.pages(kind, namespace, selector) for obj in page]
 
-    def pages(
-        self, kind: ChildKind, namespace: str, selector: str
-    ) -> Iterator[list[dict[str, Any]]]:
+    def pages(self, kind: ChildKind, namespace: str, selector: str) -> Iterator[Page]:
         """The same objects LIST_PAGE at a time: one answer for N children was N objects
         decoded at once, a peak that grew with N and stayed in the allocator afterwards."""
         token: str | None = None
