@@ -315,7 +315,7 @@ class Reconciler:
 
         After each resync's `expire`, every reconcile thread found the namespace unprimed
         and listed all its children at once: up to 16 copies of N children in memory
-        (peak RSS growing with N; 1.5 GB at 10,000 Agents) and 16 times the listing work.
+        (peak RSS growing with N) and 16 times the listing work.
         """
         with self._guard:
             lock = self._priming.setdefault(namespace, threading.Lock())
