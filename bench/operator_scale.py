@@ -13,8 +13,10 @@ handler succeeded). Three operators take turns, each in a fresh namespace:
 Prints Agents reconciled per second and peak RSS of each, the API writes each
 made (counted by the API server itself: `apiserver_request_total` by verb, for
 Agents, their children and Events), and the ratios to the baseline. For `rouse`
-it then lets two drift resync rounds pass (ROUSE_RESYNC_INTERVAL) and counts the
-writes of the second: a resync of unchanged Agents should write nothing. The
+it then waits for the policy loop to have evaluated every Agent (its first evaluation
+writes the WithinBudget condition), lets two drift resync rounds pass
+(ROUSE_RESYNC_INTERVAL) and counts the writes of the second: a resync of unchanged
+Agents should write nothing. The
 headline ratios are the last lines. Usage (needs `make envtest`):
     python bench/operator_scale.py [--sizes 100 1000] [--operators baseline reconcile rouse]
 """
@@ -208,6 +210,11 @@ def run_one(
                     alive()
                     time.sleep(0.2)
 
+            # The policy loop's first evaluation of an Agent writes its WithinBudget condition
+            # (once): let it have seen every Agent, so the round counted is a settled one.
+            while operator_metric(port, "rouse_operator_policy_evaluation_seconds_count") < count:
+                alive()
+                time.sleep(0.5)
             round_ends()
             mark = api_writes()
             round_ends()

@@ -22,8 +22,9 @@ def _version(obj: Obj) -> int:
     return int(raw) if raw.isdigit() else 0
 
 
-def _slim(obj: Obj) -> Obj:
-    """Drop managedFields: the largest part of an object, and never read here."""
+def slim(obj: Obj) -> Obj:
+    """Drop managedFields: the largest part of an object in memory (many small dicts),
+    and never read by the operator. A shallow copy: the rest is shared, not duplicated."""
     meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "managedFields"}
     return {**obj, "metadata": meta}
 
@@ -51,7 +52,7 @@ class ChildCache:
                 meta = obj.get("metadata") or {}
                 agent = (meta.get("labels") or {}).get(LABEL_AGENT)
                 if agent and meta.get("name"):
-                    fresh.setdefault(agent, {}).setdefault(kind, {})[meta["name"]] = _slim(obj)
+                    fresh.setdefault(agent, {}).setdefault(kind, {})[meta["name"]] = slim(obj)
         with self._lock:
             for by_kind in self._objects.get(namespace, {}).values():
                 for kind, by_name in by_kind.items():
@@ -79,7 +80,7 @@ class ChildCache:
             by_kind = self._objects.setdefault(namespace, {}).setdefault(agent, {})
             current = by_kind.setdefault(kind, {}).get(name)
             if current is None or _version(obj) >= _version(current):
-                by_kind[kind][name] = _slim(obj)
+                by_kind[kind][name] = slim(obj)
                 self._owners[(namespace, kind, name)] = agent
 
     def drop(self, kind: ChildKind, namespace: str, agent: str, name: str) -> None:

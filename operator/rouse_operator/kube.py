@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -46,7 +47,9 @@ from rouse_operator.resources.meta import BROKER, ChildKind, Manifest
 FIELD_MANAGER = "rouse"
 APPLY = "application/apply-patch+yaml"
 POOL_SIZE = 32  # >= kopf's handler threads (settings.execution.max_workers = 16) plus timers
+LIST_PAGE = 500  # objects per LIST answer (the API server's continue token pages the rest)
 AGENTS = ChildKind("rouse.dev", "v1alpha1", "agents", "Agent")
+Page = list[dict[str, Any]]  # (a name: inside Kube, `list` is its method)
 
 
 class ConflictError(Exception):
@@ -111,14 +114,24 @@ class Kube:
 
     def list(self, kind: ChildKind, namespace: str, selector: str) -> list[dict[str, Any]]:
         """Objects of `kind` in `namespace` matching the label selector."""
-        result = cast(
-            dict[str, Any],
-            self.api.list_namespaced_custom_object(
-                kind.group, kind.version, namespace, kind.plural, label_selector=selector
-            ),
-        )
-        items: list[dict[str, Any]] = result.get("items") or []
-        return items
+        return [obj for page in self.pages(kind, namespace, selector) for obj in page]
+
+    def pages(self, kind: ChildKind, namespace: str, selector: str) -> Iterator[Page]:
+        """The same objects LIST_PAGE at a time: one answer for N children was N objects
+        decoded at once, a peak that grew with N and stayed in the allocator afterwards."""
+        token: str | None = None
+        while True:
+            result = cast(
+                dict[str, Any],
+                self.api.list_namespaced_custom_object(
+                    kind.group, kind.version, namespace, kind.plural,
+                    label_selector=selector, limit=LIST_PAGE, _continue=token,
+                ),
+            )  # fmt: skip
+            yield result.get("items") or []
+            token = (result.get("metadata") or {}).get("continue")
+            if not token:
+                return
 
     def apply(self, kind: ChildKind, manifest: Manifest, force: bool) -> dict[str, Any]:
         """Server-side apply; ConflictError when another manager owns a field and force is False."""

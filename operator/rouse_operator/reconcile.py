@@ -19,7 +19,7 @@ from rouse_runtime import agentspec
 
 from rouse_operator import checks, metrics
 from rouse_operator import status as agent_status
-from rouse_operator.cache import ChildCache
+from rouse_operator.cache import ChildCache, slim
 from rouse_operator.kube import ConflictError, Kube, RejectedError
 from rouse_operator.resources import children
 from rouse_operator.resources.floor import floor_of, floor_patch, serving_revisions
@@ -150,6 +150,7 @@ class Reconciler:
     # (namespace, agent) -> {Revision: the warm floor we last saw or set on it}: a floor is
     # read once per Revision, then patched only when the policy moves it.
     floors: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
+    _priming: dict[str, threading.Lock] = field(default_factory=dict)  # namespace -> lock
 
     def _lock(self, namespace: str, name: str) -> threading.Lock:
         with self._guard:
@@ -261,8 +262,7 @@ class Reconciler:
         policy = policy_inputs(agent)
         wanted = [with_hash(m) for m in children.desired(agent, self.settings, policy, unscheduled)]
         if not self.cache.primed(namespace):
-            listed = {kind: self.kube.list(kind, namespace, SELECTOR) for kind in CHILD_KINDS}
-            self.cache.prime(namespace, listed)
+            self._prime(namespace)
         existing = self.cache.children(namespace, name)
         outcome = Outcome(agent=agent)
         for manifest in wanted:
@@ -382,6 +382,26 @@ class Reconciler:
                 applied[service_name] = wanted
         self.floors[key] = seen
         return applied
+
+    def _prime(self, namespace: str) -> None:
+        """List the namespace's children into the cache, one thread at a time.
+
+        After each resync's `expire`, every reconcile thread found the namespace unprimed
+        and listed all its children at once: up to 16 copies of N children in memory
+        (peak RSS growing with N) and 16 times the listing work.
+        """
+        with self._guard:
+            lock = self._priming.setdefault(namespace, threading.Lock())
+        with lock:
+            if self.cache.primed(namespace):  # listed by another thread while this one waited
+                return
+            # Slimmed page by page: one page's managedFields in memory at a time, not N's.
+            listed = {
+                kind: [slim(obj) for page in self.kube.pages(kind, namespace, SELECTOR)
+                       for obj in page]
+                for kind in CHILD_KINDS
+            }  # fmt: skip
+            self.cache.prime(namespace, listed)
 
     def _broker_exists(self, namespace: str, broker: str) -> bool:
         """Whether the Broker exists; a yes is trusted for BROKER_TTL seconds (one GET, not N)."""
