@@ -155,6 +155,7 @@ def test_example_agent_makes_its_children(cluster: Any, ns: str, operator: Opera
         "support-triage-digest": "cluster-local",
         "support-triage-draft": "cluster-local",
         "support-triage-escalate": "cluster-local",
+        "support-triage-refund": "cluster-local",
         "support-triage-triage": "cluster-local",
     }
     agent = get_json(cluster, "agents.rouse.dev", "-n", ns, "support-triage")
