@@ -101,9 +101,10 @@ def test_only_the_front_door_is_routed_through_the_ingress(
         "triage": "cluster-local",
         "draft": "cluster-local",
         "escalate": "cluster-local",
+        "refund": "cluster-local",
         "digest": "cluster-local",
     }
-    for skill in ("triage", "draft", "escalate", "digest"):
+    for skill in ("triage", "draft", "escalate", "refund", "digest"):
         response = httpx.post(
             ingress.url, headers={"host": host(skill, triage)}, json={}, timeout=30
         )

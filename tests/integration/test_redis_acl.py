@@ -31,6 +31,7 @@ from rouse_runtime.parking.queue import Filter, open_queue
 from rouse_runtime.parking.replay import lease_key
 from rouse_runtime.policies import budget
 from rouse_runtime.policies.budget import BudgetSpec, Usage
+from rouse_runtime.runs.log import Record, open_runlog
 from rouse_runtime.scope import Scope
 from rouse_runtime.server import idempotency_key
 from rouse_runtime.store import StoreError, open_store
@@ -238,3 +239,23 @@ async def ledger_lines(url: str) -> list[Any]:
         return list(await ledger.lines())
     finally:
         await ledger.close()
+
+
+async def test_a_skill_records_its_runs_and_reads_but_cannot_set_their_stop_marks(
+    users: Users,
+) -> None:
+    """The run log (runs/): a skill appends its records and reads cancel/kill marks; only the
+    platform (the parking service's runs API) may stop a run."""
+    skill, platform = open_runlog(users.skill), open_runlog(users.platform)
+    ns, agent = SCOPE.namespace, SCOPE.agent
+    try:
+        await skill.append([Record(ns, agent, "r-1", "started", skill="triage")])
+        assert [r.kind for r in await skill.history(ns, agent, "r-1")] == ["started"]
+        assert await platform.stop(ns, agent, "r-1", by="test")
+        assert (await skill.stopped(ns, agent)).covers("r-1")  # read
+        with pytest.raises(Exception) as caught:  # written: refused by the ACL
+            await skill.stop(ns, agent, "r-2", by="skill")
+        assert refused(caught.value), caught.value
+    finally:
+        await skill.close()
+        await platform.close()

@@ -17,6 +17,7 @@ Answers of `POST /` (header `Rouse-Run` on each):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -158,7 +159,8 @@ class FrontDoorApp:
         try:
             outcome, entry, recorded = await runtime.run(event, run=run)
             if recorded is not None:  # the run's `finished` record, before the answer
-                await recorded
+                with contextlib.suppress(StoreError):  # logged by the recorder
+                    await recorded
         except StoreError as exc:
             return json_answer(503, {"error": "state store unavailable", "detail": str(exc)}, run)
         await runtime.count(entry)
