@@ -606,8 +606,8 @@ def test_two_replays_at_once_send_each_event_once_in_order(
     assert statuses == [200, 409], [a.text for a in answers]
     assert ran[0]["replayed"] >= len(held) and ran[0]["error"] is None, ran
     wait_seen(real_node, namespace, TRIAGED, held)
-    # The triaged replies went into the broker, where draft's Trigger still parks them.
-    wait_parked(parking, namespace, "draft", held)
+    # The triaged replies went into the broker; once the budget is gone each reaches draft once
+    # (parked for it meanwhile, or delivered by the operator's own replay once it is back).
     remove_budget(real_node, namespace)
     wait_restored(real_node, namespace)
     wait_seen(real_node, namespace, DRAFTED, held)
