@@ -229,7 +229,9 @@ def test_spent_budget_parks_events_and_the_reset_replays_them_in_order(
     assert len(llm.requests) == 1
     assert "SUSPENDED" in out.getvalue() and "replayed 5 parked event(s) in order" in out.getvalue()
 
-    # `rouse parked replay` by hand, once the agent may spend: to the skill's own address.
+    # An event parked once the agent may spend is replayed to the skill's own address exactly
+    # once: by hand (`POST /replay`) or by the policy loop, which replays any parked event
+    # while the agent may spend (replay_due), whichever comes first.
     headers = {
         "ce-specversion": "1.0",
         "ce-type": "e2e.record",
@@ -240,8 +242,14 @@ def test_spent_budget_parks_events_and_the_reset_replays_them_in_order(
     stored = httpx.post(f"{url}/park/default/pol/record", headers=headers, content=b'{"n": 9}')
     assert stored.status_code == 202, stored.text
     by_hand = httpx.post(f"{url}/replay/default/pol", json={}, timeout=60)
-    assert (by_hand.status_code, by_hand.json()["replayed"]) == (200, 1), by_hand.text
-    assert [(r["n"], r["id"]) for r in records(work)][-1] == (9, "by-hand-1")
+    assert by_hand.status_code in (200, 409), by_hand.text  # 409: the loop's replay is running
+    wait_until(
+        lambda: httpx.get(f"{url}/parked", params={"agent": "pol"}, timeout=10).json()["items"]
+        == [],
+        timeout=60, what="the by-hand event to leave the parking queue",
+    )  # fmt: skip
+    by_hand_records = [r for r in records(work) if r["id"] == "by-hand-1"]
+    assert [(r["n"], r["id"]) for r in by_hand_records] == [(9, "by-hand-1")]
 
 
 @dataclass
@@ -448,7 +456,9 @@ def test_warm_pool_keeps_a_process_alive_after_measured_cold_starts(tmp_path: Pa
             timeout=30,
             what=f"the warm pool to keep a process\n{running.logs()[-3000:]}",
         )
-        assert pool["warmReason"].startswith("ColdStartsAboveTarget: cold-start share 100.0%")
+        # Raised for the cold starts; the next evaluation may already want 2 and be held back
+        # by the rate limit ("RateLimited: wants 2 (ColdStartsAboveTarget: ...)").
+        assert "ColdStartsAboveTarget: cold-start share 100.0%" in pool["warmReason"]
 
         # Past the retention the others stop; one stays, idle, long after its retention.
         def kept() -> bool:

@@ -85,29 +85,38 @@ def call(base: str, method: str, path: str, *, prog: str, **kwargs: Any) -> Any:
     return body
 
 
-def _list(args: argparse.Namespace) -> int:
-    params: dict[str, Any] = {
-        k: v for k in ("namespace", "agent", "kind") if (v := getattr(args, k))
-    }
+def parked(args: argparse.Namespace, **filters: str | None) -> list[dict[str, Any]]:
+    """Every stored event matching `filters` (namespace, agent, kind), oldest first.
+
+    The service answers a page at a time; shared by `rouse parked` and `rouse deadletters`.
+    """
+    params: dict[str, Any] = {k: v for k, v in filters.items() if v}
     items: list[dict[str, Any]] = []
-    while True:  # the service answers a page at a time
+    while True:
         page = _call(args, "GET", "/parked", params=params)
         items += page["items"]
         if page.get("next") is None:
-            break
+            return items
         params["after"] = page["next"]
+
+
+def row(item: dict[str, Any], *fields: str, kind: bool = True) -> str:
+    """One stored event as a table line: id, time, (kind,) where it was going, type, `fields`."""
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(item["parkedAt"]))
+    where = f"{item['namespace']}/{item['agent']}/{item['skill']}"
+    head = [str(item["id"]), f"{when}Z", *([item["kind"]] if kind else []), where]
+    return "  ".join([*head, str(item["event"].get("type")), *fields])
+
+
+def _list(args: argparse.Namespace) -> int:
+    items = parked(args, namespace=args.namespace, agent=args.agent, kind=args.kind)
     if args.json:
         print(json.dumps(items, indent=2))
         return 0
     if not items:
         print("no parked events")
     for item in items:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(item["parkedAt"]))
-        print(
-            f"{item['id']}  {when}Z  {item['kind']}  {item['namespace']}/{item['agent']}/"
-            f"{item['skill']}  {item['event'].get('type')}  source={item['source']}  "
-            f"id={item['eventId']}"
-        )
+        print(row(item, f"source={item['source']}", f"id={item['eventId']}"))
     return 0
 
 

@@ -18,10 +18,9 @@ import binascii
 import json
 import os
 import sys
-import time
 from typing import Any
 
-from rouse_runtime.parking.cli import DEFAULT_URL, ENV_PARKING_URL, _call
+from rouse_runtime.parking.cli import DEFAULT_URL, ENV_PARKING_URL, _call, parked, row
 
 
 def add_cluster_options(parser: argparse.ArgumentParser, replay: bool = False) -> None:
@@ -66,15 +65,10 @@ def reason(event: dict[str, Any]) -> str:
 
 def letters(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Every dead letter the parking service holds (within --namespace/--agent), oldest first."""
-    params: dict[str, Any] = {"kind": "dead-letter"}
-    params.update({k: v for k in ("namespace", "agent") if (v := getattr(args, k, None))})
-    items: list[dict[str, Any]] = []
-    while True:
-        page = _call(args, "GET", "/parked", params=params)
-        items += page["items"]
-        if page.get("next") is None:
-            return items
-        params["after"] = page["next"]
+    return parked(
+        args, kind="dead-letter", namespace=getattr(args, "namespace", None),
+        agent=getattr(args, "agent", None),
+    )  # fmt: skip
 
 
 def cluster_list(args: argparse.Namespace) -> int:
@@ -85,11 +79,7 @@ def cluster_list(args: argparse.Namespace) -> int:
     if not found:
         print("no dead letters")
     for item in found:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(item["parkedAt"]))
-        print(
-            f"{item['id']}  {when}Z  {item['namespace']}/{item['agent']}/{item['skill']}  "
-            f"{item['event'].get('type')}  id={item['eventId']}  {reason(item['event'])[:200]}"
-        )
+        print(row(item, f"id={item['eventId']}", reason(item["event"])[:200], kind=False))
     return 0
 
 
