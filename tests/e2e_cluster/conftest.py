@@ -74,10 +74,11 @@ def parking(real_node: Node, rouse: str) -> Iterator[PortForward]:
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, Any, Any]:
-    """On a failing real-node test, attach what the cluster was doing."""
+    """On a failing real-node test or set-up (a module fixture), attach what the cluster was
+    doing."""
     report = yield
     running = item.config.stash.get(_NODE_KEY, None)
-    if report.failed and running is not None and call.when == "call":
+    if report.failed and running is not None and call.when in ("setup", "call"):
         pods = running.kubectl("get", "pods", "-A", "-o", "wide", check=False).stdout
         events = running.kubectl(
             "get", "events", "-A", "--sort-by=.lastTimestamp", check=False

@@ -170,18 +170,57 @@ def send(
 
 
 def skills_serve_with(running: Node, namespace: str, agent: str, env_name: str) -> bool:
-    """Every skill's latest Revision Ready, with env_name in its container's env."""
-    services = running.items("ksvc", namespace, f"rouse.dev/agent={agent}")
-    for ksvc in services:
-        containers = ksvc["spec"]["template"]["spec"]["containers"]
-        if env_name not in {e["name"] for e in containers[0].get("env", [])}:
-            return False
-        status = ksvc.get("status", {})
-        if status.get("latestReadyRevisionName") != status.get("latestCreatedRevisionName"):
-            return False
-        if condition(ksvc, "Ready")["status"] != "True":
-            return False
-    return bool(services)
+    """Every skill of the Agent served by a Ready latest Revision with env_name in its env.
+
+    For wait_until: it raises naming each skill that is not served yet and why (its Service's
+    and Revision's conditions, its pods' waiting containers), which a timeout reports."""
+    spec = running.get("agent", agent, namespace)
+    assert spec is not None, f"no Agent {agent} in {namespace}"
+    ksvcs = running.items("ksvc", namespace, f"rouse.dev/agent={agent}")
+    services = {k["metadata"]["name"]: k for k in ksvcs}
+    why = [
+        f"{skill['name']}: {reason}"
+        for skill in spec["spec"]["skills"]
+        if (reason := not_served(running, services.get(f"{agent}-{skill['name']}"), env_name))
+    ]
+    assert not why, "not served yet: " + "; ".join(why)
+    return True
+
+
+def not_served(running: Node, ksvc: dict[str, Any] | None, env_name: str) -> str | None:
+    """Why a skill's Service does not serve its latest template yet, or None when it does."""
+    if ksvc is None:
+        return "no Service"
+    name = ksvc["metadata"]["name"]
+    namespace = ksvc["metadata"]["namespace"]
+    env = ksvc["spec"]["template"]["spec"]["containers"][0].get("env", [])
+    if env_name not in {e["name"] for e in env}:
+        return f"Service {name}'s template has no {env_name} (not rolled out by the operator)"
+    status = ksvc.get("status", {})
+    created = status.get("latestCreatedRevisionName")
+    if ksvc["metadata"].get("generation") != status.get("observedGeneration") or not created:
+        return f"Service {name} generation {ksvc['metadata'].get('generation')} not observed yet"
+    if created != status.get("latestReadyRevisionName"):
+        revision = running.get("revision", created, namespace) or {"status": {}}
+        pods = running.items("pods", namespace, f"serving.knative.dev/revision={created}")
+        waiting = "".join(
+            f", pod {p['metadata']['name']} container {c['name']} {state['reason']}: "
+            f"{state.get('message', '')}"
+            for p in pods
+            for c in p.get("status", {}).get("containerStatuses", [])
+            if (state := c.get("state", {}).get("waiting"))
+        )
+        return f"Revision {created} not Ready ({unmet(revision)}){waiting}"
+    if condition(ksvc, "Ready")["status"] != "True":
+        return f"Service {name} not Ready ({unmet(ksvc)})"
+    return None
+
+
+def unmet(obj: dict[str, Any]) -> str:
+    """An object's conditions that are not True, with their reasons and messages."""
+    pending = [c for c in obj.get("status", {}).get("conditions", []) if c["status"] != "True"]
+    said = [f"{c['type']}={c['status']} {c.get('reason')}: {c.get('message')}" for c in pending]
+    return ", ".join(said) or "no conditions yet"
 
 
 def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
