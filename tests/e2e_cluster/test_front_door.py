@@ -20,12 +20,11 @@ import json
 import uuid
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
 from httpx_sse import connect_sse
-from rouse_testing.node import Node, PortForward, event_display_log, script
+from rouse_testing.node import Node, PortForward, event_display_log, route_host, script
 from rouse_testing.wait import wait_until
 
 ROUSE_NAMESPACE = "rouse-system"
@@ -58,17 +57,8 @@ def ingress(real_node: Node) -> Iterator[PortForward]:
         yield forward
 
 
-def url_host(running: Node, service: str, namespace: str) -> str:
-    """The host of a Knative Service's Route (`status.url`), as a caller names it."""
-    ksvc = running.get("ksvc", service, namespace)
-    assert ksvc is not None and ksvc["status"].get("url"), f"ksvc {service} has no URL yet"
-    host = urlsplit(str(ksvc["status"]["url"])).hostname
-    assert host is not None
-    return host
-
-
 def host(running: Node, skill: str, namespace: str) -> str:
-    return url_host(running, f"{AGENT}-{skill}", namespace)
+    return route_host(running, f"{AGENT}-{skill}", namespace)
 
 
 def api_key(running: Node, namespace: str) -> str:
