@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -75,14 +76,24 @@ def ask_pods(running: Node, namespace: str) -> list[dict[str, Any]]:
 def sse(
     ingress: PortForward, ask: str, key: str, method: str, path: str, body: Any = None
 ) -> list[tuple[str, Any]]:
-    """Every event of one SSE answer of the front door, through the public listener."""
+    """Every event of one SSE answer of the front door, through the public listener; a stream
+    cut short fails naming what came before the cut and when."""
     headers = {"host": ask, "authorization": f"Bearer {key}"}
+    got: list[tuple[str, Any]] = []
+    began = time.monotonic()
     with (
         httpx.Client(timeout=120) as client,
         connect_sse(client, method, f"{ingress.url}{path}", json=body, headers=headers) as source,
     ):
         assert source.response.status_code == 200, source.response.read()
-        return [(e.event, json.loads(e.data)) for e in source.iter_sse()]
+        try:
+            got.extend((e.event, json.loads(e.data)) for e in source.iter_sse())
+        except httpx.TransportError as exc:
+            raise AssertionError(
+                f"{method} {path}: the stream was cut after {time.monotonic() - began:.1f}s"
+                f" ({exc!r}); events so far: {got}"
+            ) from exc
+    return got
 
 
 def test_only_the_front_door_is_routed_through_the_ingress(
@@ -135,6 +146,13 @@ def test_the_front_door_streams_from_zero_and_hands_off_to_the_broker(
     (_, opening), (_, chunk), (last, _) = handed
     assert chunk["handedOff"] == "triage" and last == "done", handed
     ticket = chunk["ticket"]
+    # the run it started, followed through the ingress at once, as the answer says, to its end
+    # (the run history in the state store)
+    assert opening["follow"] == f"/runs/{opening['run']}"
+    steps = sse(ingress, ask, key, "GET", opening["follow"])
+    assert steps[-1] == ("end", {"run": opening["run"], "state": "done", "steps": len(steps) - 1})
+    delivered = {(d["skill"], d["outcome"]) for name, d in steps if name == "delivery"}
+    assert {("triage", "replied"), ("draft", "replied")} <= delivered, steps
     # created (data.id), triaged (data.ticket.id) and drafted (data.ticketId) each name it
     wait_until(
         lambda: event_display_log(real_node, triage).count(ticket) >= 3,
@@ -142,9 +160,3 @@ def test_the_front_door_streams_from_zero_and_hands_off_to_the_broker(
         interval=2,
         what=f"ticket {ticket} created, triaged and drafted at the event display",
     )
-    # the run it started, followed through the ingress to its end (the run history)
-    assert opening["follow"] == f"/runs/{opening['run']}"
-    steps = sse(ingress, ask, key, "GET", opening["follow"])
-    assert steps[-1] == ("end", {"run": opening["run"], "state": "done", "steps": len(steps) - 1})
-    delivered = {(d["skill"], d["outcome"]) for name, d in steps if name == "delivery"}
-    assert {("triage", "replied"), ("draft", "replied")} <= delivered, steps
