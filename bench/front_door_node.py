@@ -89,7 +89,7 @@ def bare_service(ask: dict[str, Any]) -> dict[str, Any]:
                     "containers": [
                         {
                             "image": container["image"],
-                            "command": ["python", "-c", BARE_APP],
+                            "command": ["python3", "-c", BARE_APP],
                             "securityContext": container["securityContext"],
                         }
                     ]
