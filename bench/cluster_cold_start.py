@@ -51,7 +51,14 @@ from kubernetes import client, config, watch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from rouse_testing.node import Node, PortForward, script, start_node, stop_node  # noqa: E402
+from rouse_testing.node import (  # noqa: E402
+    Node,
+    PortForward,
+    quick_scale_to_zero,
+    script,
+    start_node,
+    stop_node,
+)
 from rouse_testing.wait import wait_until  # noqa: E402
 
 ROUSE_NAMESPACE = "rouse-system"
@@ -66,9 +73,6 @@ RESTRICTED = {
     "capabilities": {"drop": ["ALL"]},
     "seccompProfile": {"type": "RuntimeDefault"},
 }
-# Scale to zero within seconds instead of a minute: rounds wait less (the cold path is unchanged).
-AUTOSCALER = {"stable-window": "6s", "scale-to-zero-grace-period": "6s"}
-DEFAULT_AUTOSCALER = {"stable-window": "60s", "scale-to-zero-grace-period": "30s"}
 STEPS = ("created", "scheduled", "sandbox", "running", "ready")
 
 
@@ -261,7 +265,7 @@ def probe_manifests(namespace: str) -> list[dict[str, Any]]:
 
 
 def setup(running: Node) -> str:
-    """Chart, hello example, plain copy, probe; Knative scaling to zero quickly."""
+    """Chart, hello example, plain copy, probe."""
     script(running, "deploy.sh", "--namespace", ROUSE_NAMESPACE)
     namespace = f"cold-{uuid.uuid4().hex[:6]}"
     for attempt in (1, 2):  # on a loaded machine Knative's webhooks restart now and then
@@ -279,10 +283,6 @@ def setup(running: Node) -> str:
             if attempt == 2:
                 raise
             print(f"example.sh failed once, again: {str(exc).splitlines()[-1]}", flush=True)
-    running.kubectl(
-        "-n", "knative-serving", "patch", "configmap", "config-autoscaler", "--type=merge",
-        "-p", json.dumps({"data": AUTOSCALER}),
-    )  # fmt: skip
     ksvc = running.get("ksvc", SERVICE, namespace)
     assert ksvc is not None
     running.apply(plain_manifests(namespace, ksvc) + probe_manifests(namespace), namespace)
@@ -369,7 +369,7 @@ def main() -> None:
         namespace = setup(running)
         pods = PodWatch(namespace)
         results: dict[str, list[dict[str, float]]] = {"rouse": [], "plain": []}
-        with PortForward(running, namespace, "probe") as probe:
+        with quick_scale_to_zero(running), PortForward(running, namespace, "probe") as probe:
             wait_until(lambda: call(probe, "/").get("ok") is True, timeout=30, what="the probe")
             for index in range(args.rounds):
                 for kind in ("rouse", "plain"):
@@ -379,10 +379,6 @@ def main() -> None:
                     print(f"round {index} {kind}: {json.dumps(rounded)}", flush=True)
         report(results)
     finally:
-        running.kubectl(
-            "-n", "knative-serving", "patch", "configmap", "config-autoscaler", "--type=merge",
-            "-p", json.dumps({"data": DEFAULT_AUTOSCALER}), check=False,
-        )  # fmt: skip
         stop_node(running)
 
 

@@ -15,9 +15,7 @@ row is the front door's own process asked directly (the runtime without local mo
 Bytecode is compiled first, as an image has it.
 
 On the real node the same comparison (through the ingress, the activator and queue-proxy,
-against a bare Knative Service running this baseline from the same image) is printed by
-`tests/e2e_cluster/test_front_door.py` (run it with -s), since it needs the node, the chart
-and the example in place.
+against a bare Knative Service from the same image) is bench/front_door_node.py.
 
 Usage: python bench/front_door.py [--rounds 7] [--warm 20]
 """

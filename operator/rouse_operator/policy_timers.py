@@ -124,16 +124,19 @@ def apply_policy_status(namespace: str, name: str, status: dict[str, Any]) -> No
 
 
 async def sync_reject_gate(agent: dict[str, Any], evaluation: Evaluation) -> None:
-    """onExhausted: reject: close or open the agent's gate the runtimes check (state store).
+    """Close or open the agent's gate the runtimes check (state store, budget_gate.py): for
+    onExhausted: reject (every skill answers 429), and for park when the agent has a front
+    door (no Trigger feeds it, so parking cannot stop it: it answers 503 instead).
 
-    Also when the last evaluation rejected (`status.budget.action`) and the spec no longer
-    does (switched to park, or the budget removed): the gate it closed is opened, else the
-    skills would answer 429, and replays fail, until the reset.
+    Also when the last evaluation suspended (`status.budget.action`) and the spec no longer
+    does (switched action, or the budget removed): the gate it closed is opened, else the
+    skills would answer 429 (or a front door 503), and replays fail, until the reset.
     """
     spec, meta = agent["spec"], agent["metadata"]
     rejects = (spec.get("budget") or {}).get("onExhausted") == "reject"
-    rejected = ((agent.get("status") or {}).get("budget") or {}).get("action") == "reject"
-    if not (rejects or rejected):
+    front_door = any(skill.get("http") for skill in spec.get("skills") or [])
+    action = ((agent.get("status") or {}).get("budget") or {}).get("action")
+    if not (rejects or front_door or action in ("reject", "park")):
         return
     if not SETTINGS.state_url:
         if not CLIENTS.warned_no_store:

@@ -1,11 +1,15 @@
-"""`onExhausted: reject`: the runtime answers 429 while its agent's daily budget is spent.
+"""The runtime's side of a suspended agent: 429 (`onExhausted: reject`), or 503 at a front door.
 
 The operator's budget policy writes a gate record into the state store when an
-agent with `onExhausted: reject` is suspended, and removes it when the agent
-may spend again (`gate_record` says what, `sync_gate` writes it). Each runtime
-process checks the record before running a skill, re-reading it at most every
-`refresh` seconds, and refuses with 429 and `Retry-After` until the reset
-(Knative retries 429 with the Trigger's backoff, then dead-letters).
+agent is suspended, and removes it when the agent may spend again (`gate_record`
+says what, `sync_gate` writes it). Each runtime process checks the record before
+running a skill, re-reading it at most every `refresh` seconds, until the reset:
+
+- `reject`: every skill refuses with 429 and `Retry-After` (Knative retries 429
+  with the Trigger's backoff, then dead-letters);
+- `park`: the Triggers point at the parking service, so event skills get nothing
+  to refuse; a front door, which no Trigger feeds, answers 503 with the reason
+  and `Retry-After` instead of spending (a person's request cannot be parked).
 """
 
 from __future__ import annotations
@@ -39,12 +43,13 @@ def gate_key(namespace: str, agent: str) -> str:
 
 def gate_record(decision: BudgetDecision) -> dict[str, Any] | None:
     """What to store for a budget decision: a closed gate, or None (open)."""
-    if not (decision.suspended and decision.action == "reject"):
+    if not decision.suspended or decision.action not in ("reject", "park"):
         return None
     return {
         "until": decision.resets_at.astimezone(UTC).isoformat(),
         "reason": decision.reason,
         "message": decision.message,
+        "action": decision.action,
     }
 
 
@@ -72,8 +77,10 @@ class BudgetGate:
         *,
         refresh: float = DEFAULT_REFRESH_SECONDS,
         clock: Callable[[], float] = time.monotonic,
+        front_door: bool = False,
     ) -> None:
         self._store = store
+        self._front_door = front_door
         self._key = gate_key(namespace, agent)
         self._refresh = refresh
         self._clock = clock
@@ -83,7 +90,10 @@ class BudgetGate:
     @classmethod
     def for_runtime(cls, runtime: Runtime) -> BudgetGate:
         """The gate of a runtime process's agent, in its state store."""
-        return cls(lambda: runtime.store, runtime.namespace, runtime.config.agent)
+        front_door = runtime.config.front_door is not None
+        return cls(
+            lambda: runtime.store, runtime.namespace, runtime.config.agent, front_door=front_door
+        )
 
     async def __call__(self, event: CloudEvent) -> Response | None:
         now = self._clock()
@@ -100,13 +110,17 @@ class BudgetGate:
         except (KeyError, ValueError):
             return None
         left = (until - datetime.now(UTC)).total_seconds()
-        if left <= 0:
+        action = record.get("action", "reject")  # records before `action` were reject's
+        if left <= 0 or (action == "park" and not self._front_door):
             return None
+        message = record.get("message", "daily budget spent")
+        detail = f"{message} (onExhausted: {action})"
+        if action == "park":
+            detail = (
+                f"{message}: the agent is suspended until {until.isoformat()} (onExhausted: park)"
+            )
         return JSONResponse(
-            {
-                "error": "budget exhausted",
-                "detail": f"{record.get('message', 'daily budget spent')} (onExhausted: reject)",
-            },
-            status_code=429,
+            {"error": "budget exhausted", "reason": record.get("reason"), "detail": detail},
+            status_code=429 if action == "reject" else 503,
             headers={"retry-after": str(int(left) + 1)},
         )

@@ -808,7 +808,7 @@ def create_app(
     """
     loaded = handler if handler is not None else load_handler(config.handler)
     runtime = Runtime(config, loaded, metrics, store, telemetry)
-    runtime.admission_checks.append(BudgetGate.for_runtime(runtime))  # onExhausted: reject
+    runtime.admission_checks.append(BudgetGate.for_runtime(runtime))  # a suspended agent
     if loaded.error:
         log.error("handler not loaded: %s", loaded.error)
 

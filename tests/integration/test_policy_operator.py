@@ -35,6 +35,9 @@ async def work(event, ctx):
 async def think(event, ctx):
     await ctx.llm.chat([{"role": "user", "content": "hi"}])
     return None
+
+async def ask(event, ctx):
+    return {"answer": "yes"}
 """
 
 
@@ -407,3 +410,74 @@ def test_reject_makes_the_runtime_answer_429(
         )
     finally:
         runtime.stop()
+
+
+def test_park_stops_the_front_door_with_503(
+    cluster: Any,
+    namespace: str,
+    tmp_path: Path,
+    world: tuple[PrometheusServer, Parking, OperatorProcess, HttpSink, FakeLLM],
+) -> None:
+    """No Trigger feeds a front door, so parking cannot stop it: while the agent is suspended
+    it answers 503 with the reason (the operator's gate), and event skills are left alone."""
+    llm = world[4]
+    manifest = agent_manifest()
+    manifest["spec"]["budget"] = {"daily": {"tokens": 50}, "onExhausted": "park"}
+    manifest["spec"]["skills"].append(
+        {"name": "ask", "handler": "skills:ask", "http": {"public": True}}
+    )
+    del manifest["spec"]["warmPool"]
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest))
+    invoke(tmp_path, namespace, llm, "think", processes=1, each=5)  # 50 tokens: spent
+    wait_until(
+        lambda: agent_obj(cluster, namespace).get("status", {}).get("phase") == "Suspended",
+        timeout=60,
+        interval=0.5,
+        what="phase Suspended (onExhausted: park)",
+    )
+    common = {
+        "ROUSE_AGENT": AGENT,
+        "ROUSE_NAMESPACE": namespace,
+        "ROUSE_STATE_URL": f"sqlite:///{tmp_path}/state.db",
+    }
+    door = start_runtime(
+        {
+            **common,
+            "ROUSE_HANDLER": "skills:ask",
+            "ROUSE_SKILL": "ask",
+            "ROUSE_FRONT_DOOR": "public",
+        },
+        tmp_path / "skills",
+    )
+    work = start_runtime(
+        {**common, "ROUSE_HANDLER": "skills:work", "ROUSE_SKILL": "work"}, tmp_path / "skills"
+    )
+    try:
+
+        def refused() -> httpx.Response | None:
+            answer = httpx.post(door.url, json={}, timeout=10)
+            return answer if answer.status_code == 503 else None
+
+        answer = wait_until(
+            refused, timeout=30, interval=0.5, what="the front door answering 503 while parked"
+        )
+        assert answer.json()["reason"] == "TokensExhausted", answer.text
+        assert "onExhausted: park" in answer.json()["detail"]
+        assert int(answer.headers["retry-after"]) > 0
+        assert (
+            httpx.post(work.url, timeout=10, **cloud_event("com.example.work")).status_code == 202
+        )
+        # The budget raised: the operator opens the gate, the front door answers again.
+        cluster.kubectl(
+            "patch", "agent", AGENT, "-n", namespace, "--type=merge", "-p",
+            json.dumps({"spec": {"budget": {"daily": {"tokens": 1000}}}}),
+        )  # fmt: skip
+        wait_until(
+            lambda: httpx.post(door.url, json={}, timeout=10).status_code == 200,
+            timeout=60,
+            interval=0.5,
+            what="the front door answering once the budget is raised",
+        )
+    finally:
+        door.stop()
+        work.stop()

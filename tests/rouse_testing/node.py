@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -228,6 +229,38 @@ def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
     found = [c for c in obj.get("status", {}).get("conditions", []) if c["type"] == kind]
     assert found, f"no {kind} condition in {obj['kind']} {obj['metadata']['name']}"
     return found[0]
+
+
+def route_host(running: Node, service: str, namespace: str) -> str:
+    """The host of a Knative Service's Route (`status.url`), as a caller through the ingress
+    names it: a public Route's is under the node's public domain, a cluster-local one's under
+    svc.cluster.local."""
+    ksvc = running.get("ksvc", service, namespace)
+    assert ksvc is not None and ksvc["status"].get("url"), f"ksvc {service} has no URL yet"
+    host = urlsplit(str(ksvc["status"]["url"])).hostname
+    assert host is not None
+    return host
+
+
+# Knative's autoscaler scaling to zero within seconds instead of a minute (benches wait less;
+# the cold path is unchanged), and upstream's values put back.
+QUICK_AUTOSCALER = {"stable-window": "6s", "scale-to-zero-grace-period": "6s"}
+DEFAULT_AUTOSCALER = {"stable-window": "60s", "scale-to-zero-grace-period": "30s"}
+
+
+@contextmanager
+def quick_scale_to_zero(running: Node) -> Iterator[None]:
+    def patch(data: dict[str, str], check: bool = True) -> None:
+        running.kubectl(
+            "-n", "knative-serving", "patch", "configmap", "config-autoscaler", "--type=merge",
+            "-p", json.dumps({"data": data}), check=check,
+        )  # fmt: skip
+
+    patch(QUICK_AUTOSCALER)
+    try:
+        yield
+    finally:
+        patch(DEFAULT_AUTOSCALER, check=False)
 
 
 def scale_operator(running: Node, namespace: str, replicas: int) -> None:

@@ -65,8 +65,15 @@ async def test_parks_each_routed_skill_in_order_once(tmp_path: Path) -> None:
     assert local.counts == {"a": 2, "b": 1}
     assert await local.refresh_counts() == {"a": 2, "b": 1}
     assert local.as_json()["parked"] == 3
-    # park never closes the 429 gate
-    assert await local.store.get(gate_key("default", "shop")) is None
+    # park closes the gate for front doors only (no Trigger feeds them, so nothing parks
+    # their requests): an event skill's gate admits, a front door's answers 503 with the reason
+    assert local.decision is not None
+    assert await local.store.get(gate_key("default", "shop")) == gate_record(local.decision)
+    assert await BudgetGate(lambda: local.store, "default", "shop")(event(3)) is None
+    door = BudgetGate(lambda: local.store, "default", "shop", front_door=True)
+    refused = await door(event(3))
+    assert refused is not None and refused.status_code == 503
+    assert b"onExhausted: park" in refused.body and b"TokensExhausted" in refused.body
     await local.close()
 
 

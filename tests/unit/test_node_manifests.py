@@ -160,6 +160,10 @@ def test_node_config_targets_the_class_and_registries_the_node_uses() -> None:
         "registries-skipping-tag-resolving"
     ]
     assert assemble.REGISTRY.split("/")[0] in registries.split(",")
+    # Serving makes every Route cluster-local under the default domain (svc.cluster.local):
+    # a public front door needs a domain of its own
+    domains = config[("knative-serving", "config-domain")]
+    assert domains == {"rouse.test": ""}
 
 
 def test_check_unique_rejects_one_object_twice_but_not_one_name_in_two_kinds() -> None:

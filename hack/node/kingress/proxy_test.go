@@ -357,6 +357,43 @@ func TestPublicRouteUnderTheClusterDomain(t *testing.T) {
 	}
 }
 
+// TestRulesNamingOneHostShareIt: as Kourier does (addOrAppendVirtualHost), a host named by
+// several rules of one Ingress gets all their paths, in rule order, on each listener that
+// takes those rules; the first rule does not hide the paths of the later ones.
+func TestRulesNamingOneHostShareIt(t *testing.T) {
+	c := newCluster(t)
+	c.backend("ns", "a", false)
+	c.backend("ns", "b", false)
+	c.backend("ns", "local", false)
+	path := func(prefix, n string) v1alpha1.HTTPIngressPath {
+		return v1alpha1.HTTPIngressPath{Path: prefix, Splits: []v1alpha1.IngressBackendSplit{to("ns", n, c.portOf("ns", n), 100, nil)}}
+	}
+	shared := ingressOf("shared", time.Now(),
+		rule(v1alpha1.IngressVisibilityExternalIP, []string{"shared.ns.example.com"}, path("/a", "a")),
+		rule(v1alpha1.IngressVisibilityClusterLocal, []string{"shared.ns.example.com"}, path("/local", "local")),
+		rule(v1alpha1.IngressVisibilityExternalIP, []string{"shared.ns.example.com"}, path("/b", "b")))
+	g := newGateway(t, c, shared)
+	for _, tt := range []struct {
+		srv     *httptest.Server
+		path    string
+		code    int
+		backend string
+	}{
+		{g.public, "/a", 200, "a"},
+		{g.public, "/b", 200, "b"},
+		{g.public, "/local", 404, ""},
+		{g.private, "/a", 200, "a"},
+		{g.private, "/local", 200, "local"},
+		{g.private, "/b", 200, "b"},
+	} {
+		code, s, body := get(t, tt.srv, "shared.ns.example.com", tt.path, nil)
+		if code != tt.code || (code == 200 && s.Backend != tt.backend) {
+			t.Errorf("%s (public listener: %v): status %d from %q, want %d from %q (%q)",
+				tt.path, tt.srv == g.public, code, s.Backend, tt.code, tt.backend, body)
+		}
+	}
+}
+
 // TestSplitWeights checks the traffic share of weighted splits stays near the percentages
 // (bounds of several standard deviations, so the test does not flake) and 0% gets nothing.
 func TestSplitWeights(t *testing.T) {

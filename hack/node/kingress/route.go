@@ -59,16 +59,15 @@ type vhost struct {
 
 // compiled is an Ingress turned into host -> rule, ready to merge into a Table.
 //
-// Each listener has its own hosts, as Kourier's two gateways do: a public Route's Ingress has a
-// ClusterLocal rule and an ExternalIP rule, and under the default domain (svc.cluster.local)
-// both name the same host; the private listener takes the first rule naming a host, the public
-// one the first ExternalIP rule naming it, so the ClusterLocal rule does not hide the public one.
+// Each listener has its own hosts, as Kourier's two gateways do: the private listener takes
+// every rule, the public one the ExternalIP rules; a host named by several rules gets all their
+// paths in rule order (Kourier's addOrAppendVirtualHost), so no rule hides another's.
 type compiled struct {
 	name    types.NamespacedName
 	created time.Time // older Ingresses keep a host that newer ones also claim
 	hash    string
-	hosts   map[string]*vhost // host -> the first rule naming it (the private listener)
-	public  map[string]*vhost // host -> the first ExternalIP rule naming it (the public listener)
+	hosts   map[string]*vhost // host -> every rule naming it (the private listener)
+	public  map[string]*vhost // host -> every ExternalIP rule naming it (the public listener)
 }
 
 // compile turns one Ingress into routes. It adds Knative's probe routes (ingress.InsertProbe):
@@ -103,15 +102,23 @@ func compile(ing *v1alpha1.Ingress) (*compiled, error) {
 		}
 		for _, h := range sets.List(ingress.ExpandedHosts(sets.New(rule.Hosts...))) {
 			h = strings.ToLower(h)
-			if _, taken := out.hosts[h]; !taken { // the first rule naming a host wins
-				out.hosts[h] = vh
-			}
-			if _, taken := out.public[h]; public && !taken {
-				out.public[h] = vh
+			out.hosts[h] = out.hosts[h].with(vh)
+			if public {
+				out.public[h] = out.public[h].with(vh)
 			}
 		}
 	}
 	return out, nil
+}
+
+// with is a host's rule with another rule naming the same host appended: its paths come
+// after the ones already there, as Kourier appends the routes of each rule to a host's
+// virtual host. A new vhost, since one rule's vhost is shared by all the hosts it names.
+func (vh *vhost) with(next *vhost) *vhost {
+	if vh == nil {
+		return next
+	}
+	return &vhost{ingress: vh.ingress, routes: slices.Concat(vh.routes, next.routes)}
 }
 
 func compilePath(name types.NamespacedName, p v1alpha1.HTTPIngressPath) (*route, error) {

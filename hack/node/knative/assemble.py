@@ -29,6 +29,8 @@ Doc = dict[str, Any]
 REGISTRY = "dev.local/knative"
 KO_PREFIX = "ko://"
 INGRESS_CLASS = "rouse.ingress.networking.knative.dev"
+# The domain of public Routes (a front door's URL is http://<service>.<namespace>.<this>).
+PUBLIC_DOMAIN = "rouse.test"
 # The modules whose config/ makes the YAML, in upstream_files' argument order.
 MODULES = (
     "knative.dev/serving",
@@ -73,8 +75,12 @@ SERVING_CONFIG: dict[tuple[str, str], dict[str, str]] = {
     },
     # The project's own KIngress implementation (hack/node/kingress/).
     ("knative-serving", "config-network"): {"ingress-class": INGRESS_CLASS},
-    # config-domain stays upstream's: no domain configured, so Routes live under
-    # svc.cluster.local (cluster-local URLs; nothing outside the node needs DNS).
+    # A public domain for public Routes. Under upstream's default (none configured, so
+    # svc.cluster.local) Serving makes every Route cluster-local (visibility.go: a Route whose
+    # domain is svc.<cluster domain> gets no ExternalIP rule), so nothing, a front door
+    # included, would be reachable through the ingress's public listener. Callers name the
+    # host (curl -H "Host: ..."), so no DNS is needed; `.test` is reserved (RFC 2606).
+    ("knative-serving", "config-domain"): {PUBLIC_DOMAIN: ""},
 }
 
 # Upstream workloads left out: not needed for Serving, Eventing core, the in-memory channel,

@@ -7,9 +7,9 @@ in the same state store) instead. When the agent may spend again (the daily
 reset, or a restart with a raised budget) the parked events are sent back into
 their skills in order by the parking service's own replayer (``parking/replay.py``),
 each to the skill it was parked for; schedule ticks parked meanwhile are
-coalesced to one per skill. ``onExhausted:
-reject`` writes the runtime's budget gate (``budget_gate.sync_gate``), so the
-skill processes answer 429 as they would in a cluster.
+coalesced to one per skill. Every decision is written to the runtime's budget
+gate (``budget_gate.sync_gate``), so with ``onExhausted: reject`` the skill
+processes answer 429, and with ``park`` a front door answers 503, as in a cluster.
 """
 
 from __future__ import annotations
