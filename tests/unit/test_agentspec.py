@@ -187,7 +187,7 @@ def test_every_name_the_launcher_sets_is_refused_in_spec_env() -> None:
     for name in sorted(names):
         spoofed = copy.deepcopy(agent)
         spoofed["spec"]["env"] = [{"name": name, "value": "x"}]
-        with pytest.raises(agentspec.AgentInvalid, match="spec.env"):
+        with pytest.raises(agentspec.AgentInvalid, match=r"spec\.env"):
             agentspec.validate_agent(spoofed)
 
 
