@@ -44,6 +44,7 @@ ANSWERED = "com.example.question.answered"
 BRIEF_READY = "com.example.brief.ready"
 TRIP = "com.example.trip.requested"
 PARTS = 5
+DEADLINE = "30s"  # long enough for a storm's parts to all arrive, short enough to wait for
 COPIES = 4  # each part's result delivered this many times: twice the same event, twice a new id
 
 
@@ -56,13 +57,14 @@ def rouse(real_node: Node) -> str:
 @pytest.fixture(scope="module")
 def research(real_node: Node, rouse: str) -> Iterator[str]:
     """research-brief by example.sh (its fan-out and join asserted), its join skill then kept
-    at two pods, so concurrent parts land in different processes."""
+    at two pods, so concurrent parts land in different processes, with a shorter deadline."""
     with example(real_node, "research-brief") as namespace:
         agent = real_node.get("agent", "research-brief", namespace)
         assert agent is not None
         brief = next(i for i, s in enumerate(agent["spec"]["skills"]) if s["name"] == "brief")
         two_pods = [
-            {"op": "add", "path": f"/spec/skills/{brief}/scaling", "value": {"min": 2, "max": 2}}
+            {"op": "add", "path": f"/spec/skills/{brief}/scaling", "value": {"min": 2, "max": 2}},
+            {"op": "add", "path": f"/spec/skills/{brief}/join", "value": {"deadline": DEADLINE}},
         ]
         real_node.kubectl(
             "-n", namespace, "patch", "agent", "research-brief", "--type=json",
@@ -217,6 +219,42 @@ def test_join_runs_once_with_every_part_under_a_duplicate_storm(
             assert seen <= duplicates, (event_id, seen)
     # Of each part's three ids one went in; the other two are second results for it.
     assert kinds["join_duplicate"] + kinds["join_late"] == 2 * PARTS, kinds
+
+
+def test_a_join_missing_a_part_runs_at_its_deadline(
+    real_node: Node, research: str, broker: PortForward, parking: PortForward
+) -> None:
+    """Two of three results, and the third never comes: the parking service's sweeper ends
+    the join at its deadline; the brief says what is missing, once."""
+    namespace = research
+    token = parking_token(real_node, ROUSE_NAMESPACE)
+    join, run = uuid.uuid4().hex, f"deadline-{uuid.uuid4().hex[:8]}"
+    for part in (0, 1):
+        data = {"topic": "deadline", "angle": f"angle-{part}", "answer": f"answer {part}"}
+        extensions = {"rouserun": run, "rousejoin": join, "rousepart": str(part), "rouseparts": "3"}
+        send(broker, namespace, ANSWERED, data, event_id=f"{join}-{part}", extensions=extensions)
+    briefs = wait_until(
+        lambda: [e for e in of_type(real_node, namespace, BRIEF_READY) if e.get("rouserun") == run],
+        timeout=180,
+        interval=2,
+        what="the brief of a join missing a part, at the event display",
+    )
+    view = wait_until(
+        lambda: (
+            (v := show(parking, token, namespace, "research-brief", run))["state"] == "completed"
+            and [r for r in v["history"] if r["kind"] == "join_deadline"]
+            and v
+        ),
+        timeout=60,
+        interval=2,
+        what="the join's end at its deadline in the run's history",
+    )
+    print(f"\njoin deadline: history {[r['kind'] for r in view['history']]}")
+    [brief] = briefs
+    assert brief["data"]["missing"] == ["installation"]  # the example's third angle
+    assert brief["data"]["brief"] == ["angle-0: answer 0", "angle-1: answer 1"]
+    fired = [r for r in view["history"] if r.get("joins")]
+    assert [r["joins"] for r in fired] == [{"join": join, "parts": 3, "missing": [2]}]
 
 
 def test_cancel_drops_pending_events_and_never_resumes_a_suspended_step(

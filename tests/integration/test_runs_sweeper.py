@@ -45,7 +45,7 @@ def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/state.db"
     server: RedisServer = request.getfixturevalue("redis_server")
-    return server.url
+    return str(server.url)
 
 
 @pytest.fixture
