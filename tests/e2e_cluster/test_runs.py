@@ -80,7 +80,7 @@ def research(real_node: Node, rouse: str) -> Iterator[str]:
 
 
 def two_brief_pods(running: Node, namespace: str) -> bool:
-    """The brief skill's latest Revision Ready (a join: ROUSE_JOIN set) with two Ready pods."""
+    """The brief skill's latest Revision Ready with the test's deadline and two Ready pods."""
     ksvc = running.get("ksvc", "research-brief-brief", namespace)
     if ksvc is None:
         return False
@@ -89,7 +89,8 @@ def two_brief_pods(running: Node, namespace: str) -> bool:
     containers = ksvc["spec"]["template"]["spec"]["containers"]
     if revision is None or revision != status.get("latestCreatedRevisionName"):
         return False
-    if "ROUSE_JOIN" not in {e["name"] for e in containers[0].get("env", [])}:
+    env = {e["name"]: e.get("value") for e in containers[0].get("env", [])}
+    if env.get("ROUSE_JOIN_DEADLINE") != "30":  # the test's deadline (DEADLINE) is served
         return False
     pods = running.items("pods", namespace, f"serving.knative.dev/revision={revision}")
     ready = [
