@@ -623,7 +623,8 @@ class Runtime:
         metrics.inflight.inc()
         started = time.perf_counter()
         handle.task = asyncio.current_task()
-        self.runs.watch.track(handle, cancel_task=self.handler.is_async)
+        if event.get(COMPENSATES_ATTRIBUTE) is None:  # an undoing runs to its end in a cancel
+            self.runs.watch.track(handle, cancel_task=self.handler.is_async)
         kind = "cancelled"
         try:
             outcome = await self._call(event, ctx, budget)
