@@ -1,5 +1,6 @@
 """Issue 15 on the real node: a fan-in join under concurrent deliveries through the Knative
-broker, and `rouse runs cancel` / the kill switch on a running chain.
+broker, a join ended at its deadline by the cluster's sweeper, and `rouse runs cancel` / the kill
+switch on a running chain.
 
 examples/research-brief and examples/trip-booking are applied by hack/kind/example.sh (the script
 a kind user runs), which also creates the event display (a Trigger with no filter: every event the
@@ -8,10 +9,13 @@ parking service, as the README tells a user to.
 
 How each test can fail: the join test counts the brief.ready replies of its join at the display
 (two firings, or a firing with parts missing, fail it) and reads the run's history (each part
-collected once, the rest recorded as duplicates); the cancel test fails if the late confirmation
-resumes the suspended hotel step (a trip.booked at the display, no `dropped` record), if the run
-does not show `cancelled`, or if the flight is not cancelled (no flight.cancelled); the kill
-switch test fails if a trip sent while it is on is booked.
+collected once, the rest recorded as duplicates); the deadline test waits for a brief that only
+the sweeper can cause (no third part is ever sent) and checks what it says is missing; the cancel
+test fails if the late confirmation resumes the suspended hotel step (a trip.booked at the
+display, no `dropped` record), if the run does not show `cancelled`, or if the flight is not
+cancelled (no flight.cancelled); the kill switch test fails if a trip sent while it is on is
+booked. (The broken variants were tried at the lower tiers, not on the node: without the sweeper
+tests/integration/test_runs_sweeper.py times out waiting for the brief.)
 """
 
 from __future__ import annotations
