@@ -106,7 +106,7 @@ images: ## build the runtime, operator and example images and kind-load them
 deploy: chart-crd ## helm upgrade --install the chart into the kind cluster
 	hack/kind/deploy.sh --namespace $(ROUSE_NAMESPACE)
 
-example: ## apply an example agent (EXAMPLE_AGENT=hello|support-triage|tools), send an event, print the reply chain
+example: ## apply an example agent (EXAMPLE_AGENT=hello|support-triage|tools|research-brief|trip-booking), send an event, print the reply chain
 	hack/kind/example.sh --agent $(EXAMPLE_AGENT)
 
 e2e: chart-crd ## the whole kind path on its own cluster, asserting each result

@@ -23,13 +23,17 @@ Agents and what they answer:
   tools           com.example.note.submitted -> com.example.note.filed, through the
                   example's MCP notes server (a Deployment + Service 'notes' of the same
                   image, its token in Secret notes-token, made here)
+  research-brief  com.example.brief.requested -> question.asked (fanned out) ->
+                  question.answered -> brief.ready (the join)
+  trip-booking    com.example.trip.requested -> flight.booked -> trip.booked
 
 Options:
   --name NAME        act on the kind cluster NAME (context kind-NAME)
   --context CTX      act on kubeconfig context CTX (default: kubectl's current context,
                      which 'kind create cluster' and the real node's KUBECONFIG both set)
   --namespace NS     namespace of the example (default: rouse-demo)
-  --agent AGENT      hello, support-triage or tools (default: hello)
+  --agent AGENT      hello, support-triage, tools, research-brief or trip-booking
+                     (default: hello)
   --tag TAG          tag of the example image built by images.sh (default: $ROUSE_TAG)
   --release-namespace NS  namespace of the Rouse release (default: rouse-system)
   --assert           exit non-zero unless every expected event type is seen
@@ -82,7 +86,17 @@ case "$agent" in
     event_data='{"text": "call Ada back"}'
     expected=(com.example.note.filed)
     ;;
-  *) usage_error "unknown agent '$agent' (hello, support-triage or tools)" ;;
+  research-brief)
+    event_type=com.example.brief.requested
+    event_data='{"topic": "heat pumps"}'
+    expected=(com.example.question.asked com.example.question.answered com.example.brief.ready)
+    ;;
+  trip-booking)
+    event_type=com.example.trip.requested
+    event_data='{"to": "Lisbon"}'
+    expected=(com.example.flight.booked com.example.trip.booked)
+    ;;
+  *) usage_error "unknown agent '$agent' (hello, support-triage, tools, research-brief or trip-booking)" ;;
 esac
 
 need kubectl curl python3

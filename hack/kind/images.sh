@@ -15,6 +15,8 @@ Build with docker:
   $ROUSE_REGISTRY/examples-hello:TAG           examples/hello/Dockerfile
   $ROUSE_REGISTRY/examples-support-triage:TAG  examples/support-triage/Dockerfile
   $ROUSE_REGISTRY/examples-tools:TAG           examples/tools/Dockerfile
+  $ROUSE_REGISTRY/examples-research-brief:TAG  examples/research-brief/Dockerfile
+  $ROUSE_REGISTRY/examples-trip-booking:TAG    examples/trip-booking/Dockerfile
 then 'kind load docker-image' each into the cluster NAME.
 
 Options:
@@ -53,7 +55,7 @@ log "building $runtime"
 docker build -f "$ROUSE_ROOT/runtime/Dockerfile" -t "$runtime" "$ROUSE_ROOT"
 log "building $operator"
 docker build -f "$ROUSE_ROOT/operator/Dockerfile" -t "$operator" "$ROUSE_ROOT"
-for example in hello support-triage tools; do
+for example in "${ROUSE_EXAMPLES[@]}"; do
   image="$ROUSE_REGISTRY/examples-$example:$tag"
   log "building $image"
   docker build --build-arg "RUNTIME_IMAGE=$runtime" -t "$image" "$ROUSE_ROOT/examples/$example"

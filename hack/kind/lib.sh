@@ -15,6 +15,10 @@ KIND_NODE_IMAGE="${KIND_NODE_IMAGE:-kindest/node:v1.34.0}"
 # Image tag of the Rouse images (the chart's appVersion).
 ROUSE_TAG="${ROUSE_TAG:-0.1.0}"
 ROUSE_REGISTRY="${ROUSE_REGISTRY:-ghcr.io/rouse-dev}"
+# The example agents with an image ($ROUSE_REGISTRY/examples-<name>), built by images.sh
+# (kind's and the node's, which source this file; an array cannot be exported).
+# shellcheck disable=SC2034
+ROUSE_EXAMPLES=(hello support-triage tools research-brief trip-booking)
 EVENT_DISPLAY_IMAGE="${EVENT_DISPLAY_IMAGE:-gcr.io/knative-releases/knative.dev/eventing/cmd/event_display}"
 export KNATIVE_VERSION KIND_NODE_IMAGE ROUSE_TAG ROUSE_REGISTRY EVENT_DISPLAY_IMAGE
 

@@ -68,7 +68,7 @@ Commands:
   build    build what is missing or changed:
              $BASE_IMAGE  mmdebstrap minbase + python3, pip, venv, CA certificates
              $RUNTIME_IMAGE, rouse-operator, examples-hello, examples-support-triage,
-                 examples-tools
+                 examples-tools, examples-research-brief, examples-trip-booking
                  from runtime/, operator/, examples/*/Dockerfile, unmodified (buildah bud)
              each "<image-ref> <binary>" of \$NODE_CACHE/manifests/images.txt, and
              ${EXTRA_BINARY_IMAGES[*]%% *}:
@@ -198,7 +198,7 @@ dockerfile_images() {
   printf '%s %s %s %s %s\n' \
     "$RUNTIME_IMAGE" runtime/Dockerfile . "$BASE_IMAGE" "PYTHON_IMAGE=$BASE_IMAGE" \
     "$ROUSE_REGISTRY/rouse-operator:$ROUSE_TAG" operator/Dockerfile . "$BASE_IMAGE" "PYTHON_IMAGE=$BASE_IMAGE"
-  for example in hello support-triage tools; do
+  for example in "${ROUSE_EXAMPLES[@]}"; do
     printf '%s %s %s %s %s\n' "$ROUSE_REGISTRY/examples-$example:$ROUSE_TAG" \
       "examples/$example/Dockerfile" "examples/$example" "$RUNTIME_IMAGE" "RUNTIME_IMAGE=$RUNTIME_IMAGE"
   done

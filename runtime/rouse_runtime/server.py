@@ -56,7 +56,14 @@ from rouse_runtime.ledger import Entry, Ledger, ledger_on
 from rouse_runtime.metrics import Metrics
 from rouse_runtime.protocol import MAX_HEADER_BYTES
 from rouse_runtime.runs import RUN_ATTRIBUTE, RunLog, run_of, runlog_on
-from rouse_runtime.runs.join import JOIN_ATTRIBUTE, JOIN_ATTRIBUTES, Joined, Joins, part_of
+from rouse_runtime.runs.join import (
+    JOIN_ATTRIBUTE,
+    JOIN_ATTRIBUTES,
+    Joined,
+    Joins,
+    join_about,
+    part_of,
+)
 from rouse_runtime.runs.recorder import Cancelled, Recorder, RunHandle, finished_fields
 from rouse_runtime.runs.saga import COMPENSATES_ATTRIBUTE, undo_fields
 from rouse_runtime.scope import Scope as KeyScope
@@ -492,9 +499,10 @@ class Runtime:
         if part is None:
             return None
         cfg = self.config
+        about = join_about(cfg, part, run)
         try:
             arrival = await self.joins.arrive(
-                cfg.scope.digest(cfg.skill, "join", part.join), part, event, key
+                cfg.scope.digest(cfg.skill, "join", part.join), part, event, key, about
             )
         except BaseException:
             await self.store.release(key, self.owner)
@@ -503,6 +511,10 @@ class Runtime:
             return arrival.joined
         fields = {"join": part.join, "part": part.index, "parts": part.parts, "have": arrival.have}
         self.runs.stage(event, run, f"join_{arrival.kind}", fields)
+        if arrival.kind == "early":  # the sweeper's clock is ahead of ours: it sends it again
+            await self.store.release(key, self.owner)
+            detail = f"join {part.join} is not past its deadline yet"
+            return Outcome(409, error={"error": "join not due", "detail": detail}, kind="duplicate")
         collected = Outcome(202)
         await self.store.complete(key, self.owner, collected.record(), IDEMPOTENCY_TTL_SECONDS)
         return collected
@@ -611,7 +623,8 @@ class Runtime:
         metrics.inflight.inc()
         started = time.perf_counter()
         handle.task = asyncio.current_task()
-        self.runs.watch.track(handle, cancel_task=self.handler.is_async)
+        if event.get(COMPENSATES_ATTRIBUTE) is None:  # an undoing runs to its end in a cancel
+            self.runs.watch.track(handle, cancel_task=self.handler.is_async)
         kind = "cancelled"
         try:
             outcome = await self._call(event, ctx, budget)
@@ -632,7 +645,7 @@ class Runtime:
         metrics.invocations[outcome.kind].inc()
         fields = finished_fields(outcome, seconds, budget, handle)
         if self.config.compensate_type is not None and outcome.kind == "ok":
-            fields["compensate"] = undo_fields(self.config.compensate_type, event, outcome.event)
+            fields["compensate"] = undo_fields(self.config, event, outcome.event)
         recorded = self.runs.stage(handle.ref, handle.id, "finished", fields)
         # The invocation and its cold start; its spend went in per model call (record_spend).
         return outcome, Entry.invocation(cold_start=cold_start), recorded

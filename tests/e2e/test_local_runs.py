@@ -10,6 +10,7 @@ until it is lifted, and `rouse runs cancel` of a finished run is recorded.
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -191,3 +192,46 @@ def test_cancelling_a_waiting_run_undoes_its_steps_and_it_never_resumes(trip: Lo
         ("book-hotel", "confirm-1", "run cancelled")
     ]
     assert not any(s["skill"] == "book-hotel" and s["outcome"] == "ok" for s in shown["steps"])
+
+
+@pytest.fixture
+def short_deadline(tmp_path: Path) -> Iterator[LocalDev]:
+    """The research-brief example with a one-second join deadline."""
+    copy = tmp_path / "research-brief"
+    shutil.copytree(EXAMPLE.parent, copy)
+    agent = copy / "agent.yaml"
+    agent.write_text(agent.read_text().replace("deadline: 2m", "deadline: 1s"))
+    running = start_dev(agent, tmp_path / "state")
+    yield running
+    running.stop()
+
+
+def test_a_join_whose_last_answer_never_comes_runs_at_its_deadline(
+    short_deadline: LocalDev,
+) -> None:
+    """Two answers of three, and nothing after: the sweeper (the parking app `rouse dev`
+    serves) runs the join once the deadline has passed, with the missing angle named."""
+    dev = short_deadline
+    part = {"rouserun": "brief-deadline", "rousejoin": "j-deadline", "rouseparts": "3"}
+    for n, angle in enumerate(("cost", "efficiency")):
+        data = {"topic": "kites", "angle": angle, "answer": f"answer {n}"}
+        sent = dev.post("com.example.question.answered", data, id=f"a{n}", rousepart=str(n), **part)
+        assert sent.status_code == 202, sent.text
+    shown = wait_until(
+        lambda: (
+            (v := runs_cli(dev, "show", "brief-deadline", "--agent", AGENT))["state"] == "completed"
+            and any(h["kind"] == "join_deadline" for h in v["history"])
+            and v
+        ),
+        timeout=60,
+        what="the join ended at its deadline",
+    )
+    kinds = [h["kind"] for h in shown["history"]]
+    assert kinds.count("join_collected") == 2 and kinds.count("join_deadline") == 1, kinds
+    [fired] = [h for h in shown["history"] if h.get("joins")]
+    assert fired["joins"] == {"join": "j-deadline", "parts": 3, "missing": [2]}
+    ready = wait_until(
+        lambda: [e for e in dev.get("/events")["events"] if e["type"] == "com.example.brief.ready"],
+        what="the brief in the broker",
+    )
+    assert [e["data"]["missing"] for e in ready] == [["installation"]]

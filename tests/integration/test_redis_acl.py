@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,12 +26,14 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import pytest
 import redis
+from cloudevents.http import CloudEvent
 from rouse_runtime.budget_gate import gate_key, sync_gate
 from rouse_runtime.ledger import Entry, open_ledger
 from rouse_runtime.parking.queue import Filter, open_queue
 from rouse_runtime.parking.replay import lease_key
 from rouse_runtime.policies import budget
 from rouse_runtime.policies.budget import BudgetSpec, Usage
+from rouse_runtime.runs.join import Joins, Part, due_joins
 from rouse_runtime.runs.log import Record, open_runlog
 from rouse_runtime.scope import Scope
 from rouse_runtime.server import idempotency_key
@@ -256,6 +259,29 @@ async def test_a_skill_records_its_runs_and_reads_but_cannot_set_their_stop_mark
         with pytest.raises(Exception) as caught:  # written: refused by the ACL
             await skill.stop(ns, agent, "r-2", by="skill")
         assert refused(caught.value), caught.value
+    finally:
+        await skill.close()
+        await platform.close()
+
+
+async def test_a_join_skill_registers_its_deadline_for_the_platforms_sweeper(
+    users: Users,
+) -> None:
+    """A join with a deadline (runs/join.py): the skill user stores its first part and registers
+    it as due in one script; the platform (the parking service's sweeper) reads it back."""
+    skill, platform = open_store(users.skill), open_store(users.platform)
+    about = {"namespace": SCOPE.namespace, "agent": SCOPE.agent, "skill": "brief",
+             "join": "acl-join", "parts": 2, "run": "r-1", "broker": "default"}  # fmt: skip
+    try:
+        first = CloudEvent({"type": "t", "source": "/s", "id": "p0"}, {"answer": 0})
+        arrival = await Joins(skill, deadline=60).arrive(
+            "acl-join-key", Part("acl-join", 0, 2), first, "p0-key", about
+        )
+        assert arrival.kind == "collected"
+        due = await due_joins(platform, time.time() + 120)
+        assert [(d.key, d.about) for d in due if d.key == "acl-join-key"] == [
+            ("acl-join-key", about)
+        ]
     finally:
         await skill.close()
         await platform.close()

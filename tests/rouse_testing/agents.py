@@ -285,4 +285,12 @@ INVALID: list[Invalid] = [
         _set(["spec", "env"], [{"name": "ROUSE_API_KEYS", "value": "k-123"}]),
         "spec.env",
     ),
+    *(
+        Invalid(  # set from spec.skills[].join / compensate: a user value would lie about them
+            f"env-{name.lower().replace('_', '-')}-reserved",
+            _set(["spec", "env"], [{"name": name, "value": "true"}]),
+            "spec.env",
+        )
+        for name in ("ROUSE_JOIN", "ROUSE_JOIN_DEADLINE", "ROUSE_COMPENSATE_TYPE")
+    ),
 ]

@@ -170,6 +170,27 @@ def test_skill_env_contract() -> None:
     }
 
 
+def test_every_name_the_launcher_sets_is_refused_in_spec_env() -> None:
+    """The CRD's list of reserved env names keeps up with skill_env: a skill with every
+    feature (join with a deadline, compensate, tools, budget limits) gets no env name that
+    spec.env could also set."""
+    agent = base_agent()
+    triage = agent["spec"]["skills"][0]
+    triage.update(join={"deadline": "2m"}, compensate={"type": "com.example.undo"})
+    triage["timeoutSeconds"] = 30
+    agent["spec"]["budget"]["perInvocation"] = {"maxSteps": 5, "maxToolCalls": 3, "maxTokens": 9}
+    agent["spec"]["tools"] = [{"name": "notes", "url": "http://notes/mcp"}]
+    agent.setdefault("metadata", {})["namespace"] = "team-a"
+    defaulted = agentspec.validate_agent(agent)
+    names = set(agentspec.skill_env(defaulted, defaulted["spec"]["skills"][0], "http://b/ns/b"))
+    assert {"ROUSE_JOIN", "ROUSE_JOIN_DEADLINE", "ROUSE_COMPENSATE_TYPE", "ROUSE_TOOLS"} <= names
+    for name in sorted(names):
+        spoofed = copy.deepcopy(agent)
+        spoofed["spec"]["env"] = [{"name": name, "value": "x"}]
+        with pytest.raises(agentspec.AgentInvalid, match=r"spec\.env"):
+            agentspec.validate_agent(spoofed)
+
+
 def test_crd_is_found_in_the_source_tree() -> None:
     assert agentspec.crd_path() == REPO / "crds" / "agent.yaml"
 

@@ -186,3 +186,40 @@ def test_malformed_join_attributes_are_refused(state_url: str, tmp_path: Path) -
     finally:
         rt.stop()
     assert joined(runs) == []
+
+
+def deadline_tick(rt: RunningRuntime, join: str, parts: int) -> httpx.Response:
+    """The sweeper's event for a join (runs/sweeper.py): no part of its own."""
+    headers = {
+        "ce-specversion": "1.0",
+        "ce-id": f"{join}-deadline",
+        "ce-source": f"/agents/{AGENT}/brief/join",
+        "ce-type": "dev.rouse.join.deadline",
+        "ce-rouserun": RUN,
+        "ce-rousejoin": join,
+        "ce-rouseparts": str(parts),
+        "content-type": "application/json",
+    }
+    return httpx.post(rt.url, headers=headers, content=b"{}", timeout=60)
+
+
+def test_the_deadline_event_before_the_deadline_and_for_no_join(
+    state_url: str, tmp_path: Path
+) -> None:
+    """Early (the sweeper's clock ahead): 409, sent again later, the join not run; for a join
+    with no parts in the store (expired, never was): acknowledged, nothing run."""
+    runs = tmp_path / "runs.txt"
+    runs.touch()
+    rt = start_runtime(env(state_url, runs, ROUSE_JOIN_DEADLINE="600"), HANDLERS)
+    join = f"tick{tmp_path.name.replace('_', '')[-20:]}"
+    try:
+        assert result(rt, join, 0, 2).status_code == 202
+        early = deadline_tick(rt, join, 2)
+        assert early.status_code == 409 and early.json()["error"] == "join not due", early.text
+        assert deadline_tick(rt, f"{join}x", 2).status_code == 202
+        assert result(rt, join, 1, 2).status_code == 200  # the join still completes as usual
+    finally:
+        rt.stop()
+    assert len(joined(runs)) == 1
+    kinds = [r.kind for r in history(state_url) if r.fields.get("join", "").startswith(join)]
+    assert kinds == ["join_collected", "join_early", "join_ended"], kinds

@@ -223,3 +223,17 @@ def test_the_kill_switch_drops_every_event_until_lifted(
     assert call(state_url, "kill", NS, AGENT, "test", on=False) is True
     wait_until(lambda: post(runtime, f"k-{tmp_path.name}-{next(n)}").status_code == 200,
                what="events to run again")  # fmt: skip
+
+
+def test_a_compensation_in_a_cancelled_run_runs_to_its_end(
+    runtime: RunningRuntime, state_url: str, runs: Path, tmp_path: Path
+) -> None:
+    """Undoing is what a cancel asks for: a compensation event of a cancelled run is not
+    dropped, and a slow one is not stopped in flight by the run's stop mark either."""
+    run = f"undo-{tmp_path.name.replace('_', '-')[-30:]}"
+    assert call(state_url, "cancel", NS, AGENT, run, "test") is True
+    answer = post(runtime, f"{run}-undo", {"slow": 2.5}, rouserun=run, rousecompensates="book/e1")
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"done": f"{run}-undo", "run": run}
+    [finished] = [r for r in history(state_url, run) if r.kind in ("finished", "ran")]
+    assert finished.fields["outcome"] == "ok"

@@ -336,7 +336,7 @@ class Broker:
         if self.runs is None or self.claims is None:
             return
 
-        async def send(compensation: CloudEvent) -> None:
+        async def send(compensation: CloudEvent, _broker: str | None) -> None:  # one, here
             compensation[TRACEPARENT] = event[TRACEPARENT]  # the same chain as the failure
             await self.accept(compensation, via="compensation", parent=str(event["id"]))
 

@@ -32,6 +32,8 @@ def settings_from_env(env: dict[str, str] | None = None) -> ParkingSettings:
     # {skill} are filled in (default: the Knative Service's cluster-local URL).
     if env.get("ROUSE_SKILL_URL"):
         settings = replace(settings, skill_url_template=env["ROUSE_SKILL_URL"])
+    if env.get("ROUSE_JOIN_SWEEP_SECONDS"):  # how often joins past their deadline are ended
+        settings = replace(settings, join_sweep_seconds=float(env["ROUSE_JOIN_SWEEP_SECONDS"]))
     if env.get("ROUSE_REPLAY_LEASE_SECONDS"):  # how soon a dead replayer's lease frees itself
         settings = replace(settings, replay_lease_seconds=float(env["ROUSE_REPLAY_LEASE_SECONDS"]))
     return settings

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -26,8 +28,10 @@ from rouse_runtime.parking.queue import Filter, Kind, ParkingQueue, open_queue
 from rouse_runtime.parking.replay import DEFAULT_LEASE_SECONDS, Replayer, Target
 from rouse_runtime.runs import open_runlog
 from rouse_runtime.runs.api import runs_router
+from rouse_runtime.runs.brokers import recorded_broker
 from rouse_runtime.runs.platform import append_quietly, record_about
 from rouse_runtime.runs.saga import compensate_quietly
+from rouse_runtime.runs.sweeper import DEFAULT_SWEEP_SECONDS, JoinSweeper
 from rouse_runtime.server import read_body
 from rouse_runtime.store import Store, StoreError, open_store
 
@@ -53,6 +57,8 @@ class ParkingSettings:
     skill_url_template: str = "http://{service}.{namespace}.svc.cluster.local"
     # Required by drop and replay (credential.py); None only in local mode (one machine).
     token: str | None = field(default=None, repr=False)
+    # How often joins past their deadline are looked for (runs/sweeper.py).
+    join_sweep_seconds: float = DEFAULT_SWEEP_SECONDS
 
     def broker_for(self, namespace: str, broker: str) -> str:
         if self.broker_url:
@@ -107,12 +113,24 @@ def create_app(settings: ParkingSettings) -> FastAPI:
     runlog = open_runlog(settings.state_url)
     replayer = Replayer(queue, leases, client, lease_seconds=settings.replay_lease_seconds)
     replayer.runs = runlog
+    sweeper = JoinSweeper(
+        leases,
+        runlog,
+        client,
+        skill_url=lambda ns, agent, skill: settings.default_target(ns, agent, skill).url,
+        broker_url=settings.broker_for,
+        interval=settings.join_sweep_seconds,
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        sweeping = asyncio.create_task(sweeper.run())
         try:
             yield
         finally:
+            sweeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeping
             await client.aclose()
             await queue.close()
             await ledger.close()
@@ -124,10 +142,10 @@ def create_app(settings: ParkingSettings) -> FastAPI:
     async def undo(ns: str, agent: str, run: str, why: str) -> list[dict[str, str]]:
         """Compensate a run's completed steps through the agent's broker (runs/saga.py)."""
 
-        async def send(event: CloudEvent) -> None:
+        async def send(event: CloudEvent, broker: str | None) -> None:
             headers, body = to_http(event, "binary")
             response = await client.post(
-                settings.broker_for(ns, "default"), headers=headers, content=body
+                settings.broker_for(ns, recorded_broker(broker)), headers=headers, content=body
             )
             if response.status_code >= 300:
                 raise RuntimeError(f"broker answered {response.status_code}")

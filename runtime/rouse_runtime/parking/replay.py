@@ -257,19 +257,24 @@ class Replayer:
         return _Delivery(status, None)
 
     async def _forward_reply(self, outcome: _Delivery, reply_to: str | None) -> str | None:
-        """Send a skill's reply event into the broker (as a Trigger does); why not, or None."""
         if outcome.reply is None or reply_to is None:
             return None
-        headers, body = outcome.reply
-        try:
-            event, mode = parse_event(headers, body)
-        except EventError:
-            return None  # not an event: Knative ignores a non-event 2xx body too
-        out_headers, out_body = to_http(event, mode)
-        try:
-            response = await self.client.post(reply_to, headers=out_headers, content=out_body)
-        except httpx.HTTPError as exc:
-            return f"broker {reply_to} unreachable for a reply: {type(exc).__name__}: {exc}"
-        if response.status_code >= 300:
-            return f"broker {reply_to} refused a reply: HTTP {response.status_code}"
-        return None
+        return await forward_reply(self.client, *outcome.reply, reply_to)
+
+
+async def forward_reply(
+    client: httpx.AsyncClient, headers: dict[str, str], body: bytes, reply_to: str
+) -> str | None:
+    """Send a skill's reply event into the broker (as a Trigger does); why not, or None."""
+    try:
+        event, mode = parse_event(headers, body)
+    except EventError:
+        return None  # not an event: Knative ignores a non-event 2xx body too
+    out_headers, out_body = to_http(event, mode)
+    try:
+        response = await client.post(reply_to, headers=out_headers, content=out_body)
+    except httpx.HTTPError as exc:
+        return f"broker {reply_to} unreachable for a reply: {type(exc).__name__}: {exc}"
+    if response.status_code >= 300:
+        return f"broker {reply_to} refused a reply: HTTP {response.status_code}"
+    return None

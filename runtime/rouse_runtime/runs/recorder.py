@@ -40,7 +40,8 @@ STOP_POLL_SECONDS = 1.0  # how stale a process's view of the stop marks may be
 RESERVED_KINDS = frozenset(
     {"started", "finished", "ran", "duplicate", "dropped", "emitted", "fanned_out", "cancelled",
      "parked", "replayed", "dead_lettered", "delivery_failed", "retry", "compensation",
-     "join_collected", "join_duplicate", "join_late"}
+     "join_collected", "join_duplicate", "join_late", "join_early", "join_ended",
+     "join_deadline"}
 )  # fmt: skip
 
 

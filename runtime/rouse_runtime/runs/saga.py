@@ -8,7 +8,8 @@ run is cancelled, the component that saw it (the parking service, local mode's
 broker) calls `compensate`: the completed steps' compensation events are sent
 into the broker in reverse order of completion, each once (a claim in the
 state store per step, so a second dead letter, a second replica or a retry
-never sends one twice), each recorded as a `compensation` record. The event
+never sends one twice), each recorded as a `compensation` record, into the
+Agent's Broker (the step's record names it: runs/brokers.py). The event
 carries the run (`rouserun`) and `rousecompensates` (the step undone), which
 lets it through a cancelled run's stop check: undoing is what a cancel asks for.
 """
@@ -21,8 +22,9 @@ from typing import Any
 
 from cloudevents.http import CloudEvent
 
-from rouse_runtime.config import IDEMPOTENCY_TTL_SECONDS
+from rouse_runtime.config import IDEMPOTENCY_TTL_SECONDS, Config
 from rouse_runtime.events import derived_id, new_event
+from rouse_runtime.runs.brokers import broker_name
 from rouse_runtime.runs.ids import RUN_ATTRIBUTE
 from rouse_runtime.runs.log import Record, RunLog
 from rouse_runtime.scope import Scope
@@ -33,17 +35,23 @@ log = logging.getLogger("rouse.runs")
 COMPENSATES_ATTRIBUTE = "rousecompensates"
 CLAIM_SECONDS = 300.0
 
-Send = Callable[[CloudEvent], Awaitable[None]]
+# Sends a compensation into the Broker named (runs/brokers.py: None for the default one).
+Send = Callable[[CloudEvent, str | None], Awaitable[None]]
 
 
 def _jsonable(data: Any) -> Any:
     return None if isinstance(data, bytes | bytearray) else data
 
 
-def undo_fields(undo_type: str, event: CloudEvent, reply: CloudEvent | None) -> dict[str, Any]:
-    """What a completed step's record keeps to undo it: the type and what the step did."""
+def undo_fields(config: Config, event: CloudEvent, reply: CloudEvent | None) -> dict[str, Any]:
+    """What a completed step's record keeps to undo it: the type, what the step did, and the
+    Broker its compensation goes to (the Agent's: runs/brokers.py)."""
     result = None if reply is None else _jsonable(reply.data)
-    return {"type": undo_type, "data": {"request": _jsonable(event.data), "result": result}}
+    return {
+        "type": config.compensate_type,
+        "data": {"request": _jsonable(event.data), "result": result},
+        "broker": broker_name(config.broker_url, config.namespace),
+    }
 
 
 def undo_of(record: Record) -> dict[str, Any] | None:
@@ -85,7 +93,7 @@ async def compensate(
         }
         compensation = new_event(attrs, undo.get("data"))
         try:
-            await send(compensation)
+            await send(compensation, undo.get("broker"))
         except Exception as exc:
             await claims.release(key, owner)
             log.warning("compensation %s of run %s not sent: %s", attrs["type"], run, exc)
