@@ -35,7 +35,8 @@ def llm() -> Iterator[FakeLLM]:
 
 @pytest.fixture(scope="module")
 def streaming(llm: FakeLLM) -> Iterator[RunningRuntime]:
-    """A keyed front door whose handler streams; 5 steps, 15 tokens, 2 s per invocation."""
+    """A keyed front door whose handler streams; 5 steps, 15 tokens, 8 s per invocation
+    (long enough for a loaded machine's first model stream, well under the slow handler's 30 s)."""
     rt = start_runtime(
         {
             "ROUSE_HANDLER": "rouse_front_door_skills:stream",
@@ -45,7 +46,7 @@ def streaming(llm: FakeLLM) -> Iterator[RunningRuntime]:
             "ROUSE_API_KEYS": f"k-other\n{KEY}\n",
             "ROUSE_MAX_STEPS": "5",
             "ROUSE_MAX_TOKENS": "15",
-            "ROUSE_TIMEOUT_SECONDS": "2",
+            "ROUSE_TIMEOUT_SECONDS": "8",
             "ROUSE_LLM_BASE_URL": llm.url,
             "ROUSE_LLM_MODEL": "gpt-4o-mini",
         },
