@@ -165,7 +165,7 @@ class Joins:
         join at its deadline (kept only when there is a deadline).
         """
         value = json.dumps(event.data, default=str)
-        described = json.dumps(about, separators=(",", ":"))
+        described = "" if self.deadline is None else json.dumps(about, separators=(",", ":"))
         from rouse_runtime.store.sqlite import SqliteStore
 
         if isinstance(self.store, SqliteStore):
