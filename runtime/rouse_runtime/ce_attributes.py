@@ -119,8 +119,12 @@ def check_names(names: Iterable[str]) -> None:
             )
 
 
-def check_attributes(attributes: Mapping[str, Any]) -> None:
-    """Raise InvalidAttributeError naming the first attribute the CloudEvents 1.0 spec forbids."""
+def check_attributes(attributes: Mapping[str, Any], *, made: str | None = None) -> None:
+    """Raise InvalidAttributeError naming the first attribute the CloudEvents 1.0 spec forbids.
+
+    `made`: an attribute the SDK filled in itself (a `time` the event did not carry,
+    an RFC 3339 timestamp by construction): its name is checked, its value is not.
+    """
     for name in ("id", "source", "type"):
         if name not in attributes:
             raise InvalidAttributeError(name, "is required")
@@ -130,4 +134,5 @@ def check_attributes(attributes: Mapping[str, Any]) -> None:
         )
     check_names(attributes)
     for name, value in attributes.items():
-        CHECKS.get(name, _extension)(name, value)
+        if name != made:
+            CHECKS.get(name, _extension)(name, value)

@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from rouse_runtime.envnames import (
     ENV_AGENT,
     ENV_BROKER_URL,
     ENV_COMPENSATE_TYPE,
+    ENV_FRONT_DOOR,
     ENV_HANDLER,
     ENV_JOIN,
     ENV_JOIN_DEADLINE,
@@ -35,11 +37,14 @@ from rouse_runtime.envnames import (
     ENV_SKILL,
     ENV_STATE_URL,
     ENV_TIMEOUT_SECONDS,
+    ENV_TOOLS,
 )
-from rouse_runtime.frontdoor.settings import FrontDoor, load_front_door
 from rouse_runtime.redact import redact
 from rouse_runtime.scope import DEFAULT_NAMESPACE, DNS_LABEL, Scope
-from rouse_runtime.tools.spec import ToolsConfigError, ToolServer, parse_tools
+
+if TYPE_CHECKING:  # read only when their variables are set: most skills have neither
+    from rouse_runtime.frontdoor.settings import FrontDoor
+    from rouse_runtime.tools.spec import ToolServer
 
 DEFAULT_PORT = 8080
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
@@ -212,6 +217,10 @@ def _namespace(env: Mapping[str, str]) -> str:
 
 
 def _tools(env: Mapping[str, str]) -> dict[str, ToolServer]:
+    if not env.get(ENV_TOOLS, "").strip():
+        return {}
+    from rouse_runtime.tools.spec import ToolsConfigError, parse_tools
+
     try:
         return parse_tools(env)
     except ToolsConfigError as exc:
@@ -266,6 +275,10 @@ def load_config(env: Mapping[str, str]) -> Config:
 
 
 def _front_door(env: Mapping[str, str]) -> FrontDoor | None:
+    if not env.get(ENV_FRONT_DOOR, "").strip():
+        return None
+    from rouse_runtime.frontdoor.settings import load_front_door
+
     try:
         return load_front_door(env)
     except ValueError as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 # Set by the launcher from the Agent (agentspec.skill_env).
 ENV_HANDLER = "ROUSE_HANDLER"
+ENV_TOOLS = "ROUSE_TOOLS"  # spec.tools as JSON (tools/spec.py)
 ENV_AGENT = "ROUSE_AGENT"
 ENV_SKILL = "ROUSE_SKILL"
 ENV_NAMESPACE = "ROUSE_NAMESPACE"

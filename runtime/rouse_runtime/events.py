@@ -95,10 +95,11 @@ def _binary_data(content_type: str | None) -> Any:
     return unmarshal
 
 
-def _check_attributes(event: CloudEvent, where: str) -> CloudEvent:
-    """The spec's naming rules and type system on what the SDK parsed (ce_attributes.py)."""
+def _check_attributes(event: CloudEvent, where: str, *, sent_time: bool) -> CloudEvent:
+    """The spec's naming rules and type system on what the SDK parsed (ce_attributes.py);
+    a `time` the event did not carry is the SDK's own "now"."""
     try:
-        check_attributes(event.get_attributes())
+        check_attributes(event.get_attributes(), made=None if sent_time else "time")
     except InvalidAttributeError as exc:
         raise EventError(400, "invalid attribute", f"{exc} ({where})") from None
     return event
@@ -131,7 +132,7 @@ def _parse_binary(headers: Mapping[str, str], body: bytes) -> CloudEvent:
         raise EventError(400, "invalid data", _short(exc)) from None
     except Exception as exc:  # never let a malformed request become a 500
         raise EventError(400, "malformed event", _short(exc)) from None
-    return _check_attributes(event, "binary mode")
+    return _check_attributes(event, "binary mode", sent_time="ce-time" in headers)
 
 
 def _parse_structured(headers: Mapping[str, str], body: bytes) -> CloudEvent:
@@ -195,7 +196,7 @@ def _parse_structured(headers: Mapping[str, str], body: bytes) -> CloudEvent:
         event = from_http(headers, body)
     except Exception as exc:  # never let a malformed request become a 500
         raise EventError(400, "malformed event", _short(exc)) from None
-    return _check_attributes(event, "structured mode")
+    return _check_attributes(event, "structured mode", sent_time="time" in raw)
 
 
 def parse_event(headers: Mapping[str, str], body: bytes) -> tuple[CloudEvent, Mode]:

@@ -871,7 +871,8 @@ def create_app(
             )
             return
         try:
-            body = await read_body(receive, headers.get("content-length"), max_body)
+            # Read here, not by the binding: the SDK copies every header it is handed, thrice.
+            body = await read_body(receive, headers.pop("content-length", None), max_body)
             if body is None:
                 return  # the client is gone
             event, mode = parse_event(headers, body)

@@ -179,3 +179,62 @@ async def test_a_sole_writer_commits_at_the_end_of_the_turn(tmp_path: Path) -> N
         other.close()
     finally:
         await store.close()
+
+
+async def test_a_sole_writer_checkpoints_its_wal_off_the_event_loop(tmp_path: Path) -> None:
+    """Its commits never checkpoint (the fsyncs stalled the loop); a worker thread copies
+    the WAL into the file every CHECKPOINT_COMMITS commits, well before SQLite's own
+    threshold (1000 pages) would have."""
+    import shutil
+    import sqlite3
+
+    from rouse_runtime.store import sqlite as sqlite_store
+
+    path = tmp_path / "state.db"
+    store = open_store(f"sqlite:///{path}", sole_writer=True)
+    try:
+        for n in range(sqlite_store.CHECKPOINT_COMMITS + 1):
+            await store.set(f"k{n}", n)  # one commit each
+
+        def rows_in_the_file_alone() -> int:
+            copy = tmp_path / "copy.db"  # the file without its WAL: what was checkpointed
+            shutil.copyfile(path, copy)
+            db = sqlite3.connect(copy)
+            try:
+                return int(db.execute("SELECT COUNT(*) FROM kv").fetchone()[0])
+            except sqlite3.Error:
+                return 0  # not even the schema yet
+            finally:
+                db.close()
+
+        deadline = asyncio.get_running_loop().time() + 30
+        while rows_in_the_file_alone() < sqlite_store.CHECKPOINT_COMMITS:
+            assert asyncio.get_running_loop().time() < deadline, "the WAL was not checkpointed"
+            await asyncio.sleep(0.05)
+    finally:
+        await store.close()
+
+
+async def test_a_sole_writers_wal_starts_over_under_a_steady_stream(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint racing the writer never reaches the WAL's end; every RESTART_COMMITS
+    one runs in the writer, so the WAL is written from its start again, not grown without end."""
+    from rouse_runtime.store import sqlite as sqlite_store
+
+    # No worker checkpoints (the test above has them): the writer's own is what restarts.
+    monkeypatch.setattr(sqlite_store, "CHECKPOINT_COMMITS", 10**9)
+    monkeypatch.setattr(sqlite_store, "RESTART_COMMITS", 50)
+    path = tmp_path / "state.db"
+    store = open_store(f"sqlite:///{path}", sole_writer=True)
+    commits = 600
+    try:
+        for n in range(commits):
+            await store.set(f"k{n}", "x" * 100)  # one commit each, a frame or more
+        wal = path.with_name("state.db-wal").stat().st_size
+    finally:
+        await store.close()
+    page = 4096 + 24  # a WAL frame: its header and one page
+    # Without a restart each of the commits adds a frame or more; with one every 50, the WAL
+    # holds a few restarts' worth at most.
+    assert wal < commits * page / 3, f"the WAL grew to {wal} bytes over {commits} commits"

@@ -19,7 +19,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-ENV_TOOLS = "ROUSE_TOOLS"
+from rouse_runtime.envnames import ENV_TOOLS as ENV_TOOLS
+
 HEADER_ENV_PREFIX = "ROUSE_TOOL_"
 DEFAULT_TIMEOUT_SECONDS = 30.0
 
