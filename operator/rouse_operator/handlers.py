@@ -129,7 +129,7 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix="rouse.dev", key="last-handled-configuration"
     )
-    quiet_handlers.install(agent_event.__name__, child_event.__name__)
+    quiet_handlers.install("agent_event", "child_event")  # their ids: the function names
     settings.posting.level = logging.INFO
     settings.execution.max_workers = RECONCILE_THREADS
     settings.queueing.worker_limit = WORKERS_PER_KIND
