@@ -17,7 +17,9 @@ it then waits for the policy loop to have evaluated every Agent (its first evalu
 writes the WithinBudget condition), lets two drift resync rounds pass
 (ROUSE_RESYNC_INTERVAL) and counts the writes of the second: a resync of unchanged
 Agents should write nothing. The
-headline ratios are the last lines. Usage (needs `make envtest`):
+headline ratios are the last lines, with the CPU per Agent of each operator against the
+no-op's (operator and control plane together) and the throughput ratio the control plane's
+share alone would allow. Usage (needs `make envtest`):
     python bench/operator_scale.py [--sizes 100 1000] [--operators baseline reconcile rouse]
 """
 
@@ -317,6 +319,16 @@ def main() -> int:
                     headlines.append(
                         f"{count:>6} ratio {name}/baseline: throughput {run.rate / base.rate:.2f}"
                         f" (aim >= 0.5, goal 0.8), peak RSS {run.rss / base.rss:.2f} (aim <= 1.5)"
+                    )
+                    # CPU-bound on a shared machine: the rate ratio follows the CPU ratio. The
+                    # control plane's CPU for this operator's writes alone bounds it, however
+                    # cheap the operator itself became.
+                    plane = sum(run.cpu.values()) - run.cpu["operator"]
+                    headlines.append(
+                        f"{count:>6} CPU per Agent {name}/baseline (operator + control plane):"
+                        f" {sum(run.cpu.values()) / sum(base.cpu.values()):.2f}; with an operator"
+                        f" costing nothing the throughput ratio would be at most"
+                        f" {sum(base.cpu.values()) / plane:.2f}"
                     )
                     if run.resync_writes is not None:
                         headlines.append(
