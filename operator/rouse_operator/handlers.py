@@ -24,7 +24,7 @@ from typing import Any, cast
 
 import kopf
 
-from rouse_operator import agent_metrics, health, metrics
+from rouse_operator import agent_metrics, health, metrics, quiet_handlers
 from rouse_operator import settings as operator_settings
 from rouse_operator.cache import slim
 from rouse_operator.kube import AGENTS, Kube
@@ -129,6 +129,7 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix="rouse.dev", key="last-handled-configuration"
     )
+    quiet_handlers.install("agent_event", "child_event")  # their ids: the function names
     settings.posting.level = logging.INFO
     settings.execution.max_workers = RECONCILE_THREADS
     settings.queueing.worker_limit = WORKERS_PER_KIND

@@ -184,6 +184,11 @@ def test_example_agent_makes_its_children(cluster: Any, ns: str, operator: Opera
         "-o", "jsonpath={range .items[*]}{.reason} {.message}{'\\n'}{end}",
     ).stdout  # fmt: skip
     assert "Created Service support-triage-triage: it did not exist" in events
+    # kopf logs each spec handler's success, not every watch event's (quiet_handlers).
+    log = operator.log.read_text(errors="replace")
+    assert "Handler 'agent_changed' succeeded." in log
+    assert "Handler 'agent_event' succeeded." not in log
+    assert "Handler 'child_event' succeeded." not in log
 
 
 def test_edits_are_followed(cluster: Any, ns: str, operator: OperatorProcess) -> None:
