@@ -100,8 +100,7 @@ def bare_service(ask: dict[str, Any]) -> dict[str, Any]:
 
 
 def pods(running: Node, namespace: str, service: str) -> int:
-    """Pods of the Service, terminating ones included: a request routed to a pod that is
-    being deleted at scale to zero can be cut, so "from zero" means none left at all."""
+    """Pods of the Service, terminating ones included: "from zero" means none left at all."""
     return len(running.items("pods", namespace, f"serving.knative.dev/service={service}"))
 
 

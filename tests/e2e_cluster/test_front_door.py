@@ -69,9 +69,7 @@ def api_key(running: Node, namespace: str) -> str:
 
 
 def ask_pods(running: Node, namespace: str) -> list[dict[str, Any]]:
-    """`ask`'s pods, terminating ones included: the activator may still route a request to a
-    pod being deleted at scale to zero, which cuts it (seen on the node), so "from zero"
-    means none left at all."""
+    """`ask`'s pods, terminating ones included: "from zero" means none left at all."""
     return running.items("pods", namespace, f"serving.knative.dev/service={AGENT}-ask")
 
 
