@@ -99,9 +99,9 @@ def bare_service(ask: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def live_pods(running: Node, namespace: str, service: str) -> int:
-    pods = running.items("pods", namespace, f"serving.knative.dev/service={service}")
-    return len([p for p in pods if not p["metadata"].get("deletionTimestamp")])
+def pods(running: Node, namespace: str, service: str) -> int:
+    """Pods of the Service, terminating ones included: "from zero" means none left at all."""
+    return len(running.items("pods", namespace, f"serving.knative.dev/service={service}"))
 
 
 def timed(url: str, headers: dict[str, str]) -> tuple[float, float]:
@@ -165,7 +165,7 @@ def measure(
     for index in range(rounds):
         for name, (service, extra) in targets.items():
             wait_until(
-                lambda service=service: live_pods(running, namespace, service) == 0,
+                lambda service=service: pods(running, namespace, service) == 0,
                 timeout=240,
                 interval=1,
                 what=f"{service} scaled to zero",

@@ -211,6 +211,26 @@ def test_without_a_broker_a_run_is_followed_in_the_run_history(public: RunningRu
     assert httpx.get(f"{public.url}/runs/not-a-run").status_code == 400
 
 
+def test_a_streamed_run_is_in_the_run_history_from_its_first_chunk(
+    streaming: RunningRuntime,
+) -> None:
+    """A stream records its own step (started before the handler runs, finished after), so a
+    client following the run at once finds it, before any hand-off is delivered (a cluster)."""
+    _, got = events(streaming, {"do": "words", "words": ["a", "b"]})
+    run = got[0][1]["run"]
+    headers = {"authorization": f"Bearer {KEY}"}
+    with (
+        httpx.Client(timeout=30) as client,
+        connect_sse(client, "GET", f"{streaming.url}/runs/{run}", headers=headers) as source,
+    ):
+        assert source.response.status_code == 200, source.response.read()
+        steps = [(e.event, json.loads(e.data)) for e in source.iter_sse()]
+    (kind, step), end = steps
+    assert kind == "delivery" and (step["skill"], step["outcome"]) == ("ask", "ok"), steps
+    assert step["event"]["type"] == "dev.rouse.http.request" and step["attempts"] == 1
+    assert end == ("end", {"run": run, "state": "done", "steps": 1})
+
+
 def test_a_keyed_front_door_without_keys_refuses_to_start() -> None:
     env = {"ROUSE_HANDLER": "m:f", "ROUSE_FRONT_DOOR": "keys", "ROUSE_API_KEYS": " \n,"}
     with pytest.raises(ConfigError, match="ROUSE_API_KEYS holds no key"):

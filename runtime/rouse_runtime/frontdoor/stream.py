@@ -13,6 +13,7 @@ the wait for each next chunk. A client that leaves stops the handler
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -22,6 +23,8 @@ from cloudevents.http import CloudEvent
 
 from rouse_runtime.budget import Budget, BudgetExceeded
 from rouse_runtime.ledger import Entry
+from rouse_runtime.runs.ids import RUN_ATTRIBUTE
+from rouse_runtime.store import StoreError
 from rouse_runtime.suspend import Suspended
 
 if TYPE_CHECKING:
@@ -51,16 +54,31 @@ class Invocation:
         self.started = time.perf_counter()
         runtime.metrics.inflight.inc()
 
+    async def record(self, kind: str, fields: dict[str, Any]) -> None:
+        """A run record of this invocation, durable before going on: the run's first step, so
+        a client following the run at once (`GET /runs/<run>`) finds it before any hand-off
+        is delivered. A store failure is logged by the recorder, never raised."""
+        staged = self.runtime.runs.stage(self.event, str(self.event[RUN_ATTRIBUTE]), kind, fields)
+        if staged is not None:
+            with contextlib.suppress(StoreError):
+                await staged
+
     async def finish(self, items: AsyncGenerator[Any, None]) -> None:
-        """Close the handler, then meter and count the invocation (shielded from the client)."""
+        """Close the handler, then meter, record and count the invocation (shielded from the
+        client)."""
         try:
             await items.aclose()
         except Exception as exc:  # the handler's cleanup failed; the stream is over anyway
             self.ctx.log.warning("stream cleanup failed", error=f"{type(exc).__name__}: {exc}")
         metrics = self.runtime.metrics
         metrics.inflight.dec()
-        metrics.duration.observe(time.perf_counter() - self.started)
+        seconds = time.perf_counter() - self.started
+        metrics.duration.observe(seconds)
         metrics.invocations[self.kind].inc()
+        fields: dict[str, Any] = {"outcome": self.kind, "status": 200, "seconds": round(seconds, 5)}
+        if any(self.budget.usage.as_dict().values()):
+            fields["usage"] = self.budget.usage.as_dict()
+        await self.record("finished", fields)
         await self.runtime.count(Entry.invocation(cold_start=self.cold))
 
 
@@ -70,6 +88,7 @@ async def events(
     """The SSE events of one streamed invocation of the handler for `event`."""
     yield sse("run", opening)
     call = Invocation(runtime, event)
+    await call.record("started", {"root": True, **({"cold": True} if call.cold else {})})
     function = runtime.handler.function
     assert function is not None
     items: AsyncGenerator[Any, None] = function(event, call.ctx)
