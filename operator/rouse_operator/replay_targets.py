@@ -4,10 +4,10 @@ Pure: the Agent and its children (as the operator's cache holds them) in, the
 replay request's `targets` out, or why the replay must wait. An event was
 parked in place of one skill's delivery, so it goes back to that skill only, at
 the address Knative resolved for the restored Trigger (`status.subscriberUri`;
-a PingSource's `status.sinkUri`) with the skill's delivery spec. Until every
-Trigger and PingSource of the agent is Ready on its restored subscriber (not
-the parking sink any more), the replay waits: events it sent while a Trigger
-still parked would be parked again.
+a schedule's ticks come through a Trigger too, pingsource.py) with the skill's
+delivery spec. Until every Trigger of the agent is Ready on its restored
+subscriber (not the parking sink any more), the replay waits: events it sent
+while a Trigger still parked would be parked again.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 from rouse_runtime import agentspec
 
-from rouse_operator.resources.meta import PINGSOURCE, TRIGGER, ChildKind
+from rouse_operator.resources.meta import TRIGGER, ChildKind
 from rouse_operator.status import readiness
 
 Obj = dict[str, Any]
@@ -42,23 +42,19 @@ def replay_targets(
     name = agent["metadata"]["name"]
     targets: dict[str, Obj] = {}
     for skill in agent["spec"]["skills"]:
-        places = [
-            (children.get(TRIGGER, {}).get(tname), f"Trigger {tname}", "subscriberUri")
-            for tname in (
-                agentspec.trigger_name(name, skill["name"], index)
-                for index in range(len(skill.get("events") or []))
-            )
+        names = [
+            agentspec.trigger_name(name, skill["name"], index)
+            for index in range(len(skill.get("events") or []))
         ]
+        ticks = agentspec.pingsource_name(name, skill["name"])  # its schedule's Trigger
         if skill.get("schedule"):
-            pname = agentspec.pingsource_name(name, skill["name"])
-            places.append(
-                (children.get(PINGSOURCE, {}).get(pname), f"PingSource {pname}", "sinkUri")
-            )
+            names.append(ticks)
         address: str | None = None
-        for obj, what, field in places:
-            if obj is None and field == "sinkUri":  # no PingSource (e.g. InvalidSchedule)
+        for tname in names:
+            obj = children.get(TRIGGER, {}).get(tname)
+            if obj is None and tname == ticks:  # no schedule Trigger (e.g. InvalidSchedule)
                 continue
-            found, why = _restored(obj, what, field, parking_url)
+            found, why = _restored(obj, f"Trigger {tname}", "subscriberUri", parking_url)
             if found is None:
                 return None, why
             address = address or found

@@ -171,6 +171,8 @@ def compute(
             )
             if pname in pings or not unscheduled:
                 trigger_parts.append(readiness(pings.get(pname), f"PingSource {pname}"))
+            if pname in triggers or not unscheduled:  # the Trigger of its ticks, same name
+                trigger_parts.append(readiness(triggers.get(pname), f"Trigger {pname}"))
     skills_ready = _combine(SKILLS_READY, service_parts, problems)
     triggers_ready = _combine(TRIGGERS_READY, trigger_parts, problems)
     parts = [skills_ready, triggers_ready]

@@ -52,6 +52,7 @@ KIND = "Agent"
 # Child names: "<agent>-<skill>" is at most 58 characters (a CEL rule in the CRD),
 # so the longest suffix ("-cron") still fits a 63-character DNS label.
 MAX_EVENTS_PER_SKILL = 10  # the CRD's maxItems: a Trigger's index is one digit
+PING_TYPE = "dev.knative.sources.ping"  # the type of a schedule's ticks (a PingSource's)
 PINGSOURCE_SUFFIX = "cron"
 
 
@@ -74,8 +75,14 @@ def trigger_name(agent_name: str, skill_name: str, index: int) -> str:
 
 
 def pingsource_name(agent_name: str, skill_name: str) -> str:
-    """Name of the PingSource that wakes a skill on its schedule."""
+    """Name of the PingSource that wakes a skill on its schedule (and of the Trigger that
+    delivers its ticks to the skill)."""
     return f"{service_name(agent_name, skill_name)}-{PINGSOURCE_SUFFIX}"
+
+
+def ping_source(namespace: str, agent_name: str, skill_name: str) -> str:
+    """The CloudEvents source of a schedule's ticks, as Knative's PingSource stamps it."""
+    return f"/apis/v1/namespaces/{namespace}/pingsources/{pingsource_name(agent_name, skill_name)}"
 
 
 def reply_type(skill: Skill) -> str:

@@ -20,7 +20,8 @@ pod, which answers the approval as an ordinary event: no refund.issued; a suspen
 its request open keeps the refund pod up: never at zero; a Trigger without the skill's delivery
 spec tries once, not three times, and without its dead-letter sink nothing reaches the parking
 service; a replay sent into the broker instead of to the skill shows `created` twice at the
-display; a second resume shows a second refund.issued.
+display; a second resume shows a second refund.issued; a PingSource sinking straight into the
+digest skill (as before) drops the skill's reply: no digest.ready at the display (seen on the node).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ from datetime import datetime
 from typing import Any
 
 import pytest
+from rouse_runtime.agentspec import PING_TYPE
+from rouse_runtime.events import derived_id
 from rouse_testing.model_pod import MODEL_DEPLOYMENT, model_manifests, model_url
 from rouse_testing.node import (
     Node,
@@ -62,6 +65,7 @@ CREATED, TRIAGED, DRAFTED = (
     "com.example.reply.drafted",
 )
 URGENT, ESCALATED = "com.example.ticket.urgent", "com.example.ticket.escalated"
+DIGEST_READY = "com.example.digest.ready"
 REFUND_REQUESTED, REFUND_APPROVED, REFUND_ISSUED = (
     "com.example.refund.requested",
     "com.example.refund.approved",
@@ -245,12 +249,20 @@ def test_tickets_walk_triage_draft_escalate_through_the_broker(
     )
 
 
-def test_the_schedule_fires_through_a_real_pingsource(real_node: Node, story: str) -> None:
+def test_the_schedule_fires_through_a_real_pingsource_and_its_reply_reaches_the_broker(
+    real_node: Node, story: str
+) -> None:
     name = f"{AGENT}-digest-cron"
     ping = real_node.get("pingsource", name, story)
     assert ping is not None
     assert ping["spec"]["schedule"] == FAST_CRON
     assert condition(ping, "Ready")["status"] == "True"
+    # The PingSource ticks into the broker; the Trigger of its ticks brings them to digest.
+    assert ping["spec"]["sink"]["ref"] == {
+        "apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "name": "default"
+    }  # fmt: skip
+    ticks_trigger = real_node.get("trigger", name, story)
+    assert ticks_trigger is not None and condition(ticks_trigger, "Ready")["status"] == "True"
     source = f"/apis/v1/namespaces/{story}/pingsources/{name}"
     ticks = wait_until(
         lambda: logged(real_node, story, "digest", "digest", event_source=source),
@@ -260,7 +272,23 @@ def test_the_schedule_fires_through_a_real_pingsource(real_node: Node, story: st
     )
     pod, line = ticks[0]
     assert line["window"] == "5m", line  # the schedule's data, as the PingSource sent it
-    print(f"\ndigest tick in pod {pod}: {line['tickets']} ticket(s) since the last digest")
+    # Its reply (the id derives from the tick's) reaches the display, a second subscriber of the
+    # broker: a PingSource sinking into the skill drops what the skill answers.
+    reply_id = derived_id(AGENT, "digest", source, line["event_id"], "reply")
+    reply = wait_until(
+        lambda: next((e for e in display_events(real_node, story) if e.get("id") == reply_id), None),
+        timeout=60,
+        interval=2,
+        what=f"digest's reply to tick {line['event_id']} at the event display",
+    )  # fmt: skip
+    assert (reply["type"], reply["source"]) == (DIGEST_READY, f"/agents/{AGENT}/digest"), reply
+    assert reply["data"]["window"] == "5m", reply
+    at_display = [e for e in display_events(real_node, story) if e.get("id") == line["event_id"]]
+    assert [(e["type"], e["source"]) for e in at_display] == [(PING_TYPE, source)]  # the tick, once
+    print(
+        f"\ndigest tick in pod {pod}: {line['tickets']} ticket(s) since the last digest; its "
+        f"reply {DIGEST_READY} at the display: {reply['data']}"
+    )
 
 
 def test_an_approval_resumes_the_suspended_refund_once_in_a_new_pod(

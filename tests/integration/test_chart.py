@@ -348,7 +348,7 @@ def test_operator_with_the_chart_identity_reconciles_without_rbac_denial(
 
         children = {
             "ksvc": {f"{name}-greet", f"{name}-tick"},
-            "triggers": {f"{name}-greet-0"},
+            "triggers": {f"{name}-greet-0", f"{name}-tick-cron"},  # the schedule's ticks too
             "pingsources": {f"{name}-tick-cron"},
         }
         for kind, expected in children.items():
@@ -394,14 +394,15 @@ def test_operator_with_the_chart_identity_reconciles_without_rbac_denial(
 
         wait_until(agent_events, timeout=60, what="Kubernetes Events posted on the Agent")
 
-        # a skill taken out of the spec: the operator deletes its Service and PingSource
+        # a skill taken out of the spec: the operator deletes its Service, PingSource and Trigger
         cluster.kubectl(
             "patch", "agent", name, "-n", namespace, "--type=json",
             "-p", '[{"op": "remove", "path": "/spec/skills/1"}]',
         )  # fmt: skip
         wait_until(
-            lambda: names("ksvc") == {f"{name}-greet"} and not names("pingsources"),
-            timeout=90, what="the removed skill's Service and PingSource deleted by the operator",
+            lambda: names("ksvc") == {f"{name}-greet"} and not names("pingsources")
+            and names("triggers") == {f"{name}-greet-0"},
+            timeout=90, what="the removed skill's Service, PingSource and Trigger deleted",
         )  # fmt: skip
 
         assert proc.poll() is None, f"the operator exited:\n{log_path.read_text()}"

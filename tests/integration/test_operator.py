@@ -139,12 +139,25 @@ def test_example_agent_makes_its_children(cluster: Any, ns: str, operator: Opera
         ("Service", "support-triage-refund"),
         ("Service", "support-triage-triage"),
         ("Trigger", "support-triage-digest-0"),
+        ("Trigger", "support-triage-digest-cron"),  # the PingSource's ticks, from the broker
         ("Trigger", "support-triage-draft-0"),
         ("Trigger", "support-triage-escalate-0"),
         ("Trigger", "support-triage-refund-0"),
         ("Trigger", "support-triage-refund-1"),
         ("Trigger", "support-triage-triage-0"),
     ]
+    # The schedule ticks into the broker; a Trigger on its exact type and source brings the tick
+    # to the skill, so the skill's reply re-enters the broker (a PingSource drops its sink's answer).
+    ping = live[("PingSource", "support-triage-digest-cron")]["spec"]
+    assert ping["sink"] == {
+        "ref": {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker", "name": "default"}
+    }
+    ticks = live[("Trigger", "support-triage-digest-cron")]["spec"]
+    assert ticks["filter"]["attributes"] == {
+        "type": "dev.knative.sources.ping",
+        "source": f"/apis/v1/namespaces/{ns}/pingsources/support-triage-digest-cron",
+    }
+    assert ticks["subscriber"]["ref"]["name"] == "support-triage-digest"
     visibility = {
         name: obj["metadata"]["labels"].get("networking.knative.dev/visibility")
         for (kind, name), obj in live.items()
@@ -229,6 +242,7 @@ def test_children_changed_by_hand_are_put_back(
     old_uid = live[("Service", "handsoff-triage")]["metadata"]["uid"]
     cluster.kubectl("delete", KINDS["Service"], "handsoff-triage", "-n", ns, "--wait=false")
     cluster.kubectl("delete", KINDS["Trigger"], "handsoff-triage-0", "-n", ns, "--wait=false")
+    cluster.kubectl("delete", KINDS["Trigger"], "handsoff-digest-cron", "-n", ns, "--wait=false")
     live = wait_children_match(cluster, ns, "handsoff")
     assert live[("Service", "handsoff-triage")]["metadata"]["uid"] != old_uid
     patch = {"spec": {"template": {"spec": {"containerConcurrency": 99}}}}
@@ -332,6 +346,7 @@ def test_semantic_problems_become_conditions(
         in triggers["message"]
     )
     live = children_of(cluster, ns, "problems")
+    assert ("Trigger", "problems-digest-cron") not in live  # nor the Trigger of its ticks
     assert ("PingSource", "problems-digest-cron") not in live and (
         "Service",
         "problems-digest",

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
-from rouse_operator.resources import children, service
+from rouse_operator.resources import children, service, trigger
 from rouse_operator.resources.meta import CHILD_KINDS
 from rouse_operator.resources.policy import PolicyInputs, policy_inputs
 from rouse_operator.settings import SecretRef, Settings
@@ -361,17 +361,52 @@ def test_warm_pool_decision_leaves_the_service_alone() -> None:
     assert policy_inputs(cluster_agent(CASES["warm-pool-decision"]())).min_scale["triage"] == 2
 
 
-def test_skipped_schedule_leaves_out_the_pingsource() -> None:
+def test_skipped_schedule_leaves_out_the_pingsource_and_its_trigger() -> None:
     agent = cluster_agent(base_agent())
-    names = [m["metadata"]["name"] for m in children.desired(agent, SETTINGS)]
-    assert names == [
-        "triage-bot-triage",
-        "triage-bot-digest",
-        "triage-bot-triage-0",
-        "triage-bot-digest-cron",
+    kinds = [(m["kind"], m["metadata"]["name"]) for m in children.desired(agent, SETTINGS)]
+    assert kinds == [
+        ("Service", "triage-bot-triage"),
+        ("Service", "triage-bot-digest"),
+        ("Trigger", "triage-bot-triage-0"),
+        ("Trigger", "triage-bot-digest-cron"),
+        ("PingSource", "triage-bot-digest-cron"),
     ]
     skipped = children.desired(agent, SETTINGS, skip_schedules=frozenset({"digest"}))
-    assert [m["metadata"]["name"] for m in skipped] == names[:3]
+    assert [(m["kind"], m["metadata"]["name"]) for m in skipped] == kinds[:3]
+
+
+def test_a_schedule_ticks_into_the_broker_and_a_trigger_brings_it_to_the_skill() -> None:
+    """The skill's reply to a tick re-enters the broker only if a Trigger delivered the tick: a
+    PingSource drops what its sink answers. The Trigger takes this PingSource's ticks alone."""
+    spec = base_agent()
+    spec["spec"]["broker"] = "ops"
+    agent = cluster_agent(spec)
+    made = {(m["kind"], m["metadata"]["name"]): m for m in children.desired(agent, SETTINGS)}
+    ping = made[("PingSource", "triage-bot-digest-cron")]["spec"]
+    ticks = made[("Trigger", "triage-bot-digest-cron")]["spec"]
+    assert ping["sink"] == {"ref": {"apiVersion": "eventing.knative.dev/v1", "kind": "Broker",
+                                    "name": "ops"}}  # fmt: skip
+    assert ticks["broker"] == "ops"
+    assert ticks["filter"] == {
+        "attributes": {
+            "type": "dev.knative.sources.ping",
+            "source": "/apis/v1/namespaces/team-a/pingsources/triage-bot-digest-cron",
+        }
+    }
+    assert ticks["subscriber"] == {
+        "ref": {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": "triage-bot-digest"}
+    }  # fmt: skip
+    # the skill's own delivery spec: retried, then dead-lettered like its events
+    digest = next(s for s in agent["spec"]["skills"] if s["name"] == "digest")
+    assert ticks["delivery"] == trigger.delivery(agent, digest, SETTINGS)
+    assert "deadLetterSink" in ticks["delivery"]
+    # parked: the ticks go to the parking sink; the PingSource still ticks into the broker
+    parked = children.desired(agent, SETTINGS, PolicyInputs(min_scale={}, parked=True))
+    by_name = {(m["kind"], m["metadata"]["name"]): m["spec"] for m in parked}
+    assert by_name[("PingSource", "triage-bot-digest-cron")]["sink"] == ping["sink"]
+    assert by_name[("Trigger", "triage-bot-digest-cron")]["subscriber"] == {
+        "uri": SETTINGS.parking_sink_url("team-a", "triage-bot", "digest")
+    }
 
 
 def test_only_a_front_door_is_routed_through_the_ingress() -> None:

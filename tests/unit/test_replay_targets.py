@@ -39,6 +39,7 @@ def knative(generation: int, ready: str, field: str, address: str) -> dict[str, 
 
 SVC = "http://shop-work.ns.svc.cluster.local"
 DIGEST = "http://shop-digest.ns.svc.cluster.local"
+BROKER = "http://broker-ingress.knative-eventing.svc.cluster.local/ns/default"
 
 
 def children(work_a: dict[str, Any]) -> dict[Any, dict[str, Any]]:
@@ -46,8 +47,10 @@ def children(work_a: dict[str, Any]) -> dict[Any, dict[str, Any]]:
         TRIGGER: {
             "shop-work-0": work_a,
             "shop-work-1": knative(2, "True", "subscriberUri", SVC),
+            "shop-digest-cron": knative(1, "True", "subscriberUri", DIGEST),  # its ticks
         },
-        PINGSOURCE: {"shop-digest-cron": knative(1, "True", "sinkUri", DIGEST)},
+        # the PingSource sinks into the broker: not where its ticks are replayed
+        PINGSOURCE: {"shop-digest-cron": knative(1, "True", "sinkUri", BROKER)},
     }
 
 
@@ -78,3 +81,21 @@ def test_waits_while_a_trigger_still_parks_or_is_not_ready() -> None:
         replay_targets(agent(), children(knative(2, "False", "subscriberUri", SVC)), PARKING)[0]
         is None
     )
+
+
+def test_waits_while_the_schedule_trigger_still_parks() -> None:
+    found = children(knative(2, "True", "subscriberUri", SVC))
+    found[TRIGGER]["shop-digest-cron"] = knative(
+        1, "True", "subscriberUri", f"{PARKING}/park/ns/shop/digest"
+    )
+    assert replay_targets(agent(), found, PARKING) == (
+        None,
+        "Trigger shop-digest-cron still delivers to the parking service",
+    )
+
+
+def test_a_schedule_left_out_has_no_trigger_to_wait_for() -> None:
+    found = children(knative(2, "True", "subscriberUri", SVC))
+    del found[TRIGGER]["shop-digest-cron"]  # InvalidSchedule: neither PingSource nor Trigger
+    targets, why = replay_targets(agent(), found, PARKING)
+    assert why == "" and targets is not None and set(targets) == {"work"}

@@ -38,11 +38,23 @@ def build(
     agent: Manifest, skill: dict[str, Any], index: int, settings: Settings, parked: bool
 ) -> Manifest:
     """The Trigger for the skill's `index`-th event filter, named <agent>-<skill>-<index>."""
+    name = agentspec.trigger_name(agent["metadata"]["name"], skill["name"], index)
+    return to_skill(agent, skill, name, dict(skill["events"][index]), settings, parked)
+
+
+def to_skill(
+    agent: Manifest,
+    skill: dict[str, Any],
+    name: str,
+    attributes: dict[str, str],
+    settings: Settings,
+    parked: bool,
+) -> Manifest:
+    """A Trigger `name` from the agent's broker to the skill, for events with `attributes`."""
     spec = {
         "broker": agent["spec"].get("broker", "default"),
-        "filter": {"attributes": dict(skill["events"][index])},
+        "filter": {"attributes": attributes},
         "subscriber": subscriber(agent, skill, settings, parked),
         "delivery": delivery(agent, skill, settings),
     }
-    name = agentspec.trigger_name(agent["metadata"]["name"], skill["name"], index)
     return child(TRIGGER, name, agent, skill["name"], spec)

@@ -394,10 +394,11 @@ class Broker:
             )
 
     def fire_schedule(self, skill: str, event: CloudEvent) -> EventRecord | None:
-        """A PingSource event: delivered straight to its skill, as the PingSource's sink is the Service.
+        """A PingSource event: delivered to its skill alone, as in a cluster the PingSource's
+        Trigger (its exact type and source) does; the skill's reply enters the broker.
 
         While the budget is spent the tick is parked for its skill, as the
-        cluster's PingSource then points at the parking sink; the replay at
+        cluster's schedule Trigger then points at the parking sink; the replay at
         resume delivers one tick per skill, the latest (parking/replay.py).
         """
         parking = self.parking

@@ -2,9 +2,10 @@
 
 The event is what a Knative PingSource sends (type ``dev.knative.sources.ping``,
 source ``/apis/v1/namespaces/<ns>/pingsources/<name>``, the schedule's data)
-and goes straight to the skill, as the PingSource's sink is the skill's
-Service. Cron times are UTC unless the schedule names a ``timezone``; a 6th
-field is seconds (croniter's extension, handy in tests). The clock is
+and goes to the skill alone, as in a cluster the PingSource's Trigger (exact
+type and source) delivers it; the skill's reply enters the broker. Cron times
+are UTC unless the schedule names a ``timezone``; a 6th field is seconds
+(croniter's extension, handy in tests). The clock is
 injectable so tests need not wait for a minute boundary.
 """
 
@@ -21,10 +22,10 @@ from zoneinfo import ZoneInfo
 from cloudevents.http import CloudEvent
 from croniter import croniter
 
-from rouse_runtime.agentspec import Agent, Skill, pingsource_name
+from rouse_runtime.agentspec import PING_TYPE as PING_TYPE
+from rouse_runtime.agentspec import Agent, Skill, ping_source
 from rouse_runtime.local.broker import new_event
 
-PING_TYPE = "dev.knative.sources.ping"
 LOCAL_NAMESPACE = "default"
 
 Clock = Callable[[], float]
@@ -60,14 +61,13 @@ def _schedule(agent_name: str, skill: Skill) -> list[Schedule]:
         raise ValueError(
             f"skill {skill['name']}: schedule.cron {cron!r} is not a valid cron expression"
         )
-    name = pingsource_name(agent_name, str(skill["name"]))
     return [
         Schedule(
             skill=str(skill["name"]),
             cron=cron,
             timezone=str(spec.get("timezone") or "UTC"),
             data=spec.get("data"),
-            source=f"/apis/v1/namespaces/{LOCAL_NAMESPACE}/pingsources/{name}",
+            source=ping_source(LOCAL_NAMESPACE, agent_name, str(skill["name"])),
         )
     ]
 

@@ -40,6 +40,7 @@ from typing import Any
 
 import httpx
 
+from rouse_runtime.agentspec import PING_TYPE as PING_TYPE
 from rouse_runtime.delivery import DeliverySpec, backoff_seconds, retryable
 from rouse_runtime.events import EventError, load_event, parse_event, to_http
 from rouse_runtime.parking.queue import Filter, Kind, Parked, ParkingQueue
@@ -48,7 +49,6 @@ from rouse_runtime.runs.platform import append_quietly, record_about
 from rouse_runtime.scope import Scope
 from rouse_runtime.store import Store, StoreError
 
-PING_TYPE = "dev.knative.sources.ping"
 DEFAULT_LEASE_SECONDS = 60.0  # renewed every third of it while the replay runs
 DEFAULT_TIME_BUDGET_SECONDS = 60.0
 PAGE = 100  # events read at a time: a replay never loads a whole queue
