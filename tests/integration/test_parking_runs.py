@@ -18,24 +18,13 @@ import pytest
 from rouse_runtime.runs import Record, open_runlog
 from rouse_runtime.runs.ids import root_run_id
 from rouse_testing.parking import AUTH, Parking, start_parking
-from rouse_testing.redis import RedisServer, start_redis
 from rouse_testing.runtime import start_sink
 
 
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = start_redis(tmp_path_factory.mktemp("redis"))
-    yield server
-    server.stop()
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def parking(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Parking]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/state.db"
-    else:
-        url = request.getfixturevalue("redis_server").url
-    service = start_parking(tmp_path, url)
+@pytest.fixture
+def parking(state_url: str, tmp_path: Path) -> Iterator[Parking]:
+    """The parking service on each store in turn (tests/conftest.py's state_url)."""
+    service = start_parking(tmp_path, state_url)
     yield service
     service.stop()
 

@@ -23,7 +23,6 @@ from rouse_runtime.runs import Record, open_runlog
 from rouse_runtime.runs.join import due_joins
 from rouse_runtime.store import open_store
 from rouse_testing.parking import Parking, start_parking
-from rouse_testing.redis import RedisServer, start_redis
 from rouse_testing.runtime import HttpSink, RunningRuntime, start_runtime, start_sink
 from rouse_testing.wait import wait_until
 
@@ -31,21 +30,6 @@ pytestmark = pytest.mark.integration
 
 HANDLERS = Path(__file__).resolve().parents[1] / "unit" / "runtime_handlers"
 NS, AGENT, BROKER = "team-a", "research", "research-bus"
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = start_redis(tmp_path_factory.mktemp("redis"))
-    yield server
-    server.stop()
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/state.db"
-    server: RedisServer = request.getfixturevalue("redis_server")
-    return str(server.url)
 
 
 @pytest.fixture

@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import redis
 from rouse_runtime.store import Claim, Store, StoreError, open_store, sqlite_path
-from rouse_testing.redis import RedisServer, start_redis
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = start_redis(tmp_path_factory.mktemp("redis"))
-    yield server
-    server.stop()
+from rouse_testing.redis import RedisServer
 
 
 @pytest.fixture(
