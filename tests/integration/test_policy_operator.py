@@ -22,7 +22,7 @@ from rouse_testing.operator import OperatorProcess, get_json, install_agent_crd,
 from rouse_testing.parking import TEST_TOKEN, Parking, start_parking
 from rouse_testing.prometheus import PrometheusServer, prometheus_server
 from rouse_testing.revisions import play_revision, revision_floor
-from rouse_testing.runtime import HttpSink, start_runtime, start_sink
+from rouse_testing.runtime import HttpSink, RunningRuntime, start_runtime, start_sink
 from rouse_testing.wait import wait_until
 
 pytestmark = pytest.mark.integration
@@ -105,10 +105,9 @@ def world(
             llm.stop()
 
 
-def invoke(
-    tmp_path: Path, namespace: str, llm: FakeLLM, skill: str, processes: int, each: int
-) -> None:
-    """Short-lived runtime processes of a skill, each serving `each` events then exiting."""
+def start_skill(tmp_path: Path, namespace: str, skill: str, **extra: str) -> RunningRuntime:
+    """A runtime process of one of SKILLS' skills, its env as the operator sets it (state in the
+    test's SQLite file)."""
     (tmp_path / "skills").mkdir(exist_ok=True)
     (tmp_path / "skills" / "skills.py").write_text(SKILLS)
     env = {
@@ -117,13 +116,47 @@ def invoke(
         "ROUSE_SKILL": skill,
         "ROUSE_NAMESPACE": namespace,
         "ROUSE_STATE_URL": f"sqlite:///{tmp_path}/state.db",
+        **extra,
+    }
+    return start_runtime(env, tmp_path / "skills")
+
+
+def exhaust_budget(
+    cluster: Any,
+    namespace: str,
+    tmp_path: Path,
+    llm: FakeLLM,
+    on_exhausted: str,
+    *extra_skills: dict[str, Any],
+) -> None:
+    """Apply the Agent (no warm pool, `extra_skills` added) with a daily budget of 50 tokens,
+    spend them, and wait for the operator to suspend it."""
+    manifest = agent_manifest()
+    manifest["spec"]["budget"] = {"daily": {"tokens": 50}, "onExhausted": on_exhausted}
+    manifest["spec"]["skills"].extend(extra_skills)
+    del manifest["spec"]["warmPool"]
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest))
+    invoke(tmp_path, namespace, llm, "think", processes=1, each=5)  # 50 tokens: spent
+    wait_until(
+        lambda: agent_obj(cluster, namespace).get("status", {}).get("phase") == "Suspended",
+        timeout=60,
+        interval=0.5,
+        what=f"phase Suspended (onExhausted: {on_exhausted})",
+    )
+
+
+def invoke(
+    tmp_path: Path, namespace: str, llm: FakeLLM, skill: str, processes: int, each: int
+) -> None:
+    """Short-lived runtime processes of a skill, each serving `each` events then exiting."""
+    llm_env = {
         "ROUSE_LLM_BASE_URL": llm.url,
         "ROUSE_LLM_MODEL": "m",
         "ROUSE_LLM_PRICES": json.dumps({"m": {"input": 1.0, "output": 1.0}}),
     }
     # All processes up first, then the events: the invocations land within one window
     # however slowly the processes start on a loaded machine.
-    runtimes = [start_runtime(env, tmp_path / "skills") for _ in range(processes)]
+    runtimes = [start_skill(tmp_path, namespace, skill, **llm_env) for _ in range(processes)]
     try:
         for runtime in runtimes:
             for _ in range(each):
@@ -366,30 +399,9 @@ def test_reject_makes_the_runtime_answer_429(
     tmp_path: Path,
     world: tuple[PrometheusServer, Parking, OperatorProcess, HttpSink, FakeLLM],
 ) -> None:
-    llm = world[4]
-    manifest = agent_manifest()
-    manifest["spec"]["budget"] = {"daily": {"tokens": 50}, "onExhausted": "reject"}
-    del manifest["spec"]["warmPool"]
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest))
-    invoke(tmp_path, namespace, llm, "think", processes=1, each=5)  # 50 tokens: spent
-    wait_until(
-        lambda: agent_obj(cluster, namespace).get("status", {}).get("phase") == "Suspended",
-        timeout=60,
-        interval=0.5,
-        what="phase Suspended (onExhausted: reject)",
-    )
+    exhaust_budget(cluster, namespace, tmp_path, world[4], "reject")
     assert "ref" in subscriber(cluster, namespace, "think")  # reject does not park
-    (tmp_path / "skills" / "skills.py").write_text(SKILLS)
-    runtime = start_runtime(
-        {
-            "ROUSE_HANDLER": "skills:work",
-            "ROUSE_AGENT": AGENT,
-            "ROUSE_SKILL": "work",
-            "ROUSE_NAMESPACE": namespace,
-            "ROUSE_STATE_URL": f"sqlite:///{tmp_path}/state.db",
-        },
-        tmp_path / "skills",
-    )
+    runtime = start_skill(tmp_path, namespace, "work")
     try:
         answer = httpx.post(runtime.url, timeout=10, **cloud_event("com.example.work"))
         assert answer.status_code == 429, answer.text
@@ -420,38 +432,10 @@ def test_park_stops_the_front_door_with_503(
 ) -> None:
     """No Trigger feeds a front door, so parking cannot stop it: while the agent is suspended
     it answers 503 with the reason (the operator's gate), and event skills are left alone."""
-    llm = world[4]
-    manifest = agent_manifest()
-    manifest["spec"]["budget"] = {"daily": {"tokens": 50}, "onExhausted": "park"}
-    manifest["spec"]["skills"].append(
-        {"name": "ask", "handler": "skills:ask", "http": {"public": True}}
-    )
-    del manifest["spec"]["warmPool"]
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest))
-    invoke(tmp_path, namespace, llm, "think", processes=1, each=5)  # 50 tokens: spent
-    wait_until(
-        lambda: agent_obj(cluster, namespace).get("status", {}).get("phase") == "Suspended",
-        timeout=60,
-        interval=0.5,
-        what="phase Suspended (onExhausted: park)",
-    )
-    common = {
-        "ROUSE_AGENT": AGENT,
-        "ROUSE_NAMESPACE": namespace,
-        "ROUSE_STATE_URL": f"sqlite:///{tmp_path}/state.db",
-    }
-    door = start_runtime(
-        {
-            **common,
-            "ROUSE_HANDLER": "skills:ask",
-            "ROUSE_SKILL": "ask",
-            "ROUSE_FRONT_DOOR": "public",
-        },
-        tmp_path / "skills",
-    )
-    work = start_runtime(
-        {**common, "ROUSE_HANDLER": "skills:work", "ROUSE_SKILL": "work"}, tmp_path / "skills"
-    )
+    ask = {"name": "ask", "handler": "skills:ask", "http": {"public": True}}
+    exhaust_budget(cluster, namespace, tmp_path, world[4], "park", ask)
+    door = start_skill(tmp_path, namespace, "ask", ROUSE_FRONT_DOOR="public")
+    work = start_skill(tmp_path, namespace, "work")
     try:
 
         def refused() -> httpx.Response | None:

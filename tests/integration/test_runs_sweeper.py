@@ -15,6 +15,8 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -52,18 +54,37 @@ def skill_env(state_url: str, runs: Path, ingress: HttpSink, **extra: str) -> di
     }
 
 
-def platform(tmp_path: Path, state_url: str, ingress: HttpSink, skill: RunningRuntime) -> Parking:
-    """The parking service as the chart runs it (broker ingress, not a fixed broker URL), its
-    skill addresses pointed at the test's runtime, sweeping often."""
-    return start_parking(
-        tmp_path,
-        state_url,
-        extra_env={
-            "ROUSE_BROKER_INGRESS": ingress.url,
-            "ROUSE_SKILL_URL": skill.url,
-            "ROUSE_JOIN_SWEEP_SECONDS": "0.2",
-        },
-    )
+@dataclass
+class Platform:
+    skill: RunningRuntime
+    parking: Parking
+    runs: Path  # the skill notes each run here (rouse_runs_skills)
+
+
+@contextmanager
+def platform(tmp_path: Path, state_url: str, ingress: HttpSink, **env: str) -> Iterator[Platform]:
+    """A skill of HANDLERS (skill_env plus `env`) and the parking service as the chart runs it
+    (broker ingress, not a fixed broker URL), its skill addresses pointed at that skill, sweeping
+    often; both stopped on exit."""
+    runs = tmp_path / "runs.txt"
+    runs.touch()
+    skill = start_runtime(skill_env(state_url, runs, ingress, **env), HANDLERS)
+    try:
+        parking = start_parking(
+            tmp_path,
+            state_url,
+            extra_env={
+                "ROUSE_BROKER_INGRESS": ingress.url,
+                "ROUSE_SKILL_URL": skill.url,
+                "ROUSE_JOIN_SWEEP_SECONDS": "0.2",
+            },
+        )
+        try:
+            yield Platform(skill, parking, runs)
+        finally:
+            parking.stop()
+    finally:
+        skill.stop()
 
 
 def post(rt: RunningRuntime, event_id: str, event_type: str, data: object, **ext: str) -> int:
@@ -104,23 +125,19 @@ def nothing_due(state_url: str, join_key_prefix: str = "") -> bool:
 def test_a_join_whose_last_part_never_comes_runs_at_its_deadline(
     state_url: str, tmp_path: Path, ingress: HttpSink
 ) -> None:
-    runs = tmp_path / "runs.txt"
-    runs.touch()
-    env = skill_env(
+    join, run = f"j{uuid.uuid4().hex[:12]}", f"run-{uuid.uuid4().hex[:8]}"
+    part = {"rouserun": run, "rousejoin": join, "rouseparts": "3"}
+    with platform(
+        tmp_path,
         state_url,
-        runs,
         ingress,
         ROUSE_HANDLER="rouse_runs_skills:joiner",
         ROUSE_SKILL="brief",
         ROUSE_REPLY_TYPE="com.example.brief.ready",
         ROUSE_JOIN="true",
         ROUSE_JOIN_DEADLINE="1",
-    )
-    skill = start_runtime(env, HANDLERS)
-    parking = platform(tmp_path, state_url, ingress, skill)
-    join, run = f"j{uuid.uuid4().hex[:12]}", f"run-{uuid.uuid4().hex[:8]}"
-    part = {"rouserun": run, "rousejoin": join, "rouseparts": "3"}
-    try:
+    ) as world:
+        skill = world.skill
         for n in (0, 1):
             answer = {"answer": f"answer {n}"}
             assert (
@@ -145,9 +162,6 @@ def test_a_join_whose_last_part_never_comes_runs_at_its_deadline(
         )
         # a second sweep has nothing left to send
         wait_until(lambda: nothing_due(state_url, join), timeout=10, what="the join no longer due")
-    finally:
-        parking.stop()
-        skill.stop()
     assert brief["path"] == f"/{NS}/{BROKER}", "the reply did not go to the Agent's Broker"
     assert brief["data"] == {
         "join": join,
@@ -155,7 +169,7 @@ def test_a_join_whose_last_part_never_comes_runs_at_its_deadline(
         "missing": [2],
     }
     assert brief["headers"]["ce-rouserun"] == run
-    joined = [ln for ln in runs.read_text().splitlines() if ln.startswith("joined ")]
+    joined = [ln for ln in world.runs.read_text().splitlines() if ln.startswith("joined ")]
     assert len(joined) == 1, joined  # the skill ran once, for the join
     assert len(briefs()) == 1
     kinds = [r.kind for r in history(state_url, run)]
@@ -172,22 +186,17 @@ def test_a_compensation_goes_to_the_agents_broker(
 ) -> None:
     """A step completed by a real runtime whose Agent uses Broker `research-bus`; a later step
     of the run is dead-lettered: its compensation is posted to `<ingress>/team-a/research-bus`."""
-    runs = tmp_path / "runs.txt"
-    runs.touch()
-    env = skill_env(
+    run = f"trip-{uuid.uuid4().hex[:8]}"
+    with platform(
+        tmp_path,
         state_url,
-        runs,
         ingress,
         ROUSE_HANDLER="rouse_runs_skills:work",
         ROUSE_SKILL="book",
         ROUSE_REPLY_TYPE="com.example.booked",
         ROUSE_COMPENSATE_TYPE="com.example.unbook",
-    )
-    skill = start_runtime(env, HANDLERS)
-    parking = platform(tmp_path, state_url, ingress, skill)
-    run = f"trip-{uuid.uuid4().hex[:8]}"
-    try:
-        assert post(skill, "b1", "com.example.requested", {"n": 1}, rouserun=run) == 200
+    ) as world:
+        assert post(world.skill, "b1", "com.example.requested", {"n": 1}, rouserun=run) == 200
         wait_until(
             lambda: [r for r in history(state_url, run) if r.fields.get("compensate")],
             timeout=10,
@@ -202,12 +211,9 @@ def test_a_compensation_goes_to_the_agents_broker(
             "content-type": "application/json",
         }
         dead = httpx.post(
-            f"{parking.url}/dead-letter/{NS}/{AGENT}/hotel", headers=headers, content=b"{}"
+            f"{world.parking.url}/dead-letter/{NS}/{AGENT}/hotel", headers=headers, content=b"{}"
         )
         assert dead.status_code == 202
-    finally:
-        parking.stop()
-        skill.stop()
     undone = [r for r in ingress.received if r.headers.get("ce-type") == "com.example.unbook"]
     assert [(r.path, r.headers["ce-rouserun"]) for r in undone] == [(f"/{NS}/{BROKER}", run)]
     assert json.loads(undone[0].body)["result"] == {"done": "b1", "run": run}
