@@ -89,6 +89,7 @@ class Metrics:
         self.tool_calls = Value()
         self.steps = Value()
         self.budget_exceeded = {limit: Value() for limit in LIMITS}
+        self.stop_marks_read = Value()  # unix time the last read of the stop marks began
         self._tokens: dict[tuple[str, str], Value] = {}  # (model, kind)
         self._cost: dict[str, Value] = {}  # model
         self._tool_seconds: dict[tuple[str, str, str], Durations] = {}  # (server, tool, outcome)
@@ -185,6 +186,12 @@ class Metrics:
         for limit, value in self.budget_exceeded.items():
             exceeded.add_metric([*labels, limit], value.value)
         yield exceeded
+        yield gauge(
+            "rouse_stop_marks_read_timestamp_seconds",
+            "Unix time the last read of the agent's stop marks (kill switch, cancelled runs)"
+            " began; 0 before the first. Events are checked against that view.",
+            self.stop_marks_read,
+        )
 
     def render(self) -> tuple[bytes, str]:
         """The text exposition (with the process, platform and GC collectors) and its content type."""

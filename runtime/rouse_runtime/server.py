@@ -267,7 +267,13 @@ class Runtime:
         self._runlog: RunLog | None = None
         self._joins: Joins | None = None
         self.namespace = config.namespace
-        self.runs = Recorder(lambda: self.runlog, config.namespace, config.agent, config.skill)
+        self.runs = Recorder(
+            lambda: self.runlog,
+            config.namespace,
+            config.agent,
+            config.skill,
+            on_stops_read=self.metrics.stop_marks_read.set,
+        )
         self._http: httpx.AsyncClient | None = None
         self._inflight: dict[str, asyncio.Future[Outcome]] = {}
         self._served = 0

@@ -289,6 +289,7 @@ def test_metrics_pass_promtool_and_name_the_contract(
         "rouse_tool_call_duration_seconds",
         "rouse_steps_total",
         "rouse_budget_exceeded_total",
+        "rouse_stop_marks_read_timestamp_seconds",
     }
     labels = 'agent="shop",skill="triage"'
     assert f"rouse_cold_starts_total{{{labels}}} 1.0" in text

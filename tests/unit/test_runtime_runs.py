@@ -4,7 +4,8 @@ What an invocation appends to its run, the run id carried onto the reply, a
 malformed `rouserun` refused, a duplicate storm over two processes recorded as
 duplicates (the skill runs once), and cancellation: a cancelled run's in-flight
 skill stops (async and plain def), its later events are dropped with a record,
-and the agent's kill switch drops everything until it is lifted.
+and the agent's kill switch drops everything until it is lifted; /metrics says when
+the process last read those stop marks.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -223,6 +225,44 @@ def test_the_kill_switch_drops_every_event_until_lifted(
     assert call(state_url, "kill", NS, AGENT, "test", on=False) is True
     wait_until(lambda: post(runtime, f"k-{tmp_path.name}-{next(n)}").status_code == 200,
                what="events to run again")  # fmt: skip
+
+
+def stop_marks_read_at(rt: RunningRuntime) -> float:
+    """The runtime's `rouse_stop_marks_read_timestamp_seconds` on /metrics."""
+    text = httpx.get(f"{rt.url}/metrics", timeout=10).text
+    [sample] = [
+        line
+        for line in text.splitlines()
+        if line.startswith("rouse_stop_marks_read_timestamp_seconds{")
+    ]
+    return float(sample.split()[-1])
+
+
+def test_metrics_say_when_the_stop_marks_were_last_read(
+    runtime: RunningRuntime, state_url: str, tmp_path: Path
+) -> None:
+    """Once the gauge is past the moment the kill switch was set, the process's next event is
+    dropped: what a test (or an operator) waits on instead of a fixed STOP_POLL_SECONDS."""
+    assert stop_marks_read_at(runtime) == 0.0  # not read before the first event
+    before = time.time()
+    assert post(runtime, f"m-{tmp_path.name}-first").status_code == 200
+    assert before <= stop_marks_read_at(runtime) <= time.time()
+    assert call(state_url, "kill", NS, AGENT, "test") is True
+    try:
+        killed = time.time()
+        n = iter(range(1000))
+
+        def read_since_the_kill() -> bool:
+            # an event reads the marks again once its process's view is STOP_POLL_SECONDS old
+            post(runtime, f"m-{tmp_path.name}-{next(n)}")
+            return stop_marks_read_at(runtime) >= killed
+
+        wait_until(read_since_the_kill, what="the stop marks read since the kill")
+        event_id = f"m-{tmp_path.name}-after"
+        assert post(runtime, event_id).status_code == 202
+        assert [r.kind for r in history(state_url, root_run_id(SOURCE, event_id))] == ["dropped"]
+    finally:
+        assert call(state_url, "kill", NS, AGENT, "test", on=False) is True
 
 
 def test_a_compensation_in_a_cancelled_run_runs_to_its_end(

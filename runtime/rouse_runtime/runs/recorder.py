@@ -110,9 +110,11 @@ class StopWatch:
         read: Callable[[], Awaitable[Stopped]],
         *,
         interval: float = STOP_POLL_SECONDS,
+        on_read: Callable[[float], None] | None = None,
     ) -> None:
         self._read = read
         self.interval = interval
+        self._on_read = on_read  # told the wall-clock time each successful read began
         self._current = Stopped()
         self._fresh_until = 0.0
         self._refreshing: asyncio.Future[Stopped] | None = None
@@ -138,11 +140,17 @@ class StopWatch:
         return await self.current()
 
     async def _refresh(self) -> Stopped:
+        # A view is as old as the start of its read: marks set after that may be missing.
+        began, began_at = time.monotonic(), time.time()
         try:
             self._current = await self._read()
         except StoreError as exc:  # keep the last view; the event path must not fail on it
             log.warning("run stop marks not read: %s", exc)
-        self._fresh_until = time.monotonic() + self.interval
+            self._fresh_until = time.monotonic() + self.interval
+            return self._current
+        self._fresh_until = began + self.interval
+        if self._on_read is not None:
+            self._on_read(began_at)
         return self._current
 
     def track(self, handle: RunHandle, *, cancel_task: bool) -> None:
@@ -178,13 +186,19 @@ class Recorder:
     """The runtime's run records and stop checks for one (namespace, agent, skill)."""
 
     def __init__(
-        self, runlog: Callable[[], RunLog], namespace: str, agent: str, skill: str
+        self,
+        runlog: Callable[[], RunLog],
+        namespace: str,
+        agent: str,
+        skill: str,
+        *,
+        on_stops_read: Callable[[float], None] | None = None,
     ) -> None:
         self._runlog = runlog
         self.namespace = namespace
         self.agent = agent
         self.skill = skill
-        self.watch = StopWatch(self._read_stops)
+        self.watch = StopWatch(self._read_stops, on_read=on_stops_read)
         self.loop: asyncio.AbstractEventLoop | None = None
         self._watched: asyncio.Future[None] | None = None
 
