@@ -50,6 +50,7 @@ TRIP = "com.example.trip.requested"
 PARTS = 5
 DEADLINE = "30s"  # long enough for a storm's parts to all arrive, short enough to wait for
 COPIES = 4  # each part's result delivered this many times: twice the same event, twice a new id
+SKILL_PORT = 8080  # a skill container's port (the operator's Knative Service)
 
 
 @pytest.fixture(scope="module")
@@ -96,15 +97,7 @@ def two_brief_pods(running: Node, namespace: str) -> bool:
     env = {e["name"]: e.get("value") for e in containers[0].get("env", [])}
     if env.get("ROUSE_JOIN_DEADLINE") != "30":  # the test's deadline (DEADLINE) is served
         return False
-    pods = running.items("pods", namespace, f"serving.knative.dev/revision={revision}")
-    ready = [
-        p
-        for p in pods
-        if p["metadata"].get("deletionTimestamp") is None
-        and p.get("status", {}).get("containerStatuses")
-        and all(c.get("ready") for c in p["status"]["containerStatuses"])
-    ]
-    return len(ready) >= 2
+    return len(ready_pods(running, namespace, f"serving.knative.dev/revision={revision}")) >= 2
 
 
 @pytest.fixture(scope="module")
@@ -132,10 +125,50 @@ def show(parking: PortForward, token: str, namespace: str, agent: str, run: str)
     return rouse_runs(parking, token, "show", run, "--agent", agent, "--namespace", namespace)
 
 
-def marks_seen() -> None:
-    """Wait out the documented bound of a skill pod's view of the stop marks (it rereads them
-    at most once a STOP_POLL_SECONDS): no state outside the pod says when it has."""
-    time.sleep(STOP_POLL_SECONDS + 0.5)
+def stop_marks_read_at(running: Node, namespace: str, pod: str) -> float:
+    """A skill pod's `rouse_stop_marks_read_timestamp_seconds`, through the API server's proxy."""
+    path = f"/api/v1/namespaces/{namespace}/pods/{pod}:{SKILL_PORT}/proxy/metrics"
+    text = running.kubectl("get", "--raw", path).stdout
+    [sample] = [
+        line
+        for line in text.splitlines()
+        if line.startswith("rouse_stop_marks_read_timestamp_seconds{")
+    ]
+    return float(sample.split()[-1])
+
+
+def marks_seen(running: Node, namespace: str, agent: str, since: float) -> None:
+    """Wait until every Ready skill pod of the agent acts on the stop marks as set at `since`:
+    it read them after (its gauge is past `since`), or its view is older than STOP_POLL_SECONDS,
+    so its next event reads them again (a pod reads only when events come; a new pod has no
+    view)."""
+
+    def unseen() -> list[str]:
+        now = time.time()
+        return [
+            name
+            for name in ready_pods(running, namespace, f"rouse.dev/agent={agent}")
+            if (read := stop_marks_read_at(running, namespace, name)) < since
+            and now - read < STOP_POLL_SECONDS
+        ]
+
+    wait_until(
+        lambda: not unseen(),
+        timeout=30,
+        interval=0.2,
+        what=f"every pod of {agent} reading the stop marks since they were set",
+    )
+
+
+def ready_pods(running: Node, namespace: str, selector: str) -> list[str]:
+    """Names of the pods matching `selector` that are Ready and not terminating."""
+    return [
+        p["metadata"]["name"]
+        for p in running.items("pods", namespace, selector)
+        if p["metadata"].get("deletionTimestamp") is None
+        and p.get("status", {}).get("containerStatuses")
+        and all(c.get("ready") for c in p["status"]["containerStatuses"])
+    ]
 
 
 def of_type(running: Node, namespace: str, event_type: str) -> list[dict[str, Any]]:
@@ -295,7 +328,7 @@ def test_cancel_drops_pending_events_and_never_resumes_a_suspended_step(
     )
     assert answer["cancelled"] is True and answer["already"] is False, answer
     assert [c["type"] for c in answer["compensations"]] == ["com.example.flight.cancel"], answer
-    marks_seen()
+    marks_seen(real_node, namespace, "trip-booking", since=time.time())
 
     # The confirmation the hotel step waits for (as a hotel sends it: no run of its own, only
     # the key the step waits on), and a later event of the run: both dropped.
@@ -348,7 +381,7 @@ def test_kill_switch_drops_every_new_run_until_lifted(
     token = parking_token(real_node, ROUSE_NAMESPACE)
     killed = rouse_runs(parking, token, "kill", "trip-booking", "--namespace", namespace)
     assert killed["killed"] is True
-    marks_seen()
+    marks_seen(real_node, namespace, "trip-booking", since=time.time())
     try:
         run = f"killed-{uuid.uuid4().hex[:8]}"
         send(broker, namespace, TRIP, {"to": "Lisbon"}, extensions={"rouserun": run})
@@ -364,7 +397,7 @@ def test_kill_switch_drops_every_new_run_until_lifted(
             parking, token, "kill", "trip-booking", "--namespace", namespace, "--off"
         )
     assert lifted["killed"] is False
-    marks_seen()
+    marks_seen(real_node, namespace, "trip-booking", since=time.time())
     after = f"after-{uuid.uuid4().hex[:8]}"
     send(broker, namespace, TRIP, {"to": "Lisbon"}, extensions={"rouserun": after})
     wait_until(
