@@ -143,21 +143,25 @@ def marks_seen(running: Node, namespace: str, agent: str, since: float) -> None:
     so its next event reads them again (a pod reads only when events come; a new pod has no
     view)."""
 
-    def unseen() -> list[str]:
-        now = time.time()
-        return [
-            name
-            for name in ready_pods(running, namespace, f"rouse.dev/agent={agent}")
-            if (read := stop_marks_read_at(running, namespace, name)) < since
-            and now - read < STOP_POLL_SECONDS
-        ]
+    def seen() -> dict[str, str] | None:
+        now, views = time.time(), {}
+        for name in ready_pods(running, namespace, f"rouse.dev/agent={agent}"):
+            read = stop_marks_read_at(running, namespace, name)
+            if read >= since:
+                views[name] = f"read {read - since:.2f} s after"
+            elif now - read >= STOP_POLL_SECONDS:
+                views[name] = "view expired"
+            else:
+                return None
+        return views or {"(no pod)": "none serving"}
 
-    wait_until(
-        lambda: not unseen(),
+    views = wait_until(
+        seen,
         timeout=30,
         interval=0.2,
         what=f"every pod of {agent} reading the stop marks since they were set",
     )
+    print(f"\nstop marks of {agent}: {views}")
 
 
 def ready_pods(running: Node, namespace: str, selector: str) -> list[str]:
