@@ -150,7 +150,8 @@ def _from_binary(headers: Mapping[str, str], body: bytes, unmarshal: Any) -> Clo
         headers = {name.lower(): value for name, value in headers.items()}
     if _STRUCTURED.can_read(headers.get("content-type"), headers):
         return from_http(headers, body, data_unmarshaller=unmarshal)  # as the SDK would
-    read = _BINARY.read(v1.Event(), headers, body, unmarshal)
+    empty = v1.Event()  # type: ignore[no-untyped-call]
+    read = _BINARY.read(empty, headers, body, unmarshal)
     attributes = read.Properties()
     data = attributes.pop("data", None)
     attributes.pop("extensions", None)
