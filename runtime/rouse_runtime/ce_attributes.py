@@ -34,6 +34,12 @@ TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 MEDIA_TYPE = re.compile(rf"^{TOKEN}/{TOKEN}(\s*;\s*{TOKEN}=({TOKEN}|\"([^\"\\]|\\.)*\"))*\s*$")
 INT32 = (-(2**31), 2**31 - 1)
 DATA_MEMBERS = frozenset({"data", "data_base64"})  # structured mode's data, not attributes
+# Names and (name, String value) pairs found valid: a stream of events repeats its names,
+# source, type and content type, so each is checked once (per KNOWN_LIMIT distinct ones).
+KNOWN_LIMIT = 1024
+_known_names: set[str] = set()
+_known_values: set[tuple[str, str]] = set()
+UNIQUE = frozenset({"id", "time"})  # different in every event: not worth remembering
 
 
 class InvalidAttributeError(ValueError):
@@ -113,10 +119,13 @@ def check_names(names: Iterable[str]) -> None:
     binary mode needs no such check).
     """
     for name in names:
-        if name not in DATA_MEMBERS and not NAME.match(name):
+        if name in _known_names or name in DATA_MEMBERS:
+            continue
+        if not NAME.match(name):
             raise InvalidAttributeError(
                 name, "names must consist of lower-case letters a-z and digits 0-9"
             )
+        _remember(_known_names, name)
 
 
 def check_attributes(attributes: Mapping[str, Any], *, made: str | None = None) -> None:
@@ -134,5 +143,16 @@ def check_attributes(attributes: Mapping[str, Any], *, made: str | None = None) 
         )
     check_names(attributes)
     for name, value in attributes.items():
-        if name != made:
+        if name == made:
+            continue
+        if type(value) is not str or name in UNIQUE:
             CHECKS.get(name, _extension)(name, value)
+        elif (name, value) not in _known_values:
+            CHECKS.get(name, _extension)(name, value)
+            _remember(_known_values, (name, value))
+
+
+def _remember(known: set[Any], item: Any) -> None:
+    if len(known) >= KNOWN_LIMIT:
+        known.clear()
+    known.add(item)

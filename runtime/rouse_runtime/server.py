@@ -83,6 +83,9 @@ log = logging.getLogger("rouse.runtime")
 # Request headers an event is read from (ASGI names are lower case): the CloudEvents
 # attributes, content type and length. Knative's proxies add a dozen others per request.
 EVENT_HEADERS = (b"ce-", b"content-")
+# An invocation's ledger line (its spend goes in per model call): two values, made once.
+INVOCATION = Entry.invocation(cold_start=False)
+COLD_INVOCATION = Entry.invocation(cold_start=True)
 
 BYTES_HINT = (
     " (return bytes alone for an application/octet-stream reply, or a CloudEvent with"
@@ -267,6 +270,7 @@ class Runtime:
         self._runlog: RunLog | None = None
         self._joins: Joins | None = None
         self.namespace = config.namespace
+        self.key_scope = config.scope  # made once: every event's idempotency key uses it
         self.runs = Recorder(
             lambda: self.runlog,
             config.namespace,
@@ -360,7 +364,7 @@ class Runtime:
         `run`: the event's run (runs/ids.py), when the caller has read it already.
         """
         run = run_of(event) if run is None else run
-        key = idempotency_key(self.config.scope, self.config.skill, event["source"], event["id"])
+        key = idempotency_key(self.key_scope, self.config.skill, event["source"], event["id"])
         running = self._inflight.get(key)
         while running is not None:
             try:
@@ -654,7 +658,7 @@ class Runtime:
             fields["compensate"] = undo_fields(self.config, event, outcome.event)
         recorded = self.runs.stage(handle.ref, handle.id, "finished", fields)
         # The invocation and its cold start; its spend went in per model call (record_spend).
-        return outcome, Entry.invocation(cold_start=cold_start), recorded
+        return outcome, COLD_INVOCATION if cold_start else INVOCATION, recorded
 
     async def _call(self, event: CloudEvent, ctx: Context, budget: Budget) -> Outcome:
         function = self.handler.function

@@ -72,6 +72,18 @@ def test_parse_event_binary_1_0_checks_required_attributes() -> None:
     }
 
 
+def test_a_value_found_valid_for_one_attribute_is_still_checked_for_another() -> None:
+    # Valid values are remembered per attribute name: "a b" is a fine extension value,
+    # never a source (not a URI-reference), however often it came as the extension.
+    for n in range(2):
+        event, _ = parse_event({**BASE, "ce-id": f"e-{n}", "ce-myext": "a b"}, b"")
+        assert event["myext"] == "a b"
+    with pytest.raises(EventError) as bad:
+        parse_event({**BASE, "ce-source": "a b"}, b"")
+    assert (bad.value.status, bad.value.error) == (400, "invalid attribute")
+    assert "'source'" in bad.value.detail
+
+
 def test_header_values_take_string_forms_and_percent_encoding_only_where_needed() -> None:
     from rouse_runtime.events import header_value
 
