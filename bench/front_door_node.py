@@ -15,10 +15,18 @@ the same extra hop for both), the activator when at zero, and queue-proxy:
 Each round: both scaled to zero, one cold request each (from zero pods), then `--warm`
 requests each. Timed from the request to the first `chunk` event (the handler's first output;
 the front door's opening `run` event comes before it) and to the end of the stream (the
-full answer). Printed: the medians and the ratios front door / bare. Knative's autoscaler is
-set to scale to zero within seconds (stable window and grace period 6 s) while it runs;
-`ask` keeps the example's 30 s scale-to-zero retention, so a round takes about a minute.
-Wall times on a shared 2-core machine: read the ratios.
+full answer). The example's warm pool is taken off the Agent for these rounds: after a few
+cold starts it would keep `ask` warm (that is its job), and "cold" would no longer be from zero.
+
+Then the warm pool's effect: the example's `warmPool` is put back with a schedule covering now
+(`min: 1`); once the operator has put min-scale 1 on `ask`'s Revision, each of `--rounds`
+samples waits the idle time that scales the bare Service to zero, then asks both: `ask` kept
+warm by the pool vs the bare Service from zero.
+
+Printed: the medians and the ratios front door / bare. Knative's autoscaler is set to scale
+to zero within seconds (stable window and grace period 6 s) while it runs; `ask` keeps the
+example's 30 s scale-to-zero retention, so a round takes about a minute. Wall times on a
+shared 2-core machine: read the ratios.
 
 Usage: python bench/front_door_node.py [--rounds 3] [--warm 10]
 """
@@ -27,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import json
 import statistics
 import sys
 import time
@@ -35,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
@@ -124,13 +134,36 @@ def timed(url: str, headers: dict[str, str]) -> tuple[float, float]:
     return first, time.perf_counter() - began
 
 
+def set_warm_pool(running: Node, namespace: str, pool: dict[str, Any] | None) -> None:
+    """Put `pool` as the Agent's spec.warmPool (None: take it off)."""
+    patch = (
+        [{"op": "remove", "path": "/spec/warmPool"}]
+        if pool is None
+        else [{"op": "add", "path": "/spec/warmPool", "value": pool}]
+    )
+    running.kubectl(
+        "-n", namespace, "patch", "agent", AGENT, "--type=json", "-p", json.dumps(patch)
+    )  # fmt: skip
+
+
+def min_scale(running: Node, namespace: str, service: str) -> str | None:
+    """The min-scale the operator put on the Service's ready Revision."""
+    ksvc = running.get("ksvc", service, namespace)
+    name = ((ksvc or {}).get("status") or {}).get("latestReadyRevisionName")
+    revision = running.get("revision", name, namespace) if name else None
+    annotations = ((revision or {}).get("metadata") or {}).get("annotations") or {}
+    value = annotations.get("autoscaling.knative.dev/min-scale")
+    return None if value is None else str(value)
+
+
 def setup(running: Node) -> tuple[str, str]:
-    """Chart, the example, the bare Service; the front door's key."""
+    """Chart, the example (its warm pool off), the bare Service; the front door's key."""
     script(running, "deploy.sh", "--namespace", ROUSE_NAMESPACE)
     namespace = f"door-{uuid.uuid4().hex[:6]}"
     script(running, "example.sh", "--namespace", namespace, "--agent", AGENT, "--assert")
     ask = running.get("ksvc", ASK, namespace)
     assert ask is not None
+    set_warm_pool(running, namespace, None)
     running.apply([bare_service(ask)], namespace)
     running.kubectl(
         "-n", namespace, "wait", "--for=condition=Ready", f"ksvc/{BARE}", "--timeout=180s"
@@ -151,6 +184,16 @@ def report(figures: dict[str, dict[str, list[float]]]) -> None:
         print(
             f"  {column:10}  front door {d * 1000:8.1f} ms   bare {b * 1000:8.1f} ms   ratio {d / b:.2f}"
         )
+    if door["pool first"]:
+        print(f"the warm pool's effect, after idle ({len(door['pool first'])} samples):")
+        for column in ("pool first", "pool full"):
+            d, b = statistics.median(door[column]), statistics.median(bare[column])
+            print(
+                f"  {column:10}  front door kept warm {d * 1000:8.1f} ms   bare from zero"
+                f" {b * 1000:8.1f} ms   ratio {d / b:.2f}"
+            )
+            cold = statistics.median(door[column.replace("pool", "cold")])
+            print(f"  {'':10}  front door from zero / kept warm: {cold / d:.1f}")
 
 
 def measure(
@@ -158,9 +201,9 @@ def measure(
 ) -> dict[str, dict[str, list[float]]]:
     """Each round: each Service from zero once, then `warm` times; seconds per column."""
     targets = {"front door": (ASK, {"authorization": f"Bearer {key}"}), "bare": (BARE, {})}
+    columns = ("cold", "warm", "pool")
     figures: dict[str, dict[str, list[float]]] = {
-        name: {"cold first": [], "cold full": [], "warm first": [], "warm full": []}
-        for name in targets
+        name: {f"{c} {t}": [] for c in columns for t in ("first", "full")} for name in targets
     }
     for index in range(rounds):
         for name, (service, extra) in targets.items():
@@ -177,7 +220,47 @@ def measure(
                 figures[name][f"{kind} full"].append(full)
             cold = figures[name]["cold first"][-1]
             print(f"round {index} {name}: cold first chunk {cold * 1000:.0f} ms", flush=True)
+    measure_pool(running, namespace, targets, ingress, rounds, figures)
     return figures
+
+
+def measure_pool(
+    running: Node,
+    namespace: str,
+    targets: dict[str, tuple[str, dict[str, str]]],
+    ingress: PortForward,
+    rounds: int,
+    figures: dict[str, dict[str, list[float]]],
+) -> None:
+    """The example's warm pool back, with a schedule keeping one `ask` warm now; each sample
+    after the idle time that takes the bare Service to zero."""
+    agent = yaml.safe_load((REPO / "examples" / AGENT / "agent.yaml").read_text())
+    pool = {
+        **agent["spec"]["warmPool"],
+        "schedules": [{"cron": "* * * * *", "duration": "1h", "min": 1}],
+    }
+    set_warm_pool(running, namespace, pool)
+    wait_until(
+        lambda: min_scale(running, namespace, ASK) == "1",
+        timeout=180,
+        interval=2,
+        what="the warm pool's min-scale 1 on ask's Revision",
+    )
+    for index in range(rounds):
+        wait_until(
+            lambda: pods(running, namespace, BARE) == 0,
+            timeout=240,
+            interval=1,
+            what=f"{BARE} scaled to zero",
+        )
+        assert pods(running, namespace, ASK) >= 1, "the warm pool kept no ask pod"
+        for name, (service, extra) in targets.items():
+            headers = {"host": route_host(running, service, namespace), **extra}
+            first, full = timed(ingress.url, headers)
+            figures[name]["pool first"].append(first)
+            figures[name]["pool full"].append(full)
+        door = figures["front door"]["pool first"][-1]
+        print(f"pool {index}: front door kept warm, first chunk {door * 1000:.0f} ms", flush=True)
 
 
 def main() -> None:

@@ -135,12 +135,25 @@ func (p *Proxy) handler(l Listener) http.Handler {
 // rewrite points the outgoing request at the chosen backend. The Host header is kept
 // (Knative's activator and queue-proxy route by it) unless the path rewrites it; appended
 // headers replace what the client sent, split-level first, then path-level (Envoy's order).
+//
+// chunkedUpstream: a request body goes to an HTTP/1.1 upstream chunked, never with the
+// client's Content-Length. Go's transport, having sent Content-Length bytes, reads its
+// request body once more to check its length; a Go server (Knative's activator and
+// queue-proxy, kingress itself) closes a request's body when it starts to answer. With a
+// Content-Length the upstream has the whole body, and may answer, before that last read, which
+// then fails and makes the transport close the upstream connection mid-answer: a stream cut
+// ("use of closed network connection" in the activator's log; on a loaded node, right after a
+// cold start). Chunked, the body ends with its last chunk, which the transport writes only
+// after reading the end of its own body, on every Go hop after this one.
 func rewrite(pr *httputil.ProxyRequest) {
 	d := pr.In.Context().Value(decisionKey{}).(*decision)
 	pr.Out.URL.Scheme = "http"
 	pr.Out.URL.Host = d.target.addr
 	if d.route.rewriteHost != "" {
 		pr.Out.Host = d.route.rewriteHost
+	}
+	if pr.Out.Body != nil && pr.Out.ContentLength > 0 && !d.target.h2c {
+		pr.Out.ContentLength = -1 // HTTP/1.1 upstream: chunked, see chunkedUpstream
 	}
 	if xff := pr.In.Header.Values("X-Forwarded-For"); len(xff) > 0 {
 		pr.Out.Header["X-Forwarded-For"] = slices.Clone(xff)
