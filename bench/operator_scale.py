@@ -75,7 +75,7 @@ RECONCILER_ONLY = (
     "kopf.run(standalone=True, namespaces=sys.argv[1:])"
 )
 HANDLED = "rouse.dev/last-handled-configuration"
-METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+TABLE = "application/json;as=Table;g=meta.k8s.io;v=v1"
 WRITE_VERBS = ("POST", "PUT", "PATCH", "APPLY", "DELETE")
 # What an Agent operator writes: Agents (status, kopf's annotations), children, Events.
 WRITTEN = {"agents", "services", "triggers", "pingsources", "events"}
@@ -104,16 +104,24 @@ def create_agents(api: client.CustomObjectsApi, namespace: str, count: int) -> N
 
 
 def handled(api: client.CustomObjectsApi, namespace: str) -> int:
-    """Agents carrying kopf's last-handled annotation. Metadata only: the poll runs every
-    interval for the whole pass, and full bodies cost the API server (and the operator
-    sharing its CPU) in proportion to the pass's length, the slower operator most."""
+    """Agents handled: carrying kopf's last-handled annotation (the no-op operator) or a
+    status phase (Rouse, which keeps kopf's last-handled configuration in status.kopf and
+    writes it in the same status write as the phase). As a table (the CRD's printer columns
+    and metadata): the poll runs every interval for the whole pass, and full bodies cost the
+    API server (and the operator sharing its CPU) in proportion to the pass's length, the
+    slower operator most."""
     apis = api.api_client
     method, url, headers, _, _ = apis.param_serialize(
         "GET", f"/apis/rouse.dev/v1alpha1/namespaces/{namespace}/agents",
-        header_params={"Accept": METADATA_LIST}, auth_settings=["BearerToken"],
+        header_params={"Accept": TABLE}, auth_settings=["BearerToken"],
     )  # fmt: skip
-    items = json.loads(apis.call_api(method, url, headers).read())["items"]
-    return sum(1 for a in items if HANDLED in (a["metadata"].get("annotations") or {}))
+    table = json.loads(apis.call_api(method, url, headers).read())
+    phase = [c["name"] for c in table["columnDefinitions"]].index("Phase")
+    return sum(
+        1
+        for row in table["rows"]
+        if row["cells"][phase] or HANDLED in (row["object"]["metadata"].get("annotations") or {})
+    )
 
 
 def peak_rss_mib(pid: int) -> float:
