@@ -48,3 +48,20 @@ class InStatusApply(kopf.StatusDiffBaseStorage):
             carried = self._written.pop((str(meta.get("namespace")), str(meta.get("name"))), None)
         if carried != encode(essence):
             super().store(body=body, patch=patch, essence=essence)
+
+
+class Progress(kopf.AnnotationsProgressStorage):
+    """kopf's per-handler progress in `rouse.dev/<handler>` annotations, without its marker.
+
+    kopf adds `rouse.dev/kopf-managed: yes` on an object's first handling so that other
+    kopf-based operators recognise the prefix as kopf's. With the last-handled configuration
+    in the status apply, that marker was kopf's only metadata write for a new Agent: one
+    more write per Agent for a hint. The progress annotations exist only while a handler
+    retries, and the status subresource cannot carry metadata.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(prefix="rouse.dev")
+
+    def _store_marker(self, prefix: str, patch: kopf.Patch, body: kopf.Body) -> None:
+        return None

@@ -148,7 +148,7 @@ def run(
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     """kopf's state (status.kopf, progress in annotations); Events from INFO; resync."""
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="rouse.dev")
+    settings.persistence.progress_storage = bookkeeping.Progress()
     settings.persistence.diffbase_storage = DIFF_BASE
     quiet_handlers.install("agent_event", "child_event")  # their ids: the function names
     settings.posting.level = logging.INFO
