@@ -2,8 +2,9 @@
 
 For N Agents (default N = 100 and 1000; one skill, one event filter each, so two
 children per Agent) created while no operator runs, start an operator and time
-until every Agent carries kopf's last-handled annotation (written after the
-handler succeeded). Three operators take turns, each in a fresh namespace:
+until every Agent carries kopf's last-handled configuration (written after the
+handler succeeded: an annotation for the no-op operator, status.kopf for Rouse; counted
+from a watch). Three operators take turns, each in a fresh namespace:
 
 - baseline: a no-op kopf operator (same kopf settings, handlers that do nothing);
 - reconcile: the reconciler's handlers alone (rouse_operator.handlers, no policy timers);
@@ -27,11 +28,11 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -42,7 +43,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from kubernetes import client, config  # noqa: E402
+import urllib3  # noqa: E402
+from kubernetes import client, config, watch  # noqa: E402
 from rouse_testing.cluster import start_cluster  # noqa: E402
 from rouse_testing.operator import install_agent_crd  # noqa: E402
 from rouse_testing.wait import free_port  # noqa: E402
@@ -75,7 +77,7 @@ RECONCILER_ONLY = (
     "kopf.run(standalone=True, namespaces=sys.argv[1:])"
 )
 HANDLED = "rouse.dev/last-handled-configuration"
-METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+AGENTS = ("rouse.dev", "v1alpha1")
 WRITE_VERBS = ("POST", "PUT", "PATCH", "APPLY", "DELETE")
 # What an Agent operator writes: Agents (status, kopf's annotations), children, Events.
 WRITTEN = {"agents", "services", "triggers", "pingsources", "events"}
@@ -103,17 +105,59 @@ def create_agents(api: client.CustomObjectsApi, namespace: str, count: int) -> N
         list(pool.map(create, range(count)))
 
 
-def handled(api: client.CustomObjectsApi, namespace: str) -> int:
-    """Agents carrying kopf's last-handled annotation. Metadata only: the poll runs every
-    interval for the whole pass, and full bodies cost the API server (and the operator
-    sharing its CPU) in proportion to the pass's length, the slower operator most."""
-    apis = api.api_client
-    method, url, headers, _, _ = apis.param_serialize(
-        "GET", f"/apis/rouse.dev/v1alpha1/namespaces/{namespace}/agents",
-        header_params={"Accept": METADATA_LIST}, auth_settings=["BearerToken"],
-    )  # fmt: skip
-    items = json.loads(apis.call_api(method, url, headers).read())["items"]
-    return sum(1 for a in items if HANDLED in (a["metadata"].get("annotations") or {}))
+class Handled:
+    """Agents handled so far: carrying kopf's last-handled annotation (the no-op operator) or
+    status.kopf.last-handled-configuration (Rouse keeps it there, written with the status).
+
+    Counted from a watch: the API server sends each Agent write once; polling the list cost
+    it every Agent per interval for the whole pass, the slower operator's the most.
+    """
+
+    def __init__(self, api: client.CustomObjectsApi, namespace: str) -> None:
+        self.api, self.namespace = api, namespace
+        self.names: set[str] = set()
+        self.stopped = False
+        self.version = self._list()
+        self._watch = watch.Watch()
+        self._thread = threading.Thread(target=self._follow, daemon=True)
+        self._thread.start()
+
+    def count(self) -> int:
+        return len(self.names)
+
+    def stop(self) -> None:
+        self.stopped = True
+        self._watch.stop()
+
+    def _list(self) -> str:
+        listed = self.api.list_namespaced_custom_object(*AGENTS, self.namespace, "agents")
+        for item in listed["items"]:
+            self._see(item)
+        return str(listed["metadata"]["resourceVersion"])
+
+    def _see(self, agent: dict[str, Any]) -> None:
+        annotations = agent["metadata"].get("annotations") or {}
+        if HANDLED in annotations or ((agent.get("status") or {}).get("kopf") or {}).get(
+            "last-handled-configuration"
+        ):
+            self.names.add(agent["metadata"]["name"])
+
+    def _follow(self) -> None:
+        while not self.stopped:
+            try:
+                for event in self._watch.stream(
+                    self.api.list_namespaced_custom_object, *AGENTS, self.namespace, "agents",
+                    resource_version=self.version, timeout_seconds=300,
+                ):  # fmt: skip
+                    if event["type"] == "ERROR":  # the version expired: list again
+                        self.version = self._list()
+                        break
+                    self.version = event["object"]["metadata"]["resourceVersion"]
+                    self._see(event["object"])
+            except (OSError, client.ApiException, urllib3.exceptions.HTTPError):
+                if self.stopped:  # the pass is over (its namespace going, the cluster stopping)
+                    return
+                self.version = self._list()
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -188,6 +232,7 @@ def run_one(
     port = free_port()
     interval = resync if resync is not None else 3600
     env = cluster.env | {"ROUSE_METRICS_PORT": str(port), "ROUSE_RESYNC_INTERVAL": str(interval)}
+    seen = Handled(api, namespace)
     before, cpu_before = api_writes(), plane_cpu(cluster)
     with log.open("wb") as out:
         started = time.perf_counter()
@@ -199,15 +244,13 @@ def run_one(
             if proc.poll() is not None:
                 raise SystemExit(f"operator exited {proc.returncode}; see {log}")
             if time.perf_counter() > deadline:
-                raise SystemExit(f"timed out: {handled(api, namespace)}/{count} handled; see {log}")
+                raise SystemExit(f"timed out: {seen.count()}/{count} handled; see {log}")
 
-        # Listing N Agents costs the API server (and this process) in proportion to N:
-        # poll less often when there are many (the rate's error is one poll interval).
-        poll = max(0.2, count / 2000)
-        while handled(api, namespace) < count:
+        while seen.count() < count:
             alive()
-            time.sleep(poll)
+            time.sleep(0.1)
         elapsed = time.perf_counter() - started
+        seen.stop()
         rss = peak_rss_mib(proc.pid)
         cpu = {"operator": cpu_seconds(proc.pid)}
         cpu |= {k: v - cpu_before[k] for k, v in plane_cpu(cluster).items()}

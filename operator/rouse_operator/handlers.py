@@ -7,7 +7,8 @@
   status follows the children's conditions.
 - Every ROUSE_RESYNC_INTERVAL seconds: reconcile every known Agent (drift).
 
-kopf keeps its bookkeeping in annotations (the status schema is strict), and no handler
+kopf keeps its last-handled configuration in status.kopf, written by the reconciler's own
+status apply (bookkeeping.py: one write per handled Agent, not two), and no handler
 needs a finalizer: deletion cascades through ownerReferences and the garbage collector.
 Periodic per-Agent work (the policy loop) goes through `every_agent`, not kopf.timer,
 because kopf puts a finalizer on every object a timer runs for.
@@ -24,7 +25,7 @@ from typing import Any, cast
 
 import kopf
 
-from rouse_operator import agent_metrics, health, metrics, quiet_handlers
+from rouse_operator import agent_metrics, bookkeeping, health, metrics, quiet_handlers
 from rouse_operator import settings as operator_settings
 from rouse_operator.cache import slim
 from rouse_operator.kube import AGENTS, Kube
@@ -57,6 +58,8 @@ class _State:
     def __init__(self) -> None:
         self.known: dict[tuple[str, str], Any] = {}  # (namespace, name) -> policy inputs
         self.bodies: dict[tuple[str, str], kopf.Body] = {}  # (namespace, name) -> latest, slim
+        # (namespace, name) -> (resourceVersion, fields) of the policy loop's last status write
+        self.policy_written: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
         # A context where kopf.info/kopf.warn can post Events, per Agent: all the same one,
         # copied in the first Agent handler (kopf sets its Event queue, one per operator, in
         # each object's task). A copy per Agent also kept each one's first cause (body, diff,
@@ -68,6 +71,7 @@ class _State:
 
 
 STATE = _State()
+DIFF_BASE = bookkeeping.InStatusApply()
 
 
 def reconciler() -> Reconciler:
@@ -80,14 +84,27 @@ def report(body: Any, outcome: Outcome | None) -> None:
     """Kubernetes Events on the Agent for what changed and for new problems.
 
     One Event per action (Created, Updated, Deleted) naming every child it touched, not one
-    per child: a new Agent costs the API server one Event write, not one per child.
+    per child, and none for an Agent's first children (`worth_an_event`).
     """
     if outcome is None:
         return
-    for action, message in change_messages(outcome.changes):
+    for action, message in change_messages(worth_an_event(outcome)):
         kopf.info(body, reason=action, message=message)
     for problem in outcome.new_problems:
         kopf.warn(body, reason=problem.reason, message=problem.message)
+
+
+def worth_an_event(outcome: Outcome) -> list[Change]:
+    """The changes to tell in Events: all but the creation of a new Agent's children.
+
+    Those are what creating an Agent means: its status names them (`skills[].service`) and
+    its conditions say how they are doing, so an Event saying so again cost the API server
+    a write per new Agent for nothing new. A child created later (deleted by hand and put
+    back, a skill added) is told, as are updates, deletions and problems.
+    """
+    if (outcome.agent.get("status") or {}).get("observedGeneration") is not None:
+        return outcome.changes
+    return [c for c in outcome.changes if c.action != "Created"]
 
 
 def change_messages(changes: list[Change]) -> list[tuple[str, str]]:
@@ -108,15 +125,21 @@ def change_messages(changes: list[Change]) -> list[tuple[str, str]]:
     return events
 
 
-def run(namespace: str, name: str, body: Any = None, fresh: bool = False) -> None:
+def run(
+    namespace: str, name: str, body: Any = None, fresh: bool = False, handled: Any = None
+) -> None:
     """Reconcile one Agent and report on it.
 
     `body`: the Agent for Events; with `fresh`, kopf's just-delivered copy is also what the
     reconcile reads (create/update/resume), otherwise the Agent is read from the API.
+    `handled`: kopf's essence of the Agent being handled, written with its status.
     """
     given = json.loads(json.dumps(dict(body))) if fresh and body is not None else None
-    outcome = reconciler().reconcile(namespace, name, given)
+    encoded = bookkeeping.encode(handled) if handled is not None else None
+    outcome = reconciler().reconcile(namespace, name, given, encoded)
     if outcome is not None:
+        if encoded is not None and outcome.status_written:
+            DIFF_BASE.written(namespace, name, encoded)
         report(body if body is not None else outcome.agent, outcome)
         if outcome.status:
             agent_metrics.record_status(namespace, name, outcome.status)
@@ -124,11 +147,9 @@ def run(namespace: str, name: str, body: Any = None, fresh: bool = False) -> Non
 
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-    """Annotations for kopf's state; Events from INFO; start the drift resync."""
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="rouse.dev")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="rouse.dev", key="last-handled-configuration"
-    )
+    """kopf's state (status.kopf, progress in annotations); Events from INFO; resync."""
+    settings.persistence.progress_storage = bookkeeping.Progress()
+    settings.persistence.diffbase_storage = DIFF_BASE
     quiet_handlers.install("agent_event", "child_event")  # their ids: the function names
     settings.posting.level = logging.INFO
     settings.execution.max_workers = RECONCILE_THREADS
@@ -160,9 +181,11 @@ async def stop(**_: Any) -> None:
 @kopf.on.resume(GROUP, VERSION, PLURAL, backoff=5)
 @kopf.on.create(GROUP, VERSION, PLURAL, backoff=5)
 @kopf.on.update(GROUP, VERSION, PLURAL, backoff=5)
-def agent_changed(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
+def agent_changed(
+    body: kopf.Body, namespace: str | None, name: str, new: kopf.BodyEssence | None, **_: Any
+) -> None:
     """The Agent's spec (or labels/annotations) changed, or the operator (re)started."""
-    run(str(namespace), name, body, fresh=True)
+    run(str(namespace), name, body, fresh=True, handled=new)
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
@@ -175,6 +198,8 @@ async def agent_event(
         STATE.known.pop(key, None)
         STATE.bodies.pop(key, None)
         STATE.contexts.pop(key, None)
+        DIFF_BASE.forget(*key)
+        STATE.policy_written.pop(key, None)
         reconciler().forget_agent(*key)  # its lock and cached children
         agent_metrics.forget(*key)
         return

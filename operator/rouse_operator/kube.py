@@ -204,9 +204,10 @@ class Kube:
         name: str,
         status: dict[str, Any],
         field_manager: str = FIELD_MANAGER,
-    ) -> None:
+    ) -> str | None:
         """Server-side apply of the status fields `field_manager` owns (the reconciler's by
-        default; the policy loop's as `rouse-policy`); an Agent deleted meanwhile is no error."""
+        default; the policy loop's as `rouse-policy`); an Agent deleted meanwhile is no error.
+        Returns the Agent's resourceVersion after the write (None: it was gone)."""
         body = {
             "apiVersion": AGENTS.api_version,
             "kind": AGENTS.kind,
@@ -214,7 +215,7 @@ class Kube:
             "status": status,
         }
         try:
-            self.api.patch_namespaced_custom_object_status_with_http_info(
+            data, _, _ = self.api.patch_namespaced_custom_object_status_with_http_info(
                 AGENTS.group,
                 AGENTS.version,
                 namespace,
@@ -228,3 +229,6 @@ class Kube:
         except ApiException as exc:
             if exc.status != 404:  # the Agent was deleted meanwhile: nothing to report on
                 raise
+            return None
+        written = data if isinstance(data, dict) else {}
+        return str((written.get("metadata") or {}).get("resourceVersion") or "") or None

@@ -267,3 +267,24 @@ def policy_fields_changed(agent: Obj, wanted: Obj) -> bool:
         if current_conditions.get(cond["type"]) != cond:
             return True
     return any(status.get(k) != v for k, v in wanted.items() if k != "conditions")
+
+
+def with_last_write(agent: Obj, written: tuple[str, Obj] | None) -> Obj:
+    """`agent` with the policy loop's last write laid over its status when the copy predates it.
+
+    The loop reads copies the watch keeps, which can lag its own writes (at 10,000 Agents by
+    more than a round): judged on such a copy, a written decision looks unwritten and is
+    written again, unchanged (3078 writes in one resync round once). `written`: the Agent's
+    resourceVersion after that write, and the fields it wrote.
+    """
+    if written is None:
+        return agent
+    version, fields = written
+    seen = str((agent.get("metadata") or {}).get("resourceVersion") or "")
+    if not (seen.isdigit() and version.isdigit() and int(seen) < int(version)):
+        return agent  # the copy is as new as the write, or versions are not comparable
+    status = dict(agent.get("status") or {})
+    others = [c for c in status.get("conditions") or [] if c.get("type") not in POLICY_CONDITIONS]
+    status.update({k: v for k, v in fields.items() if k != "conditions"})
+    status["conditions"] = others + list(fields.get("conditions") or [])
+    return {**agent, "status": status}

@@ -43,6 +43,7 @@ from rouse_operator.policy_status import (
     evaluate,
     has_daily_budget,
     policy_fields_changed,
+    with_last_write,
 )
 from rouse_operator.replay_targets import replay_targets
 
@@ -119,8 +120,11 @@ async def _none() -> None:
 
 
 def apply_policy_status(namespace: str, name: str, status: dict[str, Any]) -> None:
-    """Server-side apply of the policy-owned status fields (field manager rouse-policy)."""
-    handlers.reconciler().kube.apply_status(namespace, name, status, FIELD_MANAGER)
+    """Server-side apply of the policy-owned status fields (field manager rouse-policy),
+    remembered with the version it made (`with_last_write`: a lagging copy is no change)."""
+    version = handlers.reconciler().kube.apply_status(namespace, name, status, FIELD_MANAGER)
+    if version is not None:
+        handlers.STATE.policy_written[(namespace, name)] = (version, status)
 
 
 async def sync_reject_gate(agent: dict[str, Any], evaluation: Evaluation) -> None:
@@ -201,6 +205,7 @@ async def evaluate_policies(body: kopf.Body, namespace: str | None, name: str, *
         return
     agent["metadata"].setdefault("namespace", namespace)
     ns = str(namespace)
+    agent = with_last_write(agent, handlers.STATE.policy_written.get((ns, name)))
     now = datetime.now(UTC)
     # Only an Agent that has (or had: status.budget) a budget can have parked events.
     may_have_parked = has_daily_budget(agent["spec"]) or bool(

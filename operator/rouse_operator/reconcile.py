@@ -17,7 +17,7 @@ from typing import Any
 
 from rouse_runtime import agentspec
 
-from rouse_operator import checks, metrics
+from rouse_operator import bookkeeping, checks, metrics
 from rouse_operator import status as agent_status
 from rouse_operator.cache import ChildCache, slim
 from rouse_operator.kube import ConflictError, Kube, RejectedError
@@ -57,6 +57,7 @@ class Outcome:
     changes: list[Change] = field(default_factory=list)
     status: Obj = field(default_factory=dict)
     new_problems: list[agent_status.Problem] = field(default_factory=list)
+    status_written: bool = False  # the status was applied (with `handled`, if given)
 
 
 def spec_hash(manifest: Manifest) -> str:
@@ -208,10 +209,13 @@ class Reconciler:
         with self._guard:
             return len(self._locks)
 
-    def reconcile(self, namespace: str, name: str, body: Obj | None = None) -> Outcome | None:
+    def reconcile(
+        self, namespace: str, name: str, body: Obj | None = None, handled: str | None = None
+    ) -> Outcome | None:
         """Bring one Agent's children and status in line; None when the Agent is gone.
 
         `body`: the Agent as kopf just delivered it (saves a read); fetched when not given.
+        `handled`: kopf's last-handled configuration to write with the status (bookkeeping.py).
         """
         started = time.perf_counter()
         outcome: Outcome | None = None
@@ -223,15 +227,16 @@ class Reconciler:
                     # deletion, before the Agent); re-creating them would fight it.
                     metrics.RECONCILES.labels("gone").inc()
                 else:
-                    outcome = self._reconcile(agent)
+                    outcome = self._reconcile(agent, handled)
                     for _ in range(3):  # someone else wrote a child while we applied it
                         if not self._take_dirty(namespace, name):
                             break
                         agent = self.kube.get_agent(namespace, name)
                         if agent is None or agent["metadata"].get("deletionTimestamp"):
                             break
-                        again = self._reconcile(agent)
+                        again = self._reconcile(agent, handled)
                         again.changes[:0] = outcome.changes
+                        again.status_written |= outcome.status_written
                         outcome = again
             except Exception:
                 metrics.RECONCILES.labels("error").inc()
@@ -244,7 +249,7 @@ class Reconciler:
             metrics.RECONCILES.labels("ok").inc()
         return outcome
 
-    def _reconcile(self, agent: Obj) -> Outcome:
+    def _reconcile(self, agent: Obj, handled: str | None = None) -> Outcome:
         meta, spec = agent["metadata"], agent["spec"]
         namespace, name = meta["namespace"], meta["name"]
         problems: list[agent_status.Problem] = []
@@ -320,8 +325,14 @@ class Reconciler:
             agent, children_now, problems, self.clock(), floors=floors
         )
         previous = agent.get("status") or {}
+        # kopf's bookkeeping rides along (one write, not two); every apply of this field
+        # manager carries it, or server-side apply would remove it.
+        kopf_state = {bookkeeping.FIELD: handled} if handled else previous.get("kopf")
+        if kopf_state:
+            outcome.status["kopf"] = kopf_state
         if agent_status.changed(previous, outcome.status):
             self.kube.apply_status(namespace, name, outcome.status)
+            outcome.status_written = True
         outcome.new_problems = agent_status.new_problems(problems, previous.get("conditions") or [])
         return outcome
 

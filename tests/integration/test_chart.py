@@ -392,8 +392,6 @@ def test_operator_with_the_chart_identity_reconciles_without_rbac_denial(
                 f"--field-selector=involvedObject.kind=Agent,involvedObject.name={name}",
             ).stdout.strip()  # fmt: skip
 
-        wait_until(agent_events, timeout=60, what="Kubernetes Events posted on the Agent")
-
         # a skill taken out of the spec: the operator deletes its Service, PingSource and Trigger
         cluster.kubectl(
             "patch", "agent", name, "-n", namespace, "--type=json",
@@ -404,6 +402,8 @@ def test_operator_with_the_chart_identity_reconciles_without_rbac_denial(
             and names("triggers") == {f"{name}-greet-0"},
             timeout=90, what="the removed skill's Service, PingSource and Trigger deleted",
         )  # fmt: skip
+        # ...and says so in an Event (a new Agent's first children are none: README)
+        wait_until(agent_events, timeout=60, what="Kubernetes Events posted on the Agent")
 
         assert proc.poll() is None, f"the operator exited:\n{log_path.read_text()}"
     finally:

@@ -181,22 +181,30 @@ def test_example_agent_makes_its_children(cluster: Any, ns: str, operator: Opera
         shown = get_json(cluster, KINDS[kind], "-n", ns, name, "--show-managed-fields")
         managers = {m["manager"] for m in shown["metadata"]["managedFields"]}
         assert managers == {"rouse"}, managers
-    # kopf's bookkeeping lives in annotations (status is strict). No finalizer at all: the
-    # Agent must stay deletable when the operator is gone (kopf adds its marker on its first
-    # pass, before any handler, so a kopf.timer or a deletion handler would show here).
-    assert "rouse.dev/last-handled-configuration" in agent["metadata"]["annotations"]
+    # No finalizer at all: the Agent must stay deletable when the operator is gone (kopf adds
+    # its marker on its first pass, before any handler, so a kopf.timer or a deletion handler
+    # would show here).
     assert "finalizers" not in agent["metadata"], agent["metadata"]["finalizers"]
     status = wait_until(
         lambda: (s := agent_status(cluster, ns, "support-triage")).get("observedGeneration") and s,
         timeout=30, what="status of support-triage",
     )  # fmt: skip
+    # kopf's last-handled configuration came with the status, in the same write (no annotation).
+    handled = json.loads(status["kopf"]["last-handled-configuration"])
+    assert (
+        handled["spec"]["skills"]
+        == get_json(cluster, "agents.rouse.dev", "-n", ns, "support-triage")["spec"]["skills"]
+    )
+    annotations = agent["metadata"].get("annotations") or {}
+    assert "rouse.dev/last-handled-configuration" not in annotations
     assert status["phase"] == "Pending"
     assert status["skillsReady"] == f"0/{len(visibility)}"  # one per skill, the front door too
     events = cluster.kubectl(
         "get", "events", "-n", ns, "--field-selector", "involvedObject.name=support-triage",
         "-o", "jsonpath={range .items[*]}{.reason} {.message}{'\\n'}{end}",
     ).stdout  # fmt: skip
-    assert "Created Service support-triage-triage: it did not exist" in events
+    # A new Agent's children are what creating it means (status.skills names them): no Event.
+    assert "Created" not in events, events
     # kopf logs each spec handler's success, not every watch event's (quiet_handlers).
     log = operator.log.read_text(errors="replace")
     assert "Handler 'agent_changed' succeeded." in log
@@ -245,6 +253,11 @@ def test_children_changed_by_hand_are_put_back(
     cluster.kubectl("delete", KINDS["Trigger"], "handsoff-digest-cron", "-n", ns, "--wait=false")
     live = wait_children_match(cluster, ns, "handsoff")
     assert live[("Service", "handsoff-triage")]["metadata"]["uid"] != old_uid
+    wait_until(
+        lambda: "Created Service handsoff-triage: it did not exist"
+        in agent_events(cluster, ns, "handsoff"),
+        timeout=30, what="an Event saying the deleted Service was put back",
+    )  # fmt: skip
     patch = {"spec": {"template": {"spec": {"containerConcurrency": 99}}}}
     cluster.kubectl(
         "patch",
@@ -556,8 +569,8 @@ def test_no_write_storm_when_idle(cluster: Any, ns: str, operator: OperatorProce
     }  # an update event that changes nothing Rouse builds
     apply(cluster, ns, agent)
     wait_until(
-        lambda: "touched" in (get_json(cluster, "agents.rouse.dev", "-n", ns, "quiet")["metadata"].get("annotations", {})
-                              .get("rouse.dev/last-handled-configuration", "")),
+        lambda: "touched" in (get_json(cluster, "agents.rouse.dev", "-n", ns, "quiet").get("status", {})
+                              .get("kopf", {}).get("last-handled-configuration", "")),
         timeout=30, what="the operator to handle the label change",
     )  # fmt: skip
     after = children_of(cluster, ns, "quiet")

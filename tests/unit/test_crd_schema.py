@@ -116,11 +116,15 @@ def test_cel_rules_compile_and_messages_name_a_field() -> None:
         assert re.match(r"^(spec|metadata)\.", rule["message"]), (path, rule["message"])
 
 
-def test_kopf_bookkeeping_is_not_in_status() -> None:
-    """kopf keeps progress in annotations (rouse_operator.handlers); status stays strict."""
+def test_kopf_bookkeeping_in_status_is_one_typed_field() -> None:
+    """kopf's last-handled configuration rides in the status apply (rouse_operator.bookkeeping);
+    its progress stays in annotations, and status stays strict: one string, nothing open."""
     status = SCHEMA["properties"]["status"]
-    assert "kopf" not in status["properties"]
+    kopf = status["properties"]["kopf"]
+    assert list(kopf["properties"]) == ["last-handled-configuration"]
+    assert kopf["properties"]["last-handled-configuration"]["type"] == "string"
     assert not status.get("x-kubernetes-preserve-unknown-fields")
+    assert not kopf.get("x-kubernetes-preserve-unknown-fields")
 
 
 def test_skill_name_and_handler_patterns() -> None:

@@ -3,8 +3,8 @@ per child), split before kopf's 1024-character cut."""
 
 from __future__ import annotations
 
-from rouse_operator.handlers import EVENT_MESSAGE_LIMIT, change_messages
-from rouse_operator.reconcile import Change
+from rouse_operator.handlers import EVENT_MESSAGE_LIMIT, change_messages, worth_an_event
+from rouse_operator.reconcile import Change, Outcome
 
 
 def test_one_event_per_action_names_every_child() -> None:
@@ -37,3 +37,12 @@ def test_long_lists_are_split_under_kopfs_limit() -> None:
 
 def test_no_changes_no_events() -> None:
     assert change_messages([]) == []
+
+
+def test_a_new_agents_children_are_no_event_later_ones_are() -> None:
+    created = Change("Created", "Service", "shop-triage", "it did not exist")
+    deleted = Change("Deleted", "Trigger", "shop-triage-1", "no longer in the Agent's spec")
+    new = Outcome(agent={"metadata": {"name": "shop"}}, changes=[created, deleted])
+    assert worth_an_event(new) == [deleted]
+    seen = Outcome(agent={"status": {"observedGeneration": 1}}, changes=[created, deleted])
+    assert worth_an_event(seen) == [created, deleted]

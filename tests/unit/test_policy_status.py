@@ -6,7 +6,14 @@ import copy
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from rouse_operator.policy_status import Evaluation, Event, evaluate, previous_budget
+from rouse_operator.policy_status import (
+    Evaluation,
+    Event,
+    evaluate,
+    policy_fields_changed,
+    previous_budget,
+    with_last_write,
+)
 from rouse_runtime.policies.budget import Usage
 from rouse_runtime.policies.warm_pool import SkillWindow, Tuning
 
@@ -238,3 +245,17 @@ def test_parked_events_are_never_stranded() -> None:
     assert not evaluate(
         bare, windows={"work": IDLE}, usage=None, gap=None, now=T0, parked=0
     ).replay_due
+
+
+def test_a_copy_older_than_the_last_write_is_judged_with_that_write() -> None:
+    """The loop's copy lags its own write: the written fields stand in for the stale ones."""
+    within = {"type": "WithinBudget", "status": "True", "reason": "Within"}
+    ready = {"type": "Ready", "status": "True", "reason": "Ready"}
+    written = ("12", {"budget": {"used": "1"}, "conditions": [within]})
+    stale = {"metadata": {"resourceVersion": "9"}, "status": {"conditions": [ready]}}
+    seen = with_last_write(stale, written)
+    assert seen["status"] == {"budget": {"used": "1"}, "conditions": [ready, within]}
+    assert not policy_fields_changed(seen, written[1])
+    fresh = {"metadata": {"resourceVersion": "13"}, "status": {"conditions": [ready]}}
+    assert with_last_write(fresh, written) is fresh  # someone wrote after us: judge what is there
+    assert with_last_write(stale, None) is stale
