@@ -56,14 +56,7 @@ from rouse_runtime.ledger import Entry, Ledger, ledger_on
 from rouse_runtime.metrics import Metrics
 from rouse_runtime.protocol import MAX_HEADER_BYTES
 from rouse_runtime.runs import RUN_ATTRIBUTE, RunLog, run_of, runlog_on
-from rouse_runtime.runs.join import (
-    JOIN_ATTRIBUTE,
-    JOIN_ATTRIBUTES,
-    Joined,
-    Joins,
-    join_about,
-    part_of,
-)
+from rouse_runtime.runs.ids import JOIN_ATTRIBUTE, JOIN_ATTRIBUTES
 from rouse_runtime.runs.recorder import Cancelled, Recorder, RunHandle, finished_fields
 from rouse_runtime.runs.saga import COMPENSATES_ATTRIBUTE, undo_fields
 from rouse_runtime.scope import Scope as KeyScope
@@ -74,6 +67,7 @@ from rouse_runtime.suspend import KEY_ATTRIBUTE, ResumeBusyError, Resumed, Resum
 if TYPE_CHECKING:
     import httpx
 
+    from rouse_runtime.runs.join import Joined, Joins
     from rouse_runtime.telemetry import Telemetry
     from rouse_runtime.tools.calls import ToolCallObserver
     from rouse_runtime.tools.client import Connections
@@ -312,6 +306,8 @@ class Runtime:
     def joins(self) -> Joins:
         """Fan-in join state (runs/join.py), used only by a skill declared `join`."""
         if self._joins is None:
+            from rouse_runtime.runs.join import Joins  # only a join skill loads it (cold start)
+
             self._joins = Joins(self.store, self.config.join_deadline)
         return self._joins
 
@@ -505,6 +501,8 @@ class Runtime:
     async def _join(self, key: str, event: CloudEvent, run: str) -> Joined | Outcome | None:
         """A join skill's part: collected (202, the skill not run), or the whole join to run
         now, or None for an event that carries no join (run as usual)."""
+        from rouse_runtime.runs.join import join_about, part_of
+
         part = part_of(event)
         if part is None:
             return None
@@ -888,6 +886,8 @@ def create_app(
             event, mode = parse_event(headers, body)
             run = runtime.runs.run_for(event)
             if config.join:
+                from rouse_runtime.runs.join import part_of
+
                 part_of(event)  # a malformed join part is the sender's error: 400 naming it
         except EventError as exc:
             await send_error(send, exc.status, exc.error, exc.detail)

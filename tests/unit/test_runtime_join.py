@@ -223,3 +223,27 @@ def test_the_deadline_event_before_the_deadline_and_for_no_join(
     assert len(joined(runs)) == 1
     kinds = [r.kind for r in history(state_url) if r.fields.get("join", "").startswith(join)]
     assert kinds == ["join_collected", "join_early", "join_ended"], kinds
+
+
+def test_a_worker_passes_its_join_part_on_without_loading_the_join_module(
+    state_url: str, tmp_path: Path
+) -> None:
+    """The join machinery is a join skill's alone (start-up time is a cold start): a worker's
+    reply still carries its part on to the join."""
+    runs = tmp_path / "runs.txt"
+    worker_env = {**env(state_url, runs), "ROUSE_HANDLER": "rouse_runs_skills:worker"}
+    del worker_env["ROUSE_JOIN"]
+    rt = start_runtime(worker_env, HANDLERS)
+    try:
+        answer = result(rt, "j-worker", 1, 3)
+    finally:
+        rt.stop()
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"join_module_loaded": False}
+    carried = {k: v for k, v in answer.headers.items() if k.startswith("ce-rouse")}
+    assert carried == {
+        "ce-rouserun": RUN,
+        "ce-rousejoin": "j-worker",
+        "ce-rousepart": "1",
+        "ce-rouseparts": "3",
+    }

@@ -18,6 +18,12 @@ import re
 from typing import Any
 
 RUN_ATTRIBUTE = "rouserun"
+# A fan-in join part's attributes (runs/join.py): its join (a run id), index and count. Here,
+# not there, so the server reads them on every reply without importing the join machinery.
+JOIN_ATTRIBUTE = "rousejoin"
+PART_ATTRIBUTE = "rousepart"
+PARTS_ATTRIBUTE = "rouseparts"
+JOIN_ATTRIBUTES = (JOIN_ATTRIBUTE, PART_ATTRIBUTE, PARTS_ATTRIBUTE)
 _RUN_ID = re.compile(r"^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$")
 _PERSON = b"rouse-run"  # the hash's personalization: run ids are a kind of their own
 

@@ -42,16 +42,18 @@ from cloudevents.http import CloudEvent
 from rouse_runtime.config import Config
 from rouse_runtime.events import EventError
 from rouse_runtime.runs.brokers import broker_name
-from rouse_runtime.runs.ids import InvalidRunIdError, check_run_id
+from rouse_runtime.runs.ids import (
+    JOIN_ATTRIBUTE,
+    PART_ATTRIBUTE,
+    PARTS_ATTRIBUTE,
+    InvalidRunIdError,
+    check_run_id,
+)
 from rouse_runtime.store import Store
 
 if TYPE_CHECKING:
     import sqlite3
 
-JOIN_ATTRIBUTE = "rousejoin"
-PART_ATTRIBUTE = "rousepart"
-PARTS_ATTRIBUTE = "rouseparts"
-JOIN_ATTRIBUTES = (JOIN_ATTRIBUTE, PART_ATTRIBUTE, PARTS_ATTRIBUTE)
 MAX_PARTS = 10_000
 JOIN_TTL_SECONDS = 7 * 24 * 3600.0
 DEADLINE_TYPE = "dev.rouse.join.deadline"  # the sweeper's event: the deadline passed

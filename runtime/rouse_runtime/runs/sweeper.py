@@ -32,15 +32,14 @@ from rouse_runtime.config import IDEMPOTENCY_TTL_SECONDS
 from rouse_runtime.events import derived_id, new_event, to_http
 from rouse_runtime.parking.replay import forward_reply
 from rouse_runtime.runs.brokers import DNS_LABEL, recorded_broker
-from rouse_runtime.runs.ids import RUN_ATTRIBUTE, InvalidRunIdError, check_run_id
-from rouse_runtime.runs.join import (
-    DEADLINE_TYPE,
+from rouse_runtime.runs.ids import (
     JOIN_ATTRIBUTE,
     PARTS_ATTRIBUTE,
-    Due,
-    due_joins,
-    forget_due,
+    RUN_ATTRIBUTE,
+    InvalidRunIdError,
+    check_run_id,
 )
+from rouse_runtime.runs.join import DEADLINE_TYPE, Due, due_joins, forget_due
 from rouse_runtime.runs.log import Record, RunLog
 from rouse_runtime.runs.platform import append_quietly
 from rouse_runtime.store import Store, StoreError

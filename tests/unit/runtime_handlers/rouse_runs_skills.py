@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import time
 from typing import Any
 
@@ -59,3 +60,8 @@ async def joiner(event: CloudEvent, ctx: Context) -> Any:
     if data.get("fail_once") and _first_failure():
         raise RuntimeError("the join fails once")
     return {"join": joined.id, "results": joined.results, "missing": joined.missing}
+
+
+async def worker(event: CloudEvent, ctx: Context) -> Any:
+    """A fan-out worker (no `join` of its own): says whether its process loaded runs/join.py."""
+    return {"join_module_loaded": "rouse_runtime.runs.join" in sys.modules}
