@@ -42,6 +42,12 @@ def rouse(real_node: Node) -> str:
 def triage(real_node: Node, rouse: str) -> Iterator[str]:
     namespace = f"front-{uuid.uuid4().hex[:6]}"
     script(real_node, "example.sh", "--namespace", namespace, "--agent", AGENT, "--assert")
+    # The example's warm pool (a weekday 08:00-18:00 UTC schedule) would keep `ask` warm, and
+    # "from zero" would then hang on the hour the test runs: take it off.
+    patch = [{"op": "remove", "path": "/spec/warmPool"}]
+    real_node.kubectl(
+        "-n", namespace, "patch", "agent", AGENT, "--type=json", "-p", json.dumps(patch)
+    )
     yield namespace
     real_node.delete_namespace(namespace)
 
