@@ -21,8 +21,6 @@ from typing import Any
 import pytest
 import yaml
 from localdev import alive, start_dev
-from rouse_testing.wait import wait_until
-
 from rouse_runtime.local.broker import new_event
 from rouse_runtime.local.dev import DevOptions, LocalMode
 from rouse_runtime.local.supervisor import StartFailedError
@@ -35,6 +33,7 @@ from rouse_runtime.local.template import (
     forkable,
 )
 from rouse_runtime.local.view import View
+from rouse_testing.wait import wait_until
 
 SKILLS = """
 import os, sys
@@ -123,9 +122,9 @@ async def local_mode(agent: Path, state: Path) -> AsyncIterator[Local]:
         mode.socket.close()
 
 
-async def wait_for(check: Any, what: str, timeout: float = 30.0) -> None:
+async def wait_for(check: Any, what: str) -> None:
     """wait_until off the event loop's thread, so the processes' pipes keep flowing."""
-    await asyncio.to_thread(wait_until, check, timeout=timeout, what=what)
+    await asyncio.to_thread(wait_until, check, timeout=30, what=what)
 
 
 async def test_a_forked_skill_has_its_own_env_port_session_and_prefixed_logs(
