@@ -41,17 +41,23 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
-# What ``python -m rouse_runtime`` imports (its __main__.main()); each proven not to read
-# env while importing (``preload`` records it).
+# What ``python -m rouse_runtime`` imports until its first reply, but the skill's module
+# (``__main__.main()``, then uvicorn's loop and lifespan, the SQLite store, the idna codec
+# that resolving the host loads). Env read while importing is recorded (``preload``).
 PRELOAD = (
     "rouse_runtime.config",
     "rouse_runtime.telemetry",
     "rouse_runtime.store",
+    "rouse_runtime.store.sqlite",
     "rouse_runtime.logs",
     "rouse_runtime.protocol",
     "rouse_runtime.server",
     "rouse_runtime.handler",
     "uvicorn",
+    "uvicorn.lifespan.on",
+    "uvicorn.loops.auto",
+    "uvicorn.loops.asyncio",
+    "encodings.idna",
 )
 OPT_OUT = "ROUSE_LOCAL_FORK"  # "0": every skill process is exec'd
 INTERPRETER_ENV = "PYTHON"  # settings read by the interpreter's start, which a fork skips
