@@ -181,7 +181,9 @@ def report(title: str, figures: dict[str, list[float]], template_ready: float) -
     print("  breakdown of the cold event (medians):")
     if forked:
         print(f"    fork             {ms['spawn']:8.1f} ms  request to the template until the pid")
-        print(f"    child set-up     {ms['interpreter']:8.1f} ms  fork to the first line (/proc)")
+        print(
+            f"    child set-up     {ms['interpreter']:8.1f} ms  fork to the first line (/proc, 10 ms ticks)"
+        )
         print(
             f"    imports          {ms['imports']:8.1f} ms  what the fork still imports: skill module"
         )

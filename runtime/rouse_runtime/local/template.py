@@ -20,6 +20,8 @@ Fork safety: the template runs no thread and no event loop (its loop is a
 blocking ``recvmsg``); it refuses to become ready, or to fork, if a thread
 exists. Env read while preloading is recorded; a skill whose env differs on one
 of those names (or on an interpreter setting, ``PYTHON*``) is exec'd instead.
+Forks share the template's string hash seed, where exec'd processes draw one
+each; nothing in the runtime depends on it differing.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ INTERPRETER_ENV = "PYTHON"  # settings read by the interpreter's start, which a 
 ADAPTED_ENV = frozenset({"PYTHONPATH", "PYTHONUNBUFFERED"})  # a fork applies these itself
 PR_SET_PDEATHSIG = 1
 MAX_MESSAGE = 1 << 20
+READY_TIMEOUT_SECONDS = 60.0  # the runtime's own startup timeout: then skills are exec'd
 FDS_PER_REQUEST = 3  # stdout, stderr, status
 
 Log = Callable[[str], None]
@@ -356,7 +359,13 @@ class ForkTemplate:
         """Wait for the template's imports; False if it cannot fork (skills are exec'd)."""
         if self._ready is None:
             return False
-        return await asyncio.shield(self._ready)
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._ready), READY_TIMEOUT_SECONDS)
+        except TimeoutError:
+            self._give_up(f"not ready after {READY_TIMEOUT_SECONDS:.0f}s")
+            if self._proc is not None and self._proc.returncode is None:
+                self._proc.kill()
+            return False
 
     async def fork(self, command: tuple[str, ...], env: Mapping[str, str]) -> ForkedProcess | None:
         """A skill process forked from the template, or None (logged once why) to exec it."""
@@ -429,7 +438,9 @@ class ForkTemplate:
             self._give_up(why)
 
     def _give_up(self, why: str) -> None:
-        if self._ready is not None and not self._ready.done():
+        if self._ready is not None and self._ready.done():
+            return  # said already (a template killed for its timeout then exits)
+        if self._ready is not None:
             self._ready.set_result(False)
         self._tell(f"fork template {why}: skill processes are exec'd")
 
