@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import gc
 import io
 import json
 import os
@@ -171,6 +172,7 @@ def serve(control_fd: int) -> int:
                 os.close(fd)
 
     signal.signal(signal.SIGCHLD, reap)
+    gc.freeze()  # the forks' collections skip the preloaded objects: their pages stay shared
     control.send(json.dumps({"ready": sorted(read)}).encode())
     while True:
         message, fds, _, _ = socket.recv_fds(control, MAX_MESSAGE, FDS_PER_REQUEST)
