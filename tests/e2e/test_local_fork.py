@@ -270,3 +270,5 @@ def test_what_a_fork_can_run_and_honour() -> None:
         "/lib",
         "/site",
     ]
+    # PYTHONSAFEPATH: no cwd first, in the template as in the child
+    assert child_sys_path(["/lib"], "", "/agent", "/cwd", safe_path=True) == ["/agent", "/lib"]

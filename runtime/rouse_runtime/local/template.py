@@ -100,12 +100,21 @@ def env_mismatch(
 
 
 def child_sys_path(
-    template_path: list[str], template_pythonpath: str, pythonpath: str, cwd: str
+    template_path: list[str],
+    template_pythonpath: str,
+    pythonpath: str,
+    cwd: str,
+    *,
+    safe_path: bool = False,
 ) -> list[str]:
-    """``sys.path`` as ``python -m`` in ``cwd`` with ``PYTHONPATH=pythonpath`` would have it."""
+    """``sys.path`` as ``python -m`` in ``cwd`` with ``PYTHONPATH=pythonpath`` would have it.
+
+    ``safe_path``: ``PYTHONSAFEPATH`` (the same for both, or the skill is exec'd) puts no cwd first.
+    """
+    first = [] if safe_path else [cwd]  # and the template's own cwd is not the child's
     own = [p for p in template_pythonpath.split(os.pathsep) if p]
-    rest = [p for p in template_path[1:] if p not in own]  # [0] is the template's cwd
-    return [cwd, *(p for p in pythonpath.split(os.pathsep) if p), *rest]
+    rest = [p for p in template_path[len(first) :] if p not in own]
+    return [*first, *(p for p in pythonpath.split(os.pathsep) if p), *rest]
 
 
 # -- the template process ------------------------------------------------------------------
@@ -221,7 +230,9 @@ def _run_child(
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(env)
-        sys.path[:] = child_sys_path(*base, env.get("PYTHONPATH", ""), os.getcwd())
+        sys.path[:] = child_sys_path(
+            *base, env.get("PYTHONPATH", ""), os.getcwd(), safe_path=sys.flags.safe_path
+        )
         _reopen_stdio(unbuffered=bool(env.get("PYTHONUNBUFFERED")))
         code = _run_command(request["flag"], request["arg"])
     except SystemExit as exc:
@@ -408,15 +419,15 @@ class ForkTemplate:
     async def close(self) -> None:
         """Stop the template (its skill processes are stopped by their pools first)."""
         self._closing = True
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._control is not None:
-            self._control.close()
+            self._control.close()  # the template's recvmsg ends: it exits
         if self._proc is not None and self._proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 self._proc.terminate()
             await self._proc.wait()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _watch(self, proc: asyncio.subprocess.Process, control: socket.socket) -> None:
         """Wait for ready, then for the exit: a template that served is restarted."""
