@@ -38,7 +38,7 @@ from rouse_testing.wait import wait_until
 SKILLS = """
 import os, sys
 
-print("fork_skills imported", flush=True)
+print("fork_skills imported")  # no flush: PYTHONUNBUFFERED, as local mode sets it
 
 
 def who(event, ctx):

@@ -42,7 +42,7 @@ import traceback
 import types
 from collections import deque
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 
 # What ``python -m rouse_runtime`` imports until its first reply, but the skill's module
 # (``__main__.main()``, then uvicorn's loop and lifespan, the SQLite store, the idna codec
@@ -212,7 +212,7 @@ def serve(control_fd: int) -> int:
 
 def _run_child(
     request: dict[str, Any], fds: list[int], template: int, base: tuple[list[str], str]
-) -> None:
+) -> NoReturn:
     """In the fork: become the process ``python <flag> <arg>`` would be, run it, exit."""
     code = 1
     try:
@@ -255,8 +255,8 @@ def _reopen_stdio(*, unbuffered: bool) -> None:
             raw if unbuffered else io.BufferedWriter(raw),
             encoding=current.encoding,
             errors=current.errors,
-            write_through=unbuffered or name == "stderr",
-            line_buffering=name == "stderr",
+            write_through=unbuffered,
+            line_buffering=not unbuffered and name == "stderr",  # as CPython's create_stdio
         )
         setattr(sys, name, stream)
         setattr(sys, f"__{name}__", stream)
