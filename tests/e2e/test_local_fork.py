@@ -35,6 +35,8 @@ from rouse_runtime.local.template import (
 from rouse_runtime.local.view import View
 from rouse_testing.wait import wait_until
 
+pytestmark = pytest.mark.e2e
+
 SKILLS = """
 import os, sys
 
