@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -33,6 +34,15 @@ def children(pid: int) -> set[int]:
     for task in Path(f"/proc/{pid}/task").iterdir():
         text = (task / "children").read_text().split()
         found.update(int(child) for child in text)
+    return found
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process under `pid`: skill processes are children of rouse dev or of its template."""
+    found = children(pid)
+    for child in list(found):
+        with contextlib.suppress(FileNotFoundError):  # it may exit meanwhile
+            found |= descendants(child)
     return found
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from localdev import LocalDev, alive, attempts, children, rouse, start_dev, write_agent
+from localdev import LocalDev, alive, attempts, descendants, rouse, start_dev, write_agent
 from prometheus_client.parser import text_string_to_metric_families
 from rouse_runtime.agentspec import AgentInvalid, validate_agent
 from rouse_testing.wait import wait_until
@@ -87,7 +87,7 @@ def dev(work: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalD
     agent_file = write_agent(base / "agent", e2e_agent(work))
     running = start_dev(agent_file, base / "state")
     yield running
-    pids = children(running.proc.pid)
+    pids = descendants(running.proc.pid)
     assert running.stop() == 0, running.logs()
     leftover = [pid for pid in pids if alive(pid)]
     assert leftover == [], f"skill processes left after rouse dev stopped: {leftover}"
@@ -109,7 +109,7 @@ def test_scale_from_zero_to_one_and_back_to_zero(dev: LocalDev) -> None:
     pool = dev.skill("echo")
     assert pool["starts"] == 1
     assert [p["pid"] for p in pool["processes"]] == [reply["data"]["pid"]]
-    assert reply["data"]["pid"] in children(dev.proc.pid)  # a real child process
+    assert reply["data"]["pid"] in descendants(dev.proc.pid)  # a real process of rouse dev
 
     # Warm: a second event is served by the same process, no new start.
     second = dev.wait_chain(dev.post("e2e.echo", {"n": 2}).json()["chain"])
@@ -168,7 +168,7 @@ def test_burst_above_concurrency_scales_out_to_max(dev: LocalDev, work: Path) ->
 
     wait_until(at_max, timeout=60, what=f"{HOLD_MAX} hold processes")
     assert max(seen) == HOLD_MAX
-    assert len(dev.pids("hold") & children(dev.proc.pid)) == HOLD_MAX
+    assert len(dev.pids("hold") & descendants(dev.proc.pid)) == HOLD_MAX
     (work / "gate").touch()
 
     results = [dev.wait_chain(chain) for chain in chains]

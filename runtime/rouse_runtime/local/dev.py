@@ -38,6 +38,7 @@ from rouse_runtime.local.supervisor import (
     pool_config,
     process_env,
 )
+from rouse_runtime.local.template import template_for
 from rouse_runtime.local.view import View
 from rouse_runtime.parking.app import ParkingSettings, create_app
 from rouse_runtime.policies.warm_pool import Tuning
@@ -89,6 +90,8 @@ class LocalMode:
         self.state_url = state_url
         agent_dir = options.agent_file.resolve().parent
         base_env = dict(os.environ)
+        # Skill processes fork from a pre-imported runtime (started by serve); None: exec'd.
+        self.template = template_for(options.command, base_env, view.log)
         self.pools: dict[str, SkillPool] = {}
         for skill in agent["spec"].get("skills") or []:
 
@@ -114,6 +117,7 @@ class LocalMode:
                 metrics=self.metrics,
                 log=view.log,
                 command=options.command,
+                template=self.template,
             )
         self.front_doors = FrontDoorProxy(agent, self.pools, base_env)
         self.front_door_warnings = front_door_warnings(agent, base_env)
@@ -231,6 +235,8 @@ class LocalMode:
     async def serve(self, started: Callable[[], None] | None = None) -> None:
         """Run until the server is asked to exit (Ctrl-C / SIGTERM), then stop every process."""
         sock = self.bind()
+        if self.template is not None:
+            await self.template.start()  # its imports run while local mode starts up
         parking_api = create_app(
             ParkingSettings(
                 state_url=self.state_url,
@@ -285,6 +291,8 @@ class LocalMode:
             await self.runs.close()
             await self._exit_stack.aclose()
             await asyncio.gather(*(pool.shutdown() for pool in self.pools.values()))
+            if self.template is not None:
+                await self.template.close()
             with contextlib.suppress(Exception):
                 self.view.log("all skill processes stopped")
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import os
 import signal
@@ -37,6 +36,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from rouse_runtime.agentspec import Agent, Skill, service_name, skill_env
 from rouse_runtime.local.metrics import LocalMetrics
+from rouse_runtime.local.template import ForkedProcess, ForkTemplate, die_with_parent
 from rouse_runtime.policies.durations import go_duration_seconds
 from rouse_runtime.tools.spec import header_refs
 
@@ -44,7 +44,6 @@ DEFAULT_IDLE_SECONDS = 30.0
 DEFAULT_STARTUP_TIMEOUT = 60.0
 STOP_GRACE_SECONDS = 5.0
 READY_POLL_SECONDS = 0.01
-PR_SET_PDEATHSIG = 1
 RUNTIME_COMMAND = (sys.executable, "-m", "rouse_runtime")
 
 Log = Callable[[str], None]
@@ -136,7 +135,7 @@ class SkillProcess:
     spawn_seconds: float = 0.0
     ready_seconds: float = 0.0
     error: str | None = None
-    proc: asyncio.subprocess.Process | None = None
+    proc: asyncio.subprocess.Process | ForkedProcess | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     stderr_tail: deque[str] = field(default_factory=lambda: deque(maxlen=20))
     usage: dict[str, float] = field(default_factory=dict)
@@ -171,6 +170,7 @@ class SkillPool:
         metrics: LocalMetrics,
         log: Log,
         command: tuple[str, ...] = RUNTIME_COMMAND,
+        template: ForkTemplate | None = None,
     ) -> None:
         self.agent_name = str(agent["metadata"]["name"])
         self.name = str(skill["name"])
@@ -179,6 +179,7 @@ class SkillPool:
         self.metrics = metrics
         self.log = log
         self.command = command
+        self.template = template  # None: every process is exec'd
         self._env_for_port = env_for_port
         self._processes: list[SkillProcess] = []
         self._cond = asyncio.Condition()
@@ -338,15 +339,7 @@ class SkillPool:
     async def _start(self, process: SkillProcess) -> None:
         env = self._env_for_port(process.port)
         try:
-            process.proc = await asyncio.create_subprocess_exec(
-                *self.command,
-                env=env,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                start_new_session=True,
-                preexec_fn=_die_with_parent,
-            )
+            process.proc = await self._launch(env)
         except OSError as exc:
             await self._failed(process, f"cannot run {' '.join(self.command)}: {exc}")
             return
@@ -373,6 +366,20 @@ class SkillPool:
             self._cond.notify_all()
         process.ready.set()
         self.log(f"{self.service}#{process.index} ready in {process.ready_seconds:.2f}s")
+
+    async def _launch(self, env: dict[str, str]) -> asyncio.subprocess.Process | ForkedProcess:
+        """Fork from the template when it can (no interpreter start, no library imports), else exec."""
+        if self.template is not None and (forked := await self.template.fork(self.command, env)):
+            return forked
+        return await asyncio.create_subprocess_exec(
+            *self.command,
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
+        )
 
     async def _failed(self, process: SkillProcess, error: str) -> None:
         process.error = error
@@ -533,14 +540,6 @@ def _fatal_readiness(response: httpx.Response) -> str | None:
     if isinstance(body, dict) and body.get("error") == "handler not loaded":
         return f"handler not loaded: {body.get('detail', '')}"
     return None
-
-
-def _die_with_parent() -> None:
-    """Linux: the skill gets SIGTERM if rouse dev dies without stopping it (no orphans)."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def usage_from_metrics(text: str) -> dict[str, float]:
