@@ -388,7 +388,11 @@ def main() -> int:
         choices=["baseline", "floor", "reconcile", "rouse"],
     )  # fmt: skip
     parser.add_argument(
-        "--resync", type=float, default=10.0, help="rouse's resync interval, seconds (default 10)"
+        "--resync",
+        type=float,
+        default=30.0,
+        help="rouse's resync interval, seconds (default 30: longer than a 1000-Agent pass, whose"
+        " Agents a round would otherwise read and whose children it would list again)",
     )
     args = parser.parse_args()
     headlines: list[str] = []
