@@ -7,17 +7,25 @@ status and kopf's annotation were two writes. Kept in `status.kopf` instead, the
 puts it into the status apply it makes anyway (`Reconciler.reconcile(handled=...)`), and
 `store` leaves kopf's patch empty when that apply carried the same value. When it did not
 (the handler failed, or no handler ran), kopf patches it itself, as it would by default.
+
+kopf builds this essence for every watch event of every kind it watches, a deep copy of the
+whole object, and compares it only for kinds with spec handlers: the children (watched for
+their events alone) get none (`InStatusApply.build`).
 """
 
 from __future__ import annotations
 
 import json
 import threading
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, cast
 
 import kopf
 
+from rouse_operator.resources.meta import CHILD_KINDS
+
 FIELD = "last-handled-configuration"  # under status.kopf
+CHILDREN = frozenset((kind.api_version, kind.kind) for kind in CHILD_KINDS)
 
 
 def encode(essence: Any) -> str:
@@ -41,6 +49,16 @@ class InStatusApply(kopf.StatusDiffBaseStorage):
     def forget(self, namespace: str, name: str) -> None:
         with self._guard:
             self._written.pop((namespace, name), None)
+
+    def build(
+        self, *, body: kopf.Body, extra_fields: Iterable[kopf.FieldSpec] | None = None
+    ) -> kopf.BodyEssence:
+        """The essence kopf compares, for Agents; none for a child (a Knative Service's event
+        cost a deep copy of the Service, managedFields and status included, for nothing)."""
+        if (body.get("apiVersion"), body.get("kind")) in CHILDREN:
+            # kopf takes None as "no essence" (its _detect_causes, kopf 1.45; only there).
+            return cast(kopf.BodyEssence, None)
+        return super().build(body=body, extra_fields=extra_fields)
 
     def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
         meta = body.get("metadata") or {}

@@ -25,7 +25,14 @@ from typing import Any, cast
 
 import kopf
 
-from rouse_operator import agent_metrics, bookkeeping, health, metrics, quiet_handlers
+from rouse_operator import (
+    agent_metrics,
+    bookkeeping,
+    health,
+    kopf_tuning,
+    metrics,
+    quiet_handlers,
+)
 from rouse_operator import settings as operator_settings
 from rouse_operator.cache import slim
 from rouse_operator.kube import AGENTS, Kube
@@ -37,13 +44,6 @@ SETTINGS = operator_settings.from_env()
 GROUP, VERSION, PLURAL = AGENTS.group, AGENTS.version, AGENTS.plural
 log = logging.getLogger("rouse.operator")
 EVENT_MESSAGE_LIMIT = 1000  # kopf truncates an Event's message at 1024 characters
-RECONCILE_THREADS = 16  # kopf's executor for the sync handlers: reconciles at once
-# kopf runs a worker per object with events, unbounded: at start every Agent's worker waits
-# for a reconcile thread holding its cause (body, diff, patch). A few workers per thread keep
-# the threads busy, the other objects' events wait in their queues; an idle worker gives its
-# place up after a second, not kopf's five. At 2000 Agents: peak RSS 169 MiB, not 397.
-WORKERS_PER_KIND = 8 * RECONCILE_THREADS
-WORKER_IDLE_SECONDS = 1.0
 
 
 PeriodicFn = Callable[..., Awaitable[None]]
@@ -148,14 +148,8 @@ def run(
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     """kopf's state (status.kopf, progress in annotations); Events from INFO; resync."""
-    settings.persistence.progress_storage = bookkeeping.Progress()
-    settings.persistence.diffbase_storage = DIFF_BASE
+    kopf_tuning.tune(settings, DIFF_BASE)
     quiet_handlers.install("agent_event", "child_event")  # their ids: the function names
-    settings.posting.level = logging.INFO
-    settings.execution.max_workers = RECONCILE_THREADS
-    settings.queueing.worker_limit = WORKERS_PER_KIND
-    settings.queueing.idle_timeout = WORKER_IDLE_SECONDS
-    settings.watching.server_timeout = 300
     await asyncio.get_running_loop().run_in_executor(None, reconciler)
     track_agents()
     STATE.tasks.append(asyncio.create_task(_resync_forever(SETTINGS.resync_interval)))

@@ -6,7 +6,14 @@ from __future__ import annotations
 import kopf
 from rouse_operator.bookkeeping import InStatusApply, Progress, encode
 
-BODY = kopf.Body({"metadata": {"namespace": "ns", "name": "a"}, "spec": {"image": "i"}})
+BODY = kopf.Body(
+    {
+        "apiVersion": "rouse.dev/v1alpha1",
+        "kind": "Agent",
+        "metadata": {"namespace": "ns", "name": "a"},
+        "spec": {"image": "i"},
+    }
+)
 
 
 def test_carried_by_the_status_apply_kopf_writes_nothing() -> None:
@@ -32,6 +39,23 @@ def test_not_carried_kopf_patches_it_as_usual() -> None:
     patch = kopf.Patch()
     storage.store(body=BODY, patch=patch, essence=essence)  # nothing carried at all
     assert patch["status"]["kopf"]["last-handled-configuration"] == encode(essence)
+
+
+def test_an_agent_has_an_essence_a_child_none() -> None:
+    """kopf compares essences only for the Agents (spec handlers); a child's would be a deep copy
+    of it per watch event for nothing."""
+    storage = InStatusApply()
+    assert storage.build(body=BODY) == {"spec": {"image": "i"}}
+    for api_version, kind in (
+        ("serving.knative.dev/v1", "Service"),
+        ("eventing.knative.dev/v1", "Trigger"),
+        ("sources.knative.dev/v1", "PingSource"),
+    ):
+        child = kopf.Body({**BODY, "apiVersion": api_version, "kind": kind})
+        assert storage.build(body=child) is None
+    # Same name, another group: not a child of Rouse's, it keeps its essence.
+    other = kopf.Body({**BODY, "apiVersion": "v1", "kind": "Service"})
+    assert storage.build(body=other) == {"spec": {"image": "i"}}
 
 
 def test_progress_is_stored_without_kopfs_marker_annotation() -> None:
