@@ -148,8 +148,8 @@ def _from_binary(headers: Mapping[str, str], body: bytes, unmarshal: Any) -> Clo
     """`from_http` for a binary-mode request, made with the SDK's own `CloudEvent.create`,
     as `from_http` ends. The SDK's binary converter reads every `ce-<name>` header as
     attribute `<name>` and the content type as `datacontenttype` into an SDK event of
-    one Option object per attribute, which is then copied out again: a third of an
-    event's parse, and no check of its own. That rule is taken here directly; the few
+    one Option object per attribute, which is then copied out again: more than half
+    of an event's parse, and no check of its own. That rule is taken here directly; the few
     headers its SDK event treats apart (`ce-data`, `ce-extensions`, and
     `ce-datacontenttype`, which may compete with the content type) still go through
     the converter, as does a request the SDK reads as structured. Equality with

@@ -30,12 +30,7 @@ from cloudevents.http import CloudEvent
 
 from rouse_runtime.budget import Budget
 from rouse_runtime.events import EventError
-from rouse_runtime.runs.ids import (
-    RUN_ATTRIBUTE,
-    InvalidRunIdError,
-    check_run_id,
-    root_run_id,
-)
+from rouse_runtime.runs.ids import RUN_ATTRIBUTE, InvalidRunIdError, check_run_id, root_run_id
 from rouse_runtime.runs.log import Record, RunLog, Stopped
 from rouse_runtime.store import StoreError
 
