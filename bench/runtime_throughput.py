@@ -2,8 +2,10 @@
 
 1. Throughput: events/s of `rouse-runtime` serving a no-op skill (binary-mode
    CloudEvents, unique ids, so parsing, idempotency claims and metrics all run)
-   vs requests/s of a bare Starlette JSON route; both on uvicorn's h11 protocol,
-   one worker, access log off, loopback. The load comes from a separate process:
+   vs requests/s of a bare Starlette JSON route, and of the same route that also
+   parses the event with the SDK's `from_http` and nothing else (the "SDK floor":
+   what the CloudEvents SDK the contract requires costs before Rouse does any work
+   of its own); all on uvicorn's h11 protocol, one worker, access log off, loopback. The load comes from a separate process:
    raw asyncio keep-alive connections, so the generator is not the bottleneck.
 2. Start (exec -> ready): `rouse-runtime` from exec to its first 200 on /readyz
    vs a bare Starlette app with a /readyz route run by `uvicorn.run` (h11, no
@@ -30,6 +32,8 @@ import urllib.request
 from pathlib import Path
 
 Round = tuple[float, float, float, float]
+# runtime, baseline, SDK floor: events/s, then CPU seconds per event, in that order.
+Rates = tuple[float, float, float, float, float, float]
 NOOP_SKILL = "async def noop(event, ctx):\n    return None\n"
 BASELINE_APP = """
 from starlette.applications import Starlette
@@ -44,6 +48,11 @@ async def receive(request):
 
 app = Starlette(routes=[Route("/", receive, methods=["POST"])])
 """
+# The SDK floor: the baseline route plus the SDK's own parse of the event, nothing else.
+SDK_FLOOR_APP = BASELINE_APP.replace(
+    "from starlette.applications",
+    "from cloudevents.http import from_http\nfrom starlette.applications",
+).replace("    await request.body()", "    from_http(request.headers, await request.body())")
 # The start baseline: the least a Starlette + uvicorn server does before it is ready.
 BASELINE_START = """
 import os
@@ -182,13 +191,15 @@ def runtime_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "rouse_runtime"]
 
 
-def start_baseline(workdir: Path, port: int) -> subprocess.Popen[bytes]:
+def start_baseline(
+    workdir: Path, port: int, module: str = "bench_baseline"
+) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [
             sys.executable,
             "-m",
             "uvicorn",
-            "bench_baseline:app",
+            f"{module}:app",
             "--host",
             "127.0.0.1",
             "--port",
@@ -206,12 +217,21 @@ def start_baseline(workdir: Path, port: int) -> subprocess.Popen[bytes]:
     )
 
 
-def throughput(workdir: Path, total: int, concurrency: int, rounds: int) -> list[Round]:
-    """(runtime, baseline) rates per round; the two of a round run back to back."""
+def start_sdk_floor(workdir: Path, port: int) -> subprocess.Popen[bytes]:
+    return start_baseline(workdir, port, "bench_sdk_floor")
+
+
+def throughput(workdir: Path, total: int, concurrency: int, rounds: int) -> list[Rates]:
+    """(runtime, baseline, SDK floor) rates and CPU per event per round, run back to back."""
     pairs = []
     for r in range(rounds):
         rates, cpu = {}, {}
-        for name, start in (("baseline", start_baseline), ("runtime", start_runtime)):
+        servers = (
+            ("baseline", start_baseline),
+            ("SDK floor", start_sdk_floor),
+            ("runtime", start_runtime),
+        )
+        for name, start in servers:
             port = free_port()
             proc = start(workdir, port)
             try:
@@ -224,14 +244,15 @@ def throughput(workdir: Path, total: int, concurrency: int, rounds: int) -> list
                 rates[name] = measure(port, total, concurrency, f"run{r}")
                 cpu[name] = (cpu_seconds(proc.pid) - cpu_before) / total
                 print(
-                    f"  round {r + 1}: {name:8s} {rates[name]:8.0f} events/s"
+                    f"  round {r + 1}: {name:9s} {rates[name]:8.0f} events/s"
                     f"  {cpu[name] * 1e6:6.0f} us CPU/event",
                     file=sys.stderr,
                 )
             finally:
                 proc.terminate()
                 proc.wait()
-        pairs.append((rates["runtime"], rates["baseline"], cpu["runtime"], cpu["baseline"]))
+        names = ("runtime", "baseline", "SDK floor")
+        pairs.append((*(rates[n] for n in names), *(cpu[n] for n in names)))
     return pairs
 
 
@@ -316,11 +337,12 @@ def main() -> None:
     global STATE_DIR
     STATE_DIR = args.state_dir
     workdir = Path(tempfile.mkdtemp(prefix="rouse-bench-"))
-    rates: list[Round] = []
+    rates: list[Rates] = []
     starts: list[Round] = []
     try:
         (workdir / "bench_skill.py").write_text(NOOP_SKILL)
         (workdir / "bench_baseline.py").write_text(BASELINE_APP)
+        (workdir / "bench_sdk_floor.py").write_text(SDK_FLOOR_APP)
         compile_bytecode(workdir)
         if args.only != "start":
             print("throughput:", file=sys.stderr)
@@ -343,10 +365,21 @@ def main() -> None:
         )
     if rates:
         print(
-            f"runtime no-op skill:       {med(r[0] for r in rates):8.0f} events/s  {med(r[2] for r in rates) * 1e6:5.0f} us CPU/event (medians)"
+            f"runtime no-op skill:       {med(r[0] for r in rates):8.0f} events/s  {med(r[3] for r in rates) * 1e6:5.0f} us CPU/event (medians)"
         )
         print(
-            f"bare Starlette JSON route: {med(r[1] for r in rates):8.0f} events/s  {med(r[3] for r in rates) * 1e6:5.0f} us CPU/event"
+            f"bare Starlette JSON route: {med(r[1] for r in rates):8.0f} events/s  {med(r[4] for r in rates) * 1e6:5.0f} us CPU/event"
+        )
+        print(
+            f"SDK floor (route + from_http): {med(r[2] for r in rates):4.0f} events/s  {med(r[5] for r in rates) * 1e6:5.0f} us CPU/event"
+        )
+        print(
+            f"SDK floor ratio (SDK floor / bare Starlette): {med(r[2] / r[1] for r in rates):.2f} events/s,"
+            f" {med(r[4] / r[5] for r in rates):.2f} from CPU per event (the SDK parse alone)"
+        )
+        print(
+            f"runtime / SDK floor: {med(r[0] / r[2] for r in rates):.2f} events/s,"
+            f" {med(r[5] / r[3] for r in rates):.2f} from CPU per event (Rouse's own work)"
         )
     if starts:
         start_ratio = med(r[0] / r[1] for r in starts)
@@ -357,7 +390,7 @@ def main() -> None:
         )
     if rates:
         rate_ratio = med(r[0] / r[1] for r in rates)
-        cpu_ratio = med(r[3] / r[2] for r in rates)
+        cpu_ratio = med(r[4] / r[3] for r in rates)
         print(
             f"throughput ratio (runtime / bare Starlette): {rate_ratio:.2f} events/s,"
             f" {cpu_ratio:.2f} from CPU per event  (aim >= 0.85)"

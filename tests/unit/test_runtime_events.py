@@ -29,6 +29,12 @@ CASES = [
         },
         b"{}",
     ),
+    # Headers the SDK's own event holds apart: read by its converter, as from_http does.
+    ({**BASE, "ce-datacontenttype": "text/plain"}, b"abc"),
+    ({**BASE, "content-type": "application/json", "ce-datacontenttype": "text/plain"}, b"1"),
+    ({**BASE, "ce-datacontenttype": "text/plain", "content-type": "application/json"}, b"1"),
+    ({**BASE, "content-type": "text/plain", "ce-data": "header data"}, b"body data"),
+    ({**BASE, "content-type": "text/plain", "ce-Myext": "v"}, b"x"),
 ]
 
 
@@ -47,6 +53,22 @@ def test_binary_events_equal_sdk_from_http(headers: dict[str, str], body: bytes)
     assert mode == "binary"
     sent_time = "ce-time" in headers
     assert comparable(actual, sent_time) == comparable(expected, sent_time)
+
+
+@pytest.mark.parametrize(
+    "body", [b'{"a": ', b"\xff\xfe", b"[" * 100_000 + b"]" * 100_000], ids=["json", "utf8", "deep"]
+)
+def test_undecodable_data_is_the_same_400_as_through_the_sdk(body: bytes) -> None:
+    from rouse_runtime.events import _from_converter, _parse_binary
+
+    headers = {**BASE, "content-type": "application/json"}
+    with pytest.raises(EventError) as direct:
+        parse_event(headers, body)
+    with pytest.raises(EventError) as converter, pytest.MonkeyPatch.context() as patch:
+        patch.setattr("rouse_runtime.events._from_binary", _from_converter)
+        _parse_binary(headers, body)
+    assert direct.value.status == 400
+    assert direct.value.body() == converter.value.body()
 
 
 def test_cloudevents_content_type_with_ce_headers_is_left_to_the_sdk() -> None:

@@ -153,12 +153,10 @@ class Batch:
         if kind == "finished":
             # The runtime hands both records the same event ref object: its identity is the step.
             index = self._started.pop((record.run, record.skill, id(record.event)), None)
-            if index is not None:
-                s = self.records[index]
-                fields = {**s.fields, **record.fields}
-                self.records[index] = Record(
-                    s.namespace, s.agent, s.run, "ran", s.skill, s.event, fields, s.at
-                )
+            if index is not None:  # the staged `started` (only this batch holds it) becomes `ran`
+                started = self.records[index]
+                started.kind = "ran"
+                started.fields = {**started.fields, **record.fields}
                 return
         elif kind == "started":
             self._started[(record.run, record.skill, id(record.event))] = len(self.records)

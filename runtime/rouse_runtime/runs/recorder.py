@@ -30,7 +30,7 @@ from cloudevents.http import CloudEvent
 
 from rouse_runtime.budget import Budget
 from rouse_runtime.events import EventError
-from rouse_runtime.runs.ids import RUN_ATTRIBUTE, InvalidRunIdError, check_run_id, run_of
+from rouse_runtime.runs.ids import RUN_ATTRIBUTE, InvalidRunIdError, check_run_id, root_run_id
 from rouse_runtime.runs.log import Record, RunLog, Stopped
 from rouse_runtime.store import StoreError
 
@@ -214,7 +214,7 @@ class Recorder:
                 return check_run_id(value)
             except InvalidRunIdError as exc:
                 raise EventError(400, "invalid attribute", str(exc)) from None
-        return run_of(event)
+        return root_run_id(str(event["source"]), str(event["id"]))  # run_of, read once
 
     async def stop_reason(self, run: str, *, fresh: bool = False) -> str | None:
         """Why an event of run must be dropped now (cancelled, kill switch), or None.
@@ -237,8 +237,8 @@ class Recorder:
         except StoreError as exc:
             log.warning("run %s: %s record not written: %s", run, kind, exc)
             return None
-        if asyncio.iscoroutine(staged):
-            staged = asyncio.ensure_future(staged)
+        if not isinstance(staged, asyncio.Future) and asyncio.iscoroutine(staged):
+            staged = asyncio.ensure_future(staged)  # (a group commit's future is the usual)
         if isinstance(staged, asyncio.Future) and staged is not self._watched:
             self._watched = staged  # records of one commit share it: one callback per commit
             staged.add_done_callback(_log_failure)
