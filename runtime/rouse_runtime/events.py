@@ -39,8 +39,6 @@ TRACE_EXTENSIONS = ("traceparent", "tracestate")
 # converters) per call and copies the headers twice more, a third of its time.
 _BINARY = BinaryHTTPCloudEventConverter()
 _STRUCTURED = JSONHTTPCloudEventConverter()  # which from_http tries first
-# Attribute names the converter's SDK event holds apart from the rest (see _from_binary).
-_CONVERTER_ONLY = frozenset({"data", "extensions", "datacontenttype"})
 # Namespace for deterministic ids of replies and emitted events: a rerun after a
 # 500 produces the same ids, so downstream idempotency sees duplicates as such.
 _ID_NAMESPACE = uuid.UUID("5b0e8d1c-5f0f-4d0a-9a57-7d1b6c0a0e11")
@@ -145,40 +143,13 @@ def _parse_binary(headers: Mapping[str, str], body: bytes) -> CloudEvent:
 
 
 def _from_binary(headers: Mapping[str, str], body: bytes, unmarshal: Any) -> CloudEvent:
-    """`from_http` for a binary-mode request, made with the SDK's own `CloudEvent.create`,
-    as `from_http` ends. The SDK's binary converter reads every `ce-<name>` header as
-    attribute `<name>` and the content type as `datacontenttype` into an SDK event of
-    one Option object per attribute, which is then copied out again: more than half
-    of an event's parse, and no check of its own. That rule is taken here directly; the few
-    headers its SDK event treats apart (`ce-data`, `ce-extensions`, and
-    `ce-datacontenttype`, which may compete with the content type) still go through
-    the converter, as does a request the SDK reads as structured. Equality with
-    `from_http` is tested (tests/unit/test_runtime_events.py). Wants a dict keyed by
-    lower-case names (ASGI's already are)."""
+    """`from_http` for a binary-mode request: the SDK's binary converter reads it into
+    its v1 event, whose attributes and extensions make the CloudEvent (as `from_http`
+    ends). The converter wants a dict keyed by lower-case names (ASGI's already are)."""
     if not isinstance(headers, dict):
         headers = {name.lower(): value for name, value in headers.items()}
-    content_type = headers.get("content-type")
-    if _STRUCTURED.can_read(content_type, headers):
+    if _STRUCTURED.can_read(headers.get("content-type"), headers):
         return from_http(headers, body, data_unmarshaller=unmarshal)  # as the SDK would
-    attributes = {name[3:]: value for name, value in headers.items() if name.startswith("ce-")}
-    if not _CONVERTER_ONLY.isdisjoint(attributes):
-        return _from_converter(headers, body, unmarshal)
-    if content_type is not None:
-        attributes["datacontenttype"] = content_type
-    try:
-        data = unmarshal(body)
-    except EventError:
-        raise
-    except Exception as exc:  # as the converter reports it
-        raise ce_errors.DataUnmarshallerError(
-            f"Failed to unmarshall data with error: {type(exc).__name__}('{exc}')"
-        ) from exc
-    return CloudEvent.create(attributes, data)
-
-
-def _from_converter(headers: dict[str, str], body: bytes, unmarshal: Any) -> CloudEvent:
-    """The SDK's binary converter reads the request into its v1 event, whose attributes
-    and extensions make the CloudEvent (as `from_http` does)."""
     empty = v1.Event()  # type: ignore[no-untyped-call]
     read = _BINARY.read(empty, headers, body, unmarshal)
     attributes = read.Properties()

@@ -55,22 +55,6 @@ def test_binary_events_equal_sdk_from_http(headers: dict[str, str], body: bytes)
     assert comparable(actual, sent_time) == comparable(expected, sent_time)
 
 
-@pytest.mark.parametrize(
-    "body", [b'{"a": ', b"\xff\xfe", b"[" * 100_000 + b"]" * 100_000], ids=["json", "utf8", "deep"]
-)
-def test_undecodable_data_is_the_same_400_as_through_the_sdk(body: bytes) -> None:
-    from rouse_runtime.events import _from_converter, _parse_binary
-
-    headers = {**BASE, "content-type": "application/json"}
-    with pytest.raises(EventError) as direct:
-        parse_event(headers, body)
-    with pytest.raises(EventError) as converter, pytest.MonkeyPatch.context() as patch:
-        patch.setattr("rouse_runtime.events._from_binary", _from_converter)
-        _parse_binary(headers, body)
-    assert direct.value.status == 400
-    assert direct.value.body() == converter.value.body()
-
-
 def test_cloudevents_content_type_with_ce_headers_is_left_to_the_sdk() -> None:
     with pytest.raises(EventError) as bad:
         parse_event({**BASE, "content-type": "application/cloudevents+json"}, b"{}")
