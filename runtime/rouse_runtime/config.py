@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 from rouse_runtime.envnames import (
@@ -110,9 +111,10 @@ class Config:
     compensate_type: str | None = None
     front_door: FrontDoor | None = None  # spec.skills[].http: see frontdoor/
 
-    @property
+    @cached_property
     def scope(self) -> Scope:
-        """The (namespace, agent) every store key of this skill is scoped by."""
+        """The (namespace, agent) every store key of this skill is scoped by (made once: every
+        event's idempotency key uses it)."""
         return Scope(self.namespace, self.agent)
 
     @property

@@ -264,7 +264,6 @@ class Runtime:
         self._runlog: RunLog | None = None
         self._joins: Joins | None = None
         self.namespace = config.namespace
-        self.key_scope = config.scope  # made once: every event's idempotency key uses it
         self.runs = Recorder(
             lambda: self.runlog,
             config.namespace,
@@ -360,7 +359,7 @@ class Runtime:
         `run`: the event's run (runs/ids.py), when the caller has read it already.
         """
         run = run_of(event) if run is None else run
-        key = idempotency_key(self.key_scope, self.config.skill, event["source"], event["id"])
+        key = idempotency_key(self.config.scope, self.config.skill, event["source"], event["id"])
         running = self._inflight.get(key)
         while running is not None:
             try:

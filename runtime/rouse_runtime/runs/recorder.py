@@ -214,7 +214,8 @@ class Recorder:
                 return check_run_id(value)
             except InvalidRunIdError as exc:
                 raise EventError(400, "invalid attribute", str(exc)) from None
-        return root_run_id(str(event["source"]), str(event["id"]))  # run_of, read once
+        # No `rouserun`: a root event, its run derived as run_of does (the attribute read once).
+        return root_run_id(str(event["source"]), str(event["id"]))
 
     async def stop_reason(self, run: str, *, fresh: bool = False) -> str | None:
         """Why an event of run must be dropped now (cancelled, kill switch), or None.
