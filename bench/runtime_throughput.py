@@ -5,8 +5,9 @@
    vs requests/s of a bare Starlette JSON route, and of the same route that also
    parses the event with the SDK's `from_http` and nothing else (the "SDK floor":
    what the CloudEvents SDK the contract requires costs before Rouse does any work
-   of its own); all on uvicorn's h11 protocol, one worker, access log off, loopback. The load comes from a separate process:
-   raw asyncio keep-alive connections, so the generator is not the bottleneck.
+   of its own); all on uvicorn's h11 protocol, one worker, access log off,
+   loopback. The load comes from a separate process: raw asyncio keep-alive
+   connections, so the generator is not the bottleneck.
 2. Start (exec -> ready): `rouse-runtime` from exec to its first 200 on /readyz
    vs a bare Starlette app with a /readyz route run by `uvicorn.run` (h11, no
    access log), timed the same way; wall time and the process's CPU time at
@@ -53,6 +54,7 @@ SDK_FLOOR_APP = BASELINE_APP.replace(
     "from starlette.applications",
     "from cloudevents.http import from_http\nfrom starlette.applications",
 ).replace("    await request.body()", "    from_http(request.headers, await request.body())")
+assert SDK_FLOOR_APP.count("from_http") == 2, "BASELINE_APP changed: the SDK floor no longer parses"
 # The start baseline: the least a Starlette + uvicorn server does before it is ready.
 BASELINE_START = """
 import os
