@@ -85,4 +85,12 @@ def pytest_runtest_makereport(
         ).stdout
         report.sections.append(("pods", pods))
         report.sections.append(("events (last 40)", "\n".join(events.splitlines()[-40:])))
+        for deployment in ("rouse-operator", "rouse-parking"):  # absent before the chart
+            log = running.kubectl(
+                "-n", "rouse-system", "logs", f"deployment/{deployment}", "--tail=400", check=False
+            )
+            # Without the line per Prometheus query: what the policy loop did, not how it asked.
+            lines = [line for line in log.stdout.splitlines() if "HTTP Request: GET" not in line]
+            text = "\n".join(lines[-60:]) or log.stderr
+            report.sections.append((f"{deployment} log (last 60, no GET lines)", text))
     return report

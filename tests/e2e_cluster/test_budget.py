@@ -130,13 +130,32 @@ def seen(running: Node, namespace: str, event_type: str) -> list[str]:
     ]
 
 
-def wait_seen(running: Node, namespace: str, event_type: str, tickets: list[str]) -> None:
-    wait_until(
-        lambda: set(tickets) <= set(seen(running, namespace, event_type)),
-        timeout=240,
-        interval=2,
-        what=f"{event_type} of {len(tickets)} tickets at the event display",
-    )
+def wait_seen(
+    running: Node,
+    namespace: str,
+    event_type: str,
+    tickets: list[str],
+    parking: PortForward,
+) -> None:
+    """Wait for each ticket's `event_type` at the display; on a timeout, say where each missing
+    ticket got to (its created event at the display, parked, dead-lettered)."""
+
+    def missing() -> list[str]:
+        return sorted(set(tickets) - set(seen(running, namespace, event_type)))
+
+    try:
+        wait_until(
+            lambda: not missing(),
+            timeout=240,
+            interval=2,
+            what=f"{event_type} of {len(tickets)} tickets at the event display",
+        )
+    except pytest.fail.Exception as timeout:
+        where = {"created at the display": seen(running, namespace, CREATED)}
+        for kind in ("park", "dead-letter"):
+            where[kind] = [str(ticket_id(i["event"])) for i in parked(parking, namespace, kind)]
+        fates = {t: [name for name, ids in where.items() if t in ids] for t in missing()}
+        pytest.fail(f"{timeout}; missing: {fates}")
 
 
 def parked(forward: PortForward, namespace: str, kind: str) -> list[dict[str, Any]]:
@@ -288,7 +307,7 @@ def test_budget_suspends_parks_and_replays_each_event_once_in_order(
         interval=1,
         what=f"the {PARKED_WHILE_SUSPENDED} tickets parked",
     )
-    wait_seen(real_node, namespace, CREATED, while_suspended)
+    wait_seen(real_node, namespace, CREATED, while_suspended, parking)
     parked_counts = Counter(parked_tickets(parking, namespace, "triage"))
     assert all(parked_counts[t] == 1 for t in while_suspended), parked_counts
     assert filter_failures(real_node, since) == []
@@ -308,8 +327,8 @@ def test_budget_suspends_parks_and_replays_each_event_once_in_order(
         what="every Trigger Ready on its skill again",
     )
     all_parked = [t for t in sent if t not in answered]
-    wait_seen(real_node, namespace, TRIAGED, all_parked)
-    wait_seen(real_node, namespace, DRAFTED, sent)
+    wait_seen(real_node, namespace, TRIAGED, all_parked, parking)
+    wait_seen(real_node, namespace, DRAFTED, sent, parking)
     wait_until(
         lambda: parked(parking, namespace, "park") == [],
         timeout=120,
@@ -371,7 +390,7 @@ def suspend(running: Node, namespace: str, broker: PortForward, parking: PortFor
     if ledger(parking, namespace).get("rouse_ledger_tokens_total{input}", 0) == 0:
         spend = f"T-spend-{uuid.uuid4().hex[:4]}"
         send(broker, namespace, CREATED, ticket(0, "spend") | {"id": spend}, event_id=spend)
-        wait_seen(running, namespace, TRIAGED, [spend])
+        wait_seen(running, namespace, TRIAGED, [spend], parking)
     wait_until(
         lambda: (
             agent(running, namespace)["status"].get("phase") == "Suspended"
@@ -546,7 +565,7 @@ def test_parked_events_survive_switching_to_reject_and_removing_the_budget(
 
     remove_budget(real_node, namespace)
     wait_restored(real_node, namespace)
-    wait_seen(real_node, namespace, TRIAGED, held)
+    wait_seen(real_node, namespace, TRIAGED, held, parking)
     wait_nothing_parked(parking, namespace)
     # The dead letter stays until a user replays it (`rouse parked replay --kind dead-letter`).
     assert [i["id"] for i in parked(parking, namespace, "dead-letter")] == [letters[0]["id"]]
@@ -557,7 +576,7 @@ def test_parked_events_survive_switching_to_reject_and_removing_the_budget(
         timeout=120,
     )
     assert answer.status_code == 200 and answer.json()["replayed"] == 1, answer.text
-    wait_seen(real_node, namespace, DRAFTED, [*held, refused])
+    wait_seen(real_node, namespace, DRAFTED, [*held, refused], parking)
     assert parked(parking, namespace, "dead-letter") == []
     triaged = copies(real_node, namespace, TRIAGED, [*held, refused])
     print(
@@ -608,12 +627,12 @@ def test_two_replays_at_once_send_each_event_once_in_order(
     print(f"\ntwo replays at once: answers {statuses}, the one that ran: {ran}")
     assert statuses == [200, 409], [a.text for a in answers]
     assert ran[0]["replayed"] >= len(held) and ran[0]["error"] is None, ran
-    wait_seen(real_node, namespace, TRIAGED, held)
+    wait_seen(real_node, namespace, TRIAGED, held, parking)
     # The triaged replies went into the broker; once the budget is gone each reaches draft once
     # (parked for it meanwhile, or delivered by the operator's own replay once it is back).
     remove_budget(real_node, namespace)
     wait_restored(real_node, namespace)
-    wait_seen(real_node, namespace, DRAFTED, held)
+    wait_seen(real_node, namespace, DRAFTED, held, parking)
     wait_nothing_parked(parking, namespace)
     triaged, drafted = (copies(real_node, namespace, t, held) for t in (TRIAGED, DRAFTED))
     assert triaged == dict.fromkeys(held, 1), triaged
@@ -657,7 +676,7 @@ def test_events_parked_while_triggers_switch_back_are_drained(
         stop.set()
         sender.join()
     sent = [*before, *streamed]
-    wait_seen(real_node, namespace, TRIAGED, sent)
+    wait_seen(real_node, namespace, TRIAGED, sent, parking)
     wait_nothing_parked(parking, namespace)
     triaged = copies(real_node, namespace, TRIAGED, sent)
     print(
