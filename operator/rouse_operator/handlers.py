@@ -272,7 +272,10 @@ def _context_of(namespace: str, name: str) -> contextvars.Context:
 
 
 def every_agent(
-    interval: float, initial_delay: float | None = None, concurrency: int = 16
+    interval: float,
+    initial_delay: float | None = None,
+    concurrency: int = 16,
+    deadline: float | None = None,
 ) -> Callable[[PeriodicFn], PeriodicFn]:
     """Run `fn(body=, namespace=, name=)` for every known Agent every `interval` seconds.
 
@@ -282,31 +285,60 @@ def every_agent(
     concurrently (at most `concurrency` at once, so one slow Agent does not hold the others
     back), inside kopf's context for that Agent (kopf.info/kopf.warn work). The next round
     starts `interval` seconds after the previous one ended. Errors are logged, not retried.
+
+    `deadline`: seconds one call may take before it is cancelled (logged with where it was
+    waiting). A round waits for all of its calls, so one call that never returns would stop
+    the loop for every Agent; the next round runs the cancelled one again.
     """
     delays = (interval if initial_delay is None else initial_delay, interval)
 
     def register(fn: PeriodicFn) -> PeriodicFn:
-        STATE.periodic.append((delays, _bounded(fn, concurrency)))
+        STATE.periodic.append((delays, _bounded(fn, concurrency, deadline)))
         return fn
 
     return register
 
 
-def _bounded(fn: PeriodicFn, concurrency: int) -> RoundFn:
+def _bounded(fn: PeriodicFn, concurrency: int, deadline: float | None) -> RoundFn:
     gate = asyncio.Semaphore(concurrency)
 
     async def guarded(*, body: kopf.Body, namespace: str, name: str) -> None:
         async with gate:
+            call = asyncio.ensure_future(fn(body=body, namespace=namespace, name=name))
             try:
-                await fn(body=body, namespace=namespace, name=name)
+                done, _ = await asyncio.wait([call], timeout=deadline)
+                if not done:
+                    log.warning(
+                        "%s for %s/%s did not finish in %gs, cancelled (waiting in %s)",
+                        fn.__name__, namespace, name, deadline, awaiting(call),
+                    )  # fmt: skip
+                    call.cancel()
+                    return
+                call.result()
             except Exception as exc:
                 log.warning(
                     "%s for %s/%s failed: %s: %s",
                     fn.__name__, namespace, name, type(exc).__name__, exc,
                 )  # fmt: skip
+            finally:
+                call.cancel()  # the round itself cancelled (operator stopping)
 
     guarded.__name__ = fn.__name__
     return guarded
+
+
+def awaiting(task: asyncio.Future[Any]) -> str:
+    """Where a pending task's coroutine waits, outermost first (`f@file:line > ...`)."""
+    step: Any = task.get_coro() if isinstance(task, asyncio.Task) else None
+    where: list[str] = []
+    while step is not None and len(where) < 30:
+        frame = getattr(step, "cr_frame", None) or getattr(step, "gi_frame", None)
+        if frame is None:
+            break
+        code = frame.f_code
+        where.append(f"{code.co_name}@{code.co_filename.rsplit('/', 1)[-1]}:{frame.f_lineno}")
+        step = getattr(step, "cr_await", None) or getattr(step, "gi_yieldfrom", None)
+    return " > ".join(where) or "unknown"
 
 
 async def _every_agent_forever(initial_delay: float, interval: float, fn: RoundFn) -> None:

@@ -196,7 +196,12 @@ async def replay_parked(agent: dict[str, Any]) -> tuple[bool, int, str | None]:
     return not result.get("more"), int(result.get("replayed") or 0), None
 
 
-@handlers.every_agent(SETTINGS.eval_interval, initial_delay=1)  # not kopf.timer: no finalizer
+# Not kopf.timer: no finalizer. An evaluation waits at most for its queries, one status apply,
+# one reconcile and one replay request (REPLAY_TIMEOUT); past that it is stuck, and a stuck one
+# would stop the loop (and every replay) for all Agents.
+@handlers.every_agent(
+    SETTINGS.eval_interval, initial_delay=1, deadline=REPLAY_TIMEOUT + 4 * QUERY_TIMEOUT + 30
+)
 async def evaluate_policies(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
     """One evaluation of both policies for one Agent."""
     started = time.perf_counter()
