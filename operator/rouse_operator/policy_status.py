@@ -188,8 +188,13 @@ def evaluate(
             events.append(Event("Normal", decision.reason, decision.message))
     else:
         conditions.append(condition(WITHIN_BUDGET, "True", "NoDailyBudget", "no daily limits"))
-        # Limits removed while events were parked.
-        if budget_policy.replay_due(None, parked, bool(saved_budget.get("replayPending"))):
+        # Limits removed while events were parked. Removed while the last decision parked, a
+        # replay is owed whatever the count says: Prometheus may not have scraped the events
+        # parked just before, and once status.budget is gone the count is not read again.
+        owed = bool(saved_budget.get("replayPending")) or (
+            previous is not None and previous.suspended and previous.action == "park"
+        )
+        if budget_policy.replay_due(None, parked, owed):
             replay_due = True
             result["budget"] = {"exhausted": False, "replayPending": True}
 

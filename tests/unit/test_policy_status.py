@@ -247,6 +247,29 @@ def test_parked_events_are_never_stranded() -> None:
     ).replay_due
 
 
+def test_the_budget_removed_while_parking_replays_whatever_the_count_says() -> None:
+    """Seen on the real node: the budget removed seconds after tickets were parked, before
+    Prometheus scraped them (0 parked). A replay is owed all the same; without it the write
+    drops status.budget, and with it every later read of the parked count."""
+    obj = agent()
+    spent = step(obj, 0, IDLE, Usage(2000, 0.0))
+    assert spent.budget is not None and spent.budget.suspended and spent.budget.action == "park"
+    del obj["spec"]["budget"]
+    removed = evaluate(obj, windows={"work": IDLE}, usage=None, gap=None, now=T0, parked=0)
+    assert removed.replay_due
+    assert removed.status["budget"] == {"exhausted": False, "replayPending": True}
+    write(obj, removed)
+    # Still owed at the next evaluation (e.g. the Triggers not yet restored, no replay yet).
+    again = evaluate(obj, windows={"work": IDLE}, usage=None, gap=None, now=T0, parked=0)
+    assert again.replay_due
+    # Once replayed (the loop writes replayPending False, status.budget's other fields gone),
+    # nothing more is owed; what is parked later is still found by the count.
+    obj["status"]["budget"] = {"exhausted": False, "replayPending": False}
+    done = evaluate(obj, windows={"work": IDLE}, usage=None, gap=None, now=T0, parked=0)
+    assert not done.replay_due
+    assert evaluate(obj, windows={"work": IDLE}, usage=None, gap=None, now=T0, parked=1).replay_due
+
+
 def test_a_copy_older_than_the_last_write_is_judged_with_that_write() -> None:
     """The loop's copy lags its own write: the written fields stand in for the stale ones."""
     within = {"type": "WithinBudget", "status": "True", "reason": "Within"}
