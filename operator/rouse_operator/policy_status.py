@@ -169,9 +169,7 @@ def evaluate(
         if gap and decision.stale:
             decision = _with_gap(decision, gap)
         resumed = budget_policy.resumed(previous, decision)
-        owed = bool(saved_budget.get("replayPending")) or (
-            resumed and previous is not None and previous.action == "park"
-        )
+        owed = _replay_owed(saved_budget, previous, resumed)
         replay_due = pending = budget_policy.replay_due(decision, parked, owed)
         result["budget"] = budget_status(bspec, decision, pending)
         conditions.append(
@@ -188,12 +186,8 @@ def evaluate(
             events.append(Event("Normal", decision.reason, decision.message))
     else:
         conditions.append(condition(WITHIN_BUDGET, "True", "NoDailyBudget", "no daily limits"))
-        # Limits removed while events were parked. Removed while the last decision parked, a
-        # replay is owed whatever the count says: Prometheus may not have scraped the events
-        # parked just before, and once status.budget is gone the count is not read again.
-        owed = bool(saved_budget.get("replayPending")) or (
-            previous is not None and previous.suspended and previous.action == "park"
-        )
+        # Limits removed while events were parked, or while suspended (which resumes it).
+        owed = _replay_owed(saved_budget, previous, previous is not None and previous.suspended)
         if budget_policy.replay_due(None, parked, owed):
             replay_due = True
             result["budget"] = {"exhausted": False, "replayPending": True}
@@ -254,6 +248,15 @@ def evaluate(
     stamp(conditions, before, int(meta.get("generation") or 0), rfc3339(now))
     result["conditions"] = conditions
     return Evaluation(status=result, events=events, replay_due=replay_due, budget=decision)
+
+
+def _replay_owed(saved_budget: Obj, previous: BudgetDecision | None, resumed: bool) -> bool:
+    """A replay still owed: recorded as pending (failed, busy or unfinished), or the agent
+    resuming from park, whatever the parked count says. Prometheus may not have scraped the
+    events parked just before, and once status.budget is gone the count is not read again."""
+    return bool(saved_budget.get("replayPending")) or (
+        resumed and previous is not None and previous.action == "park"
+    )
 
 
 def _with_gap(decision: BudgetDecision, gap: str) -> BudgetDecision:
