@@ -312,8 +312,7 @@ def _bounded(fn: PeriodicFn, concurrency: int, deadline: float | None) -> RoundF
                         "%s for %s/%s did not finish in %gs, cancelled (waiting in %s)",
                         fn.__name__, namespace, name, deadline, awaiting(call),
                     )  # fmt: skip
-                    call.cancel()
-                    return
+                    return  # cancelled below
                 call.result()
             except Exception as exc:
                 log.warning(
@@ -321,23 +320,20 @@ def _bounded(fn: PeriodicFn, concurrency: int, deadline: float | None) -> RoundF
                     fn.__name__, namespace, name, type(exc).__name__, exc,
                 )  # fmt: skip
             finally:
-                call.cancel()  # the round itself cancelled (operator stopping)
+                call.cancel()  # past its deadline, or the round cancelled (operator stopping)
 
     guarded.__name__ = fn.__name__
     return guarded
 
 
-def awaiting(task: asyncio.Future[Any]) -> str:
+def awaiting(task: asyncio.Task[Any]) -> str:
     """Where a pending task's coroutine waits, outermost first (`f@file:line > ...`)."""
-    step: Any = task.get_coro() if isinstance(task, asyncio.Task) else None
+    step: Any = task.get_coro()
     where: list[str] = []
-    while step is not None and len(where) < 30:
-        frame = getattr(step, "cr_frame", None) or getattr(step, "gi_frame", None)
-        if frame is None:
-            break
+    while (frame := getattr(step, "cr_frame", None)) is not None:  # down to a Future
         code = frame.f_code
         where.append(f"{code.co_name}@{code.co_filename.rsplit('/', 1)[-1]}:{frame.f_lineno}")
-        step = getattr(step, "cr_await", None) or getattr(step, "gi_yieldfrom", None)
+        step = step.cr_await
     return " > ".join(where) or "unknown"
 
 
